@@ -1,0 +1,1 @@
+"""Domain layer of RLFF-ESC: schemas, config, data, prompts, model loading. Never imports Ray."""

@@ -1,0 +1,71 @@
+"""The inference backend protocol shared by every LLM role.
+
+Backends take chat messages (OpenAI-style dicts), not raw prompts, so the same role code runs on a
+local transformers model, a vLLM engine or a remote OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+class BackendError(RuntimeError):
+    """A backend failed in a way the caller should report to a person (one sentence)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling settings.
+
+    temperature 0 means greedy decoding. `seed` makes sampling reproducible for this request
+    regardless of what it is batched with (hf backend). `stop` strings end the reply early and are
+    not included in it. `prefill` is text the assistant reply is forced to start with; it is
+    included at the start of `Generation.text`. Backends that cannot prefill ignore it.
+    """
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 96
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    prefill: str = ""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One reply. `completion_tokens` counts generated tokens only (not prompt or prefill).
+
+    `stop_sequence` is the stop string that ended the reply (excluded from `text`), where the backend
+    can tell; None when it ended at end-of-turn, at the length limit, or the backend cannot tell.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of turn or a stop string) or "length"
+    stop_sequence: str | None = None
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """What every role needs from a model.
+
+    `generate` may be awaited by many callers at once; a backend batches requests that arrive
+    together. `continuation_logprobs` returns, for each continuation, the summed log-probability of
+    its tokens when it directly follows the assistant turn start of `messages`; backends that cannot
+    compute it set `supports_logprobs = False` and raise BackendError.
+    """
+
+    name: str
+    supports_logprobs: bool
+
+    async def generate(self, messages: list[Message], params: SamplingParams) -> Generation: ...
+
+    async def continuation_logprobs(
+        self, messages: list[Message], continuations: list[str]
+    ) -> list[float]: ...
+
+    async def close(self) -> None: ...

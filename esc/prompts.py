@@ -1,0 +1,73 @@
+"""Prompt templates of the three LLM roles, in one place.
+
+- Seeker simulator: role-plays the help-seeker of a Scenario; opens with their situation, answers in
+  1-2 sentences, never acts as the counselor.
+- Counselor: replies to the seeker. With reasoning it writes `<think>private reasoning</think>
+  <answer>what the seeker sees</answer>`; in plain mode it writes the reply only.
+- Judge: reads the conversation and says how the seeker feels now compared with the start of the
+  conversation, with one PPDPP verdict word: worse, same, better or solved.
+
+Each builder returns OpenAI-style chat messages. Messages are written from the speaking role's point
+of view: the other party's turns are "user" messages and the role's own turns "assistant" messages.
+"""
+
+from __future__ import annotations
+
+from esc.schemas import Scenario, Turn
+
+COUNSELOR_SYSTEM = (
+    "You are a warm, skilled emotional-support counselor. Listen, reflect the person's feelings, ask "
+    "gentle open questions and offer support. Keep replies short (1-3 sentences)."
+)
+COUNSELOR_REASONING_FORMAT = (
+    "\nAlways answer in this format:\n<think>(what they feel and which support strategy fits)</think>\n"
+    "<answer>(your reply to them, 1-2 sentences)</answer>\n\nExample:\nUser: I am stressed about money.\n"
+    "Assistant: <think>They feel stressed and worried about money; ask what worries them most.</think>\n"
+    "<answer>That sounds really stressful. What worries you most about your finances right now?</answer>"
+)
+ANSWER_CLOSE = "</answer>"
+THINK_PREFILL = "<think>"
+
+
+def counselor_messages(history: list[Turn], reasoning: bool = True) -> list[dict[str, str]]:
+    """Messages for the counselor's next reply. history: the dialogue so far (answers only)."""
+    system = COUNSELOR_SYSTEM + (COUNSELOR_REASONING_FORMAT if reasoning else "")
+    messages = [{"role": "system", "content": system}]
+    for turn in history:
+        messages.append({"role": "user" if turn.role == "seeker" else "assistant", "content": turn.text})
+    return messages
+
+
+def seeker_messages(scenario: Scenario, history: list[Turn]) -> list[dict[str, str]]:
+    """Messages for the simulated seeker's next line (the opening line when history is empty)."""
+    system = (
+        f"You are a person seeking emotional support, talking to a counselor. You feel "
+        f"{scenario.emotion_type} because of {scenario.problem_type}. Your situation: {scenario.situation} "
+        "Speak as yourself in the first person, in 1-2 short sentences. Never give advice or act as "
+        "the counselor."
+    )
+    messages = [{"role": "system", "content": system}]
+    if not history:
+        messages.append(
+            {"role": "user", "content": "Hi, I'm here to listen. What would you like to talk about?"}
+        )
+    for turn in history:
+        messages.append({"role": "assistant" if turn.role == "seeker" else "user", "content": turn.text})
+    return messages
+
+
+JUDGE_SYSTEM = (
+    "You read a conversation between a help-seeker and a counselor and judge how the seeker feels now "
+    "compared with the start of the conversation. Answer with exactly one word: worse, same, better, "
+    "or solved."
+)
+
+
+def judge_messages(scenario: Scenario, history: list[Turn]) -> list[dict[str, str]]:
+    """Messages asking the judge for one verdict word about the seeker's state after `history`."""
+    transcript = "\n".join(f"{'Seeker' if t.role == 'seeker' else 'Counselor'}: {t.text}" for t in history)
+    question = (
+        f"The seeker feels {scenario.emotion_type} about {scenario.problem_type}.\n\n{transcript}\n\n"
+        "How does the seeker feel now compared with the start: worse, same, better, or solved?"
+    )
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": question}]

@@ -1,0 +1,131 @@
+"""The three LLM roles of RLFF-ESC over any InferenceBackend: seeker simulator, counselor, judge.
+
+Roles own prompting, parsing and scoring; backends own tokens. Nothing here knows about Ray. Every
+async method may be called many times concurrently so the backend can batch the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+
+from esc import prompts
+from esc.backends.base import InferenceBackend, SamplingParams
+from esc.config import CounselorConfig, JudgeConfig, RoleConfig, SafetyConfig
+from esc.parsing import VERDICTS, parse_counselor, parse_verdict
+from esc.safety import check_message, crisis_reply
+from esc.schemas import Scenario, Turn
+
+FALLBACK_ANSWER = "I hear you. Could you tell me a little more about how you are feeling?"
+
+
+def sampling(config: RoleConfig, seed: int | None, **extra) -> SamplingParams:
+    return SamplingParams(config.temperature, config.top_p, config.max_new_tokens, seed, **extra)
+
+
+@dataclass(frozen=True)
+class CounselorOutput:
+    """One counselor turn: `turn.text` is the answer only; `raw` is the model's full text."""
+
+    turn: Turn
+    raw: str
+    well_formed: bool
+    completion_tokens: int
+
+
+class Counselor:
+    """The counselor policy: `<think>/<answer>` replies (or plain ones), behind the safety check."""
+
+    def __init__(self, backend: InferenceBackend, config: CounselorConfig, safety: SafetyConfig):
+        self.backend, self.config, self.safety = backend, config, safety
+
+    async def respond(self, history: list[Turn], seed: int | None = None) -> CounselorOutput:
+        """Reply to the last seeker turn of `history`.
+
+        When the safety check flags the last seeker message, the reply is the crisis reply with
+        resources, without calling the model, and the turn is flagged `crisis=True`.
+        """
+        last = next((t for t in reversed(history) if t.role == "seeker"), None)
+        if self.safety.enabled and last is not None and check_message(last.text).crisis:
+            text = crisis_reply(self.safety.region)
+            return CounselorOutput(Turn(role="counselor", text=text, crisis=True), text, True, 0)
+        reasoning = self.config.reasoning
+        # Prefilling "<think>" makes small models far more likely to keep the format; an HTTP
+        # chat-completions server cannot prefill, so there the instruction alone asks for it.
+        prefill = prompts.THINK_PREFILL if reasoning and self.backend.name != "openai" else ""
+        params = sampling(
+            self.config, seed, prefill=prefill, stop=(prompts.ANSWER_CLOSE,) if reasoning else ()
+        )
+        generation = await self.backend.generate(prompts.counselor_messages(history, reasoning), params)
+        raw = generation.text
+        if generation.stop_sequence == prompts.ANSWER_CLOSE:  # stop strings are cut from the text
+            raw += prompts.ANSWER_CLOSE
+        if reasoning:
+            parsed = parse_counselor(raw)
+            answer, thought, ok = parsed.answer, parsed.reasoning, parsed.well_formed
+        else:
+            answer, thought, ok = parse_counselor(generation.text).answer, None, True
+        turn = Turn(role="counselor", text=answer or FALLBACK_ANSWER, reasoning=thought or None)
+        return CounselorOutput(turn, raw, ok and bool(answer), generation.completion_tokens)
+
+
+class Seeker:
+    """The user simulator: role-plays the help-seeker of a scenario."""
+
+    def __init__(self, backend: InferenceBackend, config: RoleConfig):
+        self.backend, self.config = backend, config
+
+    async def speak(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> Turn:
+        """The seeker's next line (their opening line when history is empty)."""
+        params = sampling(self.config, seed, stop=("\n\n", "Counselor:"))
+        generation = await self.backend.generate(prompts.seeker_messages(scenario, history), params)
+        text = generation.text.strip() or scenario.situation
+        return Turn(role="seeker", text=text)
+
+
+class Judge:
+    """Rates the seeker's state after a counselor turn with PPDPP verdict rewards in [-1, 1]."""
+
+    def __init__(self, backend: InferenceBackend, config: JudgeConfig):
+        self.backend, self.config = backend, config
+
+    async def verdict_probs(self, scenario: Scenario, history: list[Turn]) -> dict[str, float]:
+        """Softmax over the four verdict labels' continuation log-likelihoods (one forward pass)."""
+        labels = list(VERDICTS)
+        logps = await self.backend.continuation_logprobs(prompts.judge_messages(scenario, history), labels)
+        top = max(logps)
+        weights = [math.exp(lp - top) for lp in logps]
+        total = sum(weights)
+        return {label: w / total for label, w in zip(labels, weights)}
+
+    async def samples(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> list[str]:
+        """`num_samples` sampled judge texts (seeded one after another from `seed`)."""
+        messages = prompts.judge_messages(scenario, history)
+        seeds = [None if seed is None else seed + i for i in range(self.config.num_samples)]
+        generations = await asyncio.gather(
+            *(self.backend.generate(messages, sampling(self.config, s)) for s in seeds)
+        )
+        return [g.text for g in generations]
+
+    async def score(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> float:
+        """The reward of the seeker's state after `history`, by the configured scorer."""
+        if self.config.scorer == "likelihood":
+            return expected_reward(await self.verdict_probs(scenario, history))
+        return mean_sampled_reward(await self.samples(scenario, history, seed))
+
+
+def expected_reward(probs: dict[str, float]) -> float:
+    """Expected PPDPP reward under verdict probabilities (label -> p, summing to 1)."""
+    return sum(VERDICTS[label] * p for label, p in probs.items())
+
+
+def mean_sampled_reward(texts: list[str]) -> float:
+    """PPDPP: mean reward of the parsable verdicts; unparsable samples are dropped; 0.0 if none parse."""
+    rewards = [r for r in map(parse_verdict, texts) if r is not None]
+    return sum(rewards) / len(rewards) if rewards else 0.0
+
+
+def is_success(reward: float, threshold: float = 0.5) -> bool:
+    """PPDPP success: the mean reward is strictly above the threshold (0.5 = all 'better' fails)."""
+    return reward > threshold

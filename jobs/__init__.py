@@ -1,0 +1,1 @@
+"""Entry points: the `rlff` command line and Ray job entrypoints."""

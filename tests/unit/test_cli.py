@@ -1,0 +1,57 @@
+"""The `rlff` command line, run as a real subprocess (no model needed)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ESCONV, REPO, needs_esconv
+
+
+def rlff(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+def test_help_lists_subcommands():
+    out = rlff("--help")
+    assert out.returncode == 0
+    for command in ("config", "chat", "data", "prepare"):
+        assert command in out.stdout
+
+
+def test_config_show_prints_the_override():
+    out = rlff("config", "show", "--config", "configs/local.yaml", "--set", "learner.lr=3e-6")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["learner"]["lr"] == pytest.approx(3e-6)
+
+
+def test_misspelt_key_exits_2_with_one_line():
+    out = rlff("config", "show", "--config", "configs/local.yaml", "--set", "learner.lrr=3e-6")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["error: unknown config key 'learner.lrr'"]
+    assert out.stdout == ""
+
+
+def test_bad_data_spec_is_one_line():
+    out = rlff("data", "stats", "esconv:/definitely/not/here")
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "/definitely/not/here" in out.stderr
+
+
+def test_data_stats_builtin_json():
+    out = rlff("data", "stats", "builtin", "--json")
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["total"] == sum(stats["splits"].values()) == 30
+
+
+@needs_esconv
+def test_data_stats_esconv_splits():
+    out = rlff("data", "stats", f"esconv:{ESCONV}", "--json")
+    assert json.loads(out.stdout)["splits"] == {"train": 910, "valid": 195, "test": 195}
+    table = rlff("data", "stats", f"esconv:{ESCONV / 'FailedESConv.json'}")
+    assert table.returncode == 0
+    assert "196 dialogues" in table.stdout

@@ -1,0 +1,110 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from esc.config import ConfigError, RunConfig, build_config, load_config
+
+REPO_CONFIGS = ["configs/local.yaml", "configs/gpu.yaml"]
+
+
+def test_defaults_are_the_embedded_setup():
+    config = RunConfig()
+    assert config.counselor.model == "smollm2-135m"
+    assert config.judge.scorer == "likelihood"
+    assert config.episode.max_turns == 8
+    assert config.future.horizon == 2
+
+
+@pytest.mark.parametrize("path", REPO_CONFIGS)
+def test_shipped_configs_validate(path):
+    config = load_config(path)
+    assert config.name in {"local", "gpu"}
+
+
+def test_gpu_config_uses_vllm_and_deepspeed():
+    config = load_config("configs/gpu.yaml")
+    assert config.counselor.backend == "vllm"
+    assert config.learner.strategy == "deepspeed"
+
+
+def test_overrides_are_typed():
+    config = load_config(
+        "configs/local.yaml",
+        ["learner.lr=3e-6", "counselor.reasoning=false", "episode.max_turns=4", "name=trial-2"],
+    )
+    assert config.learner.lr == pytest.approx(3e-6)
+    assert config.counselor.reasoning is False
+    assert config.episode.max_turns == 4
+    assert config.name == "trial-2"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("learner.lrr=3e-6", "unknown config key 'learner.lrr'"),
+        ("lerner.lr=3e-6", "unknown config key 'lerner'"),
+        ("learner.lr=-1", "invalid value for 'learner.lr'"),
+        ("episode.max_turns=zero", "invalid value for 'episode.max_turns'"),
+        ("learner.lr", "is not of the form section.key=value"),
+        ("learner.lr.x=1", "'lr' is a value, not a section"),
+    ],
+)
+def test_bad_overrides_name_the_problem(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config("configs/local.yaml", [override])
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "tree, message",
+    [
+        ({"counselor": {"backend": "openai"}}, "needs base_url"),
+        ({"judge": {"backend": "openai", "base_url": "http://x/v1"}}, "lacks"),
+        ({"future": {"class_edges": [0.5, 0.0]}}, "strictly ascending"),
+        ({"rollout": {"group_size": 1}}, "rollout.group_size"),
+    ],
+)
+def test_cross_field_rules(tree, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(tree)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learner:\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line \d+ is not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(scalar)
+
+
+def test_resolved_config_is_written_to_the_run_dir(tmp_path):
+    config = load_config("configs/local.yaml", [f"runs_dir={tmp_path}", "name=r1", "learner.lr=2e-6"])
+    path = config.write_resolved()
+    assert path == tmp_path / "r1" / "config.json"
+    assert RunConfig.model_validate(json.loads(path.read_text())) == config
+
+
+def test_every_field_is_documented():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, RunConfig.__mro__[1]):
+                walk(annotation)
+            elif name not in {"data", "seeker", "counselor", "judge", "episode", "future", "safety"}:
+                assert field.description, f"{model.__name__}.{name} has no description"
+
+    walk(RunConfig)
+
+
+def test_config_module_imports_without_torch_or_ray():
+    code = "import sys, esc.config; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,70 @@
+import pytest
+
+from esc.parsing import parse_counselor, parse_verdict
+from esc.roles import expected_reward, is_success, mean_sampled_reward
+
+
+@pytest.mark.parametrize(
+    "text, reasoning, answer, ok",
+    [
+        (
+            "<think>they feel alone</think><answer>That sounds lonely.</answer>",
+            "they feel alone",
+            "That sounds lonely.",
+            True,
+        ),
+        ("  <think>a\nb</think>\n<answer>Hi there</answer>\n", "a\nb", "Hi there", True),
+        ("<THINK>x</THINK><ANSWER>y</ANSWER>", "x", "y", True),
+        # broken formats: the answer never carries reasoning or tags
+        ("<think>x</think><answer>unclosed answer", "x", "unclosed answer", False),
+        ("<think>x</think>just a reply", "x", "just a reply", False),
+        ("no tags at all", "", "no tags at all", False),
+        ("<think>never closed and rambling", "never closed and rambling", "", False),
+        ("<think></think><answer>empty reasoning</answer>", "", "empty reasoning", False),
+        ("<think>x</think><answer>a</answer> trailing", "x", "a", False),
+        ("<think>x</think><answer>a <think>leak</think></answer>", "x leak", "a", False),
+    ],
+)
+def test_counselor_parser(text, reasoning, answer, ok):
+    parsed = parse_counselor(text)
+    assert parsed.reasoning == reasoning
+    assert parsed.answer == answer
+    assert parsed.well_formed is ok
+    assert "<" not in parsed.answer
+
+
+@pytest.mark.parametrize(
+    "text, reward",
+    [
+        ("worse", -1.0),
+        ("Same.", -0.5),
+        ("The seeker feels better", 0.5),
+        ("SOLVED", 1.0),
+        ("unsure", None),
+        ("", None),
+        ("better, maybe worse", 0.5),
+    ],
+)
+def test_verdict_parser(text, reward):
+    assert parse_verdict(text) == reward
+
+
+def test_ten_better_verdicts_are_mean_half_which_is_not_success():
+    reward = mean_sampled_reward(["better"] * 10)
+    assert reward == 0.5
+    assert not is_success(reward)
+
+
+def test_unparsable_samples_are_dropped():
+    assert mean_sampled_reward(["solved", "??", "better", "no idea"]) == pytest.approx(0.75)
+    assert is_success(0.75)
+
+
+def test_all_unparsable_gives_zero():
+    assert mean_sampled_reward(["hmm", "", "cannot say"]) == 0.0
+
+
+def test_expected_reward_under_label_probabilities():
+    probs = {"worse": 0.1, "same": 0.2, "better": 0.3, "solved": 0.4}
+    # -1*0.1 - 0.5*0.2 + 0.5*0.3 + 1*0.4 = 0.35
+    assert expected_reward(probs) == pytest.approx(0.35)
