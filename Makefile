@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 model: $(STAMP)
 	$(VENV)/bin/rlff prepare
 
+# A short interactive evaluation of the base policy on built-in scenarios (a few minutes on 2 CPUs).
 run: model
-	$(VENV)/bin/rlff chat --config configs/local.yaml --demo
+	$(VENV)/bin/rlff evaluate --config configs/local.yaml --policy base --scenarios builtin --limit 3 \
+		--out runs/local/eval-base.json
 
 test: model
 	$(VENV)/bin/ruff check .

@@ -60,14 +60,14 @@ class RoleConfig(_Section):
 class SeekerConfig(RoleConfig):
     """The user simulator that role-plays the help-seeker."""
 
-    max_new_tokens: int = Field(48, gt=0, le=4096, description="Seeker replies are 1-2 sentences.")
+    max_new_tokens: int = Field(40, gt=0, le=4096, description="Seeker replies are 1-2 sentences.")
 
 
 class CounselorConfig(RoleConfig):
     """The counselor policy."""
 
     reasoning: bool = Field(True, description="Reply as <think>..</think><answer>..</answer>; false = plain.")
-    max_new_tokens: int = Field(128, gt=0, le=4096, description="Budget for reasoning plus answer.")
+    max_new_tokens: int = Field(96, gt=0, le=4096, description="Budget for reasoning plus answer.")
 
 
 class JudgeConfig(RoleConfig):
@@ -158,6 +158,10 @@ class RunConfig(_Section):
     seeker: SeekerConfig = SeekerConfig()
     counselor: CounselorConfig = CounselorConfig()
     judge: JudgeConfig = JudgeConfig()
+    system_agent: CounselorConfig = Field(
+        CounselorConfig(reasoning=False, max_new_tokens=64),
+        description="The counselor that continues conversations in future simulation (plain replies).",
+    )
     episode: EpisodeConfig = EpisodeConfig()
     future: FutureConfig = FutureConfig()
     safety: SafetyConfig = SafetyConfig()

@@ -54,7 +54,13 @@ def parse_counselor(text: str) -> CounselorReply:
     return CounselorReply(reasoning, _TAG.sub("", answer).strip(), False)
 
 
+def parse_verdict_word(text: str) -> str | None:
+    """The first PPDPP verdict word in a judge's text (lower-cased), or None when there is none."""
+    match = _VERDICT_WORD.search(text)
+    return match.group(1).lower() if match else None
+
+
 def parse_verdict(text: str) -> float | None:
     """Reward of the first PPDPP verdict word in a judge's text, or None when there is none."""
-    match = _VERDICT_WORD.search(text)
-    return VERDICTS[match.group(1).lower()] if match else None
+    word = parse_verdict_word(text)
+    return None if word is None else VERDICTS[word]

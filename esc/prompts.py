@@ -63,9 +63,24 @@ JUDGE_SYSTEM = (
 )
 
 
-def judge_messages(scenario: Scenario, history: list[Turn]) -> list[dict[str, str]]:
-    """Messages asking the judge for one verdict word about the seeker's state after `history`."""
-    transcript = "\n".join(f"{'Seeker' if t.role == 'seeker' else 'Counselor'}: {t.text}" for t in history)
+def _transcript(history: list[Turn], max_chars: int) -> str:
+    """The conversation as text; long ones keep the first two and the latest turns within max_chars."""
+    lines = [f"{'Seeker' if t.role == 'seeker' else 'Counselor'}: {t.text}" for t in history]
+    if sum(len(line) + 1 for line in lines) <= max_chars:
+        return "\n".join(lines)
+    head, tail, used = lines[:2], [], sum(len(line) + 1 for line in lines[:2]) + 4
+    for line in reversed(lines[2:]):
+        if used + len(line) + 1 > max_chars:
+            break
+        tail.insert(0, line)
+        used += len(line) + 1
+    return "\n".join([*head, "...", *tail])
+
+
+def judge_messages(scenario: Scenario, history: list[Turn], max_chars: int = 6000) -> list[dict[str, str]]:
+    """Messages asking the judge for one verdict word about the seeker's state after `history`.
+    Transcripts longer than `max_chars` keep their opening and their latest turns."""
+    transcript = _transcript(history, max_chars)
     question = (
         f"The seeker feels {scenario.emotion_type} about {scenario.problem_type}.\n\n{transcript}\n\n"
         "How does the seeker feel now compared with the start: worse, same, better, or solved?"

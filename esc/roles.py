@@ -8,20 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from dataclasses import dataclass
 
 from esc import prompts
 from esc.backends.base import InferenceBackend, SamplingParams
 from esc.config import CounselorConfig, JudgeConfig, RoleConfig, SafetyConfig
-from esc.parsing import VERDICTS, parse_counselor, parse_verdict
+from esc.parsing import VERDICTS, parse_counselor, parse_verdict, parse_verdict_word
 from esc.safety import check_message, crisis_reply
 from esc.schemas import Scenario, Turn
 
+_ROLE_LABEL = re.compile(r"^(?:seeker|me|user|client)\s*:\s*", re.IGNORECASE)
 FALLBACK_ANSWER = "I hear you. Could you tell me a little more about how you are feeling?"
 
 
 def sampling(config: RoleConfig, seed: int | None, **extra) -> SamplingParams:
     return SamplingParams(config.temperature, config.top_p, config.max_new_tokens, seed, **extra)
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """A judge's rating: `reward` in [-1, 1]; `verdict` the most likely (likelihood) or most sampled
+    verdict (None when no sample parsed); `probs` per verdict (likelihood scorer) or the raw
+    `samples` (sample scorer)."""
+
+    reward: float
+    verdict: str | None
+    probs: dict[str, float] | None = None
+    samples: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,7 @@ class Seeker:
         """The seeker's next line (their opening line when history is empty)."""
         params = sampling(self.config, seed, stop=("\n\n", "Counselor:"))
         generation = await self.backend.generate(prompts.seeker_messages(scenario, history), params)
-        text = generation.text.strip() or scenario.situation
+        text = _ROLE_LABEL.sub("", generation.text.strip()).strip() or scenario.situation
         return Turn(role="seeker", text=text)
 
 
@@ -108,11 +122,19 @@ class Judge:
         )
         return [g.text for g in generations]
 
-    async def score(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> float:
-        """The reward of the seeker's state after `history`, by the configured scorer."""
+    async def rate(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> JudgeResult:
+        """Judge the seeker's state after `history` with the configured scorer."""
         if self.config.scorer == "likelihood":
-            return expected_reward(await self.verdict_probs(scenario, history))
-        return mean_sampled_reward(await self.samples(scenario, history, seed))
+            probs = await self.verdict_probs(scenario, history)
+            return JudgeResult(expected_reward(probs), max(probs, key=probs.get), probs=probs)
+        texts = await self.samples(scenario, history, seed)
+        verdicts = [v for v in map(parse_verdict_word, texts) if v is not None]
+        top = max(verdicts, key=verdicts.count) if verdicts else None
+        return JudgeResult(mean_sampled_reward(texts), top, samples=texts)
+
+    async def score(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> float:
+        """The reward in [-1, 1] of the seeker's state after `history`."""
+        return (await self.rate(scenario, history, seed)).reward
 
 
 def expected_reward(probs: dict[str, float]) -> float:

@@ -9,6 +9,7 @@ from esc.backends import make_backend
 from esc.config import RunConfig
 from esc.roles import Counselor
 from esc.schemas import Turn
+from jobs import UsageError
 
 
 async def _chat(config: RunConfig, messages: list[str] | None, show_reasoning: bool) -> None:
@@ -49,6 +50,6 @@ def run_chat(config: RunConfig, message: str | None, demo: bool, show_reasoning:
 
     scripted = [message] if message is not None else list(DEMO_MESSAGES) if demo else None
     if message is not None and not message.strip():
-        raise ValueError("--message must not be empty")
+        raise UsageError("--message must not be empty")
     asyncio.run(_chat(config, scripted, show_reasoning))
     return 0

@@ -7,6 +7,7 @@ import json
 import sys
 
 from esc.config import ConfigError, RunConfig, load_config
+from jobs import UsageError
 
 DEMO_MESSAGES = (
     "Hi. I've been feeling really lonely since I moved to a new city for work.",
@@ -42,6 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--message", help="send one message, print the reply and exit")
     chat.add_argument("--demo", action="store_true", help="run a short scripted exchange")
     chat.add_argument("--show-reasoning", action="store_true", help="also print the counselor's reasoning")
+
+    evaluate = commands.add_parser("evaluate", help="interactive SR/AT evaluation plus reference quality")
+    _add_config_args(evaluate)
+    evaluate.add_argument(
+        "--policy", default="base", help="'base' (the config's counselor) or a model folder"
+    )
+    evaluate.add_argument("--scenarios", default="builtin", help="builtin | esconv:PATH[#split] | extes:PATH")
+    evaluate.add_argument("--limit", type=int, default=5, help="number of scenarios (episodes)")
+    evaluate.add_argument("--references", help="dialogues for BLEU/ROUGE/Distinct (default: the scenarios)")
+    evaluate.add_argument("--out", help="write the JSON report here")
+
+    check = commands.add_parser("judge-check", help="measure the judge against ESConv survey outcomes")
+    _add_config_args(check)
+    check.add_argument(
+        "--data", required=True, action="append", help="esconv:PATH[#split] with seeker surveys (repeatable)"
+    )
+    check.add_argument(
+        "--no-balance",
+        dest="balance",
+        action="store_false",
+        help="take dialogues in order, not per survey class",
+    )
+    check.add_argument("--limit", type=int, default=50, help="number of dialogues")
+    check.add_argument("--out", help="write the JSON report here")
 
     prepare = commands.add_parser("prepare", help="cache the embedded model as safetensors (once)")
     prepare.add_argument("--model", default="smollm2-135m", help="model spec to prepare")
@@ -102,7 +127,21 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from jobs.evaluate import run_evaluate
+
+    return run_evaluate(_config(args), args.policy, args.scenarios, args.limit, args.out, args.references)
+
+
+def cmd_judge_check(args: argparse.Namespace) -> int:
+    from jobs.judge_check import run_judge_check
+
+    return run_judge_check(_config(args), args.data, args.limit, args.out, args.balance)
+
+
 HANDLERS = {
+    ("judge-check", None): cmd_judge_check,
+    ("evaluate", None): cmd_evaluate,
     ("prepare", None): cmd_prepare,
     ("config", "show"): cmd_config_show,
     ("data", "stats"): cmd_data_stats,
@@ -114,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     action = getattr(args, f"{args.command}_command", None)
     handler = HANDLERS[(args.command, action)]
+    from esc.backends.base import BackendError
     from esc.data import DataError
     from esc.models import ModelNotFoundError
 
     try:
         return handler(args)
-    except (ConfigError, DataError, ModelNotFoundError) as error:
+    except (ConfigError, DataError, ModelNotFoundError, BackendError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `rlff data stats ... | head`

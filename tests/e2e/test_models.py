@@ -71,16 +71,18 @@ def test_prefill_starts_the_text_and_length_is_reported(tiny):
     assert generation.completion_tokens <= 5
 
 
-def test_continuation_logprobs_match_a_manual_forward(tiny):
-    scores = tiny.score_continuations(CHAT, ["better", "worse"])
+@pytest.mark.parametrize("labels", [["better", "worse"], ["same"], ["a longer continuation", "x", "worse"]])
+def test_continuation_logprobs_match_a_manual_forward(tiny, labels):
+    scores = tiny.score_continuations(CHAT, labels)
     prompt = tiny.encode_prompt(CHAT)
-    tail = tiny.tokenizer("better", add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logits = tiny.model(input_ids=torch.tensor([prompt + tail])).logits[0]
-    logp = torch.log_softmax(logits.float(), -1)
-    manual = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(tail))
-    assert scores[0] == pytest.approx(manual, abs=1e-4)
-    assert scores[0] != scores[1]
+    for label, score in zip(labels, scores, strict=True):
+        tail = tiny.tokenizer(label, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = tiny.model(input_ids=torch.tensor([prompt + tail])).logits[0]
+        logp = torch.log_softmax(logits.float(), -1)
+        manual = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(tail))
+        assert score == pytest.approx(manual, abs=1e-4)
+    assert len(set(scores)) == len(scores)
 
 
 @pytest.mark.slow
@@ -121,3 +123,17 @@ def test_first_load_converts_gguf_to_a_safetensors_cache(tmp_path, monkeypatch):
     assert not (tmp_path / "models" / "smollm2-135m.partial").exists()
     model, tokenizer = load_model("smollm2-135m")
     assert model.config.num_hidden_layers == 30 and len(tokenizer) == 49152
+
+
+def test_concurrent_scoring_of_different_prompts_matches_one_by_one(tiny):
+    chats = [
+        [{"role": "user", "content": text}] for text in ("Hi", "I feel very lost and alone today.", "Why?")
+    ]
+    labels = ["worse", "same", "better", "solved"]
+
+    async def run():
+        return await asyncio.gather(*(tiny.continuation_logprobs(chat, labels) for chat in chats))
+
+    together = asyncio.run(run())
+    for chat, scores in zip(chats, together, strict=True):
+        assert scores == pytest.approx(tiny.score_continuations(chat, labels), abs=1e-4)

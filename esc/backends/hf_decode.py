@@ -1,0 +1,139 @@
+"""Batched decoding and scoring on a transformers causal LM: synchronous tensor code, no asyncio.
+
+Prompts are left-padded so every row's last real token sits in the last column; position ids come
+from the attention mask so padding never shifts positions. Decoding is our own KV-cached loop rather
+than `model.generate`, because each row keeps its own sampling params and its own seeded RNG.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from esc.backends.base import Generation, SamplingParams
+
+
+class CausalLM:
+    """A model and tokenizer plus what batched decoding needs to know about them."""
+
+    def __init__(self, model: Any, tokenizer: Any):
+        self.model, self.tokenizer = model, tokenizer
+        self.device = next(model.parameters()).device
+        self.pad = tokenizer.pad_token_id
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+        # transformers renamed `past_key_values` to `cache` (5.x); speak whichever this version knows.
+        self.cache_kw = (
+            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[self.pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def _forward(self, ids, mask, positions, cache=None, last_only=True):
+        """Logits (of the last position only, unless last_only is False) and the updated KV cache."""
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1 if last_only else 0,
+            **{self.cache_kw: cache},
+        )
+        return out.logits, getattr(out, self.cache_kw)
+
+    @torch.inference_mode()
+    def decode(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Generation]:
+        """Generate one reply per prompt (token ids), each under its own SamplingParams."""
+        rows = len(prompts)
+        step_ids, mask, positions = self._left_pad(prompts)
+        step_pos = positions
+        generators = [torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in params]
+        out_ids: list[list[int]] = [[] for _ in range(rows)]
+        finish, texts = [""] * rows, [""] * rows
+        stops: list[str | None] = [None] * rows
+        cache = None
+        for _ in range(max(p.max_new_tokens for p in params)):
+            logits, cache = self._forward(step_ids, mask, step_pos, cache)
+            next_ids = []
+            for i in range(rows):
+                token = self.pad if finish[i] else sample_token(logits[i, -1], params[i], generators[i])
+                next_ids.append(token)
+                if finish[i]:
+                    continue
+                if token in self.eos_ids:
+                    finish[i] = "stop"
+                    continue
+                out_ids[i].append(token)
+                if params[i].stop:
+                    text = self.tokenizer.decode(out_ids[i], skip_special_tokens=True)
+                    hits = sorted((text.index(s), s) for s in params[i].stop if s in text)
+                    if hits:
+                        texts[i], finish[i], stops[i] = text[: hits[0][0]], "stop", hits[0][1]
+                        continue
+                if len(out_ids[i]) >= params[i].max_new_tokens:
+                    finish[i] = "length"
+            if all(finish):
+                break
+            step_ids = torch.tensor(next_ids, device=self.device).unsqueeze(1)
+            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=self.device)], dim=1)
+            step_pos = step_pos[:, -1:] + 1
+        return [
+            Generation(
+                params[i].prefill + (texts[i] or self.tokenizer.decode(out_ids[i], skip_special_tokens=True)),
+                len(prompts[i]),
+                len(out_ids[i]),
+                finish[i] or "length",
+                stops[i],
+            )
+            for i in range(rows)
+        ]
+
+    @torch.inference_mode()
+    def score(self, prompts: list[list[int]], tails: list[list[list[int]]]) -> list[list[float]]:
+        """Summed log p(tail | prompt) for every tail of every prompt.
+
+        One forward pass over the left-padded prompts gives every tail's first token; the prompts'
+        KV cache is then gathered once per multi-token tail for a second, short pass.
+        """
+        ids, mask, positions = self._left_pad(prompts)
+        logits, cache = self._forward(ids, mask, positions)
+        first = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        scores = [[float(first[b, t[0]]) for t in row] for b, row in enumerate(tails)]
+        pairs = [(b, j) for b, row in enumerate(tails) for j, t in enumerate(row) if len(t) > 1]
+        if not pairs:
+            return scores
+        rows = torch.tensor([b for b, _ in pairs], device=self.device)
+        cache.batch_select_indices(rows)
+        width = max(len(tails[b][j]) - 1 for b, j in pairs)
+        more = torch.tensor(
+            [tails[b][j][:-1] + [self.pad] * (width - len(tails[b][j]) + 1) for b, j in pairs],
+            device=self.device,
+        )
+        more_mask = torch.cat(
+            [mask[rows], torch.ones((len(pairs), width), dtype=mask.dtype, device=self.device)], 1
+        )
+        more_pos = positions[rows, -1:] + 1 + torch.arange(width, device=self.device)
+        logits = self._forward(more, more_mask, more_pos, cache, last_only=False)[0]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for row, (b, j) in enumerate(pairs):
+            scores[b][j] += sum(float(logprobs[row, k, token]) for k, token in enumerate(tails[b][j][1:]))
+        return scores
+
+
+def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """Pick the next token id from one row of logits (vocab,) under the request's params."""
+    if params.temperature <= 0.0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))

@@ -1,0 +1,135 @@
+"""`rlff evaluate`: interactive PPDPP evaluation (SR, AT, success curve, format rate) plus
+reference-based quality (BLEU-1/2/4, ROUGE-L, Distinct-1/2) on real counselor replies."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from esc.backends import BackendPool
+from esc.config import RunConfig
+from esc.data import load_dialogues
+from esc.episode import Episode, Roles, run_episode
+from esc.metrics import interactive_summary, quality_scores
+from esc.schemas import Dialogue, Turn
+from jobs import UsageError
+
+
+def reference_context(dialogue: Dialogue, seed: int) -> tuple[list[Turn], Turn] | None:
+    """One (context, reference reply) from a real dialogue: a counselor turn that follows a seeker
+    turn, chosen by a seeded hash of the dialogue id so every run scores the same contexts."""
+    turns = dialogue.turns
+    choices = [
+        i for i in range(1, len(turns)) if turns[i].role == "counselor" and turns[i - 1].role == "seeker"
+    ]
+    if not choices:
+        return None
+    digest = int(hashlib.sha256(f"{seed}:{dialogue.id}".encode()).hexdigest(), 16)
+    index = choices[digest % len(choices)]
+    return list(turns[:index]), turns[index]
+
+
+async def _gather_with_progress(coros: list, desc: str) -> list:
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    with tqdm(total=len(tasks), desc=desc, file=sys.stderr, disable=not tasks) as bar:
+        for task in asyncio.as_completed(tasks):
+            await task
+            bar.update(1)
+    return [t.result() for t in tasks]
+
+
+async def evaluate(
+    config: RunConfig, scenario_spec: str, limit: int, references: list[Dialogue]
+) -> dict[str, Any]:
+    """Run the evaluation and return the JSON-ready report (see `rlff evaluate --help`)."""
+    dialogues = load_dialogues(scenario_spec, seed=config.seed)[:limit]
+    if not dialogues:
+        raise UsageError(f"no scenarios in {scenario_spec}")
+    pool = BackendPool(seed=config.seed)
+    roles = Roles.from_config(config, pool)
+    started = time.perf_counter()
+    max_turns = config.episode.max_turns
+    with tqdm(total=len(dialogues) * max_turns, desc="counselor turns", file=sys.stderr) as bar:
+        episodes: list[Episode] = await asyncio.gather(
+            *(
+                run_episode(
+                    d.scenario, roles, config.episode, seed=config.seed + i, on_turn=lambda: bar.update(1)
+                )
+                for i, d in enumerate(dialogues)
+            )
+        )
+        bar.update(bar.total - bar.n)  # turns an early success did not need
+    contexts = [c for c in (reference_context(d, config.seed) for d in references) if c is not None]
+    replies = await _gather_with_progress(
+        [roles.counselor.respond(ctx, seed=config.seed + i) for i, (ctx, _) in enumerate(contexts)], "quality"
+    )
+    backends = pool.report()
+    await pool.close()
+    records = [r for e in episodes for r in e.records if not r.crisis]
+    summary = interactive_summary([(e.success, e.turns) for e in episodes], config.episode.max_turns)
+    tokens = sum(e.completion_tokens for e in episodes)
+    seconds = time.perf_counter() - started
+    return {
+        **summary,
+        "format_rate": sum(r.well_formed for r in records) / len(records) if records else None,
+        "quality": quality_scores([r.turn.text for r in replies], [ref.text for _, ref in contexts])
+        if contexts
+        else {},
+        "quality_n": len(contexts),
+        "scenarios": scenario_spec,
+        "seconds": round(seconds, 1),
+        "counselor_tokens_per_s": round(tokens / seconds, 2) if seconds else None,
+        "backends": backends,
+        "config": config.model_dump(),
+        "episodes": [e.model_dump() for e in episodes],
+        "quality_samples": [
+            {"context_tail": ctx[-1].text, "reference": ref.text, "reply": out.turn.text}
+            for (ctx, ref), out in zip(contexts, replies)
+        ][:20],
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"episodes            {report['n']}")
+    print(f"success rate (SR)   {report['sr']:.3f}")
+    print(f"average turns (AT)  {report['at']:.2f}")
+    print("success curve       " + " ".join(f"{v:.2f}" for v in report["success_curve"]))
+    rate = report["format_rate"]
+    print(f"format compliance   {'n/a' if rate is None else f'{rate:.3f}'}")
+    for name, value in report["quality"].items():
+        print(f"{name:<20}{value:.3f}")
+    print(f"took {report['seconds']} s, counselor {report['counselor_tokens_per_s']} tokens/s")
+
+
+def run_evaluate(
+    config: RunConfig, policy: str, scenarios: str, limit: int, out: str | None, references: str | None
+) -> int:
+    """CLI body: resolve the policy, load references, evaluate, print, write JSON."""
+    if limit <= 0:
+        raise UsageError("--limit must be a positive number of scenarios")
+    if policy != "base":
+        if not (Path(policy) / "config.json").is_file():
+            raise UsageError(
+                f"policy {policy} is not a model folder with config.json; use 'base' or a checkpoint"
+            )
+        config = config.model_copy(
+            update={"counselor": config.counselor.model_copy(update={"model": policy})}
+        )
+    ref_spec = references or scenarios
+    ref_dialogues = [d for d in load_dialogues(ref_spec, seed=config.seed) if d.turns][:limit]
+    report = asyncio.run(evaluate(config, scenarios, limit, ref_dialogues))
+    report["policy"] = policy
+    report["references"] = ref_spec if ref_dialogues else None
+    print_report(report)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0

@@ -1,0 +1,116 @@
+"""PPDPP episode protocol and future rewards, with a scripted backend (pure conversation logic)."""
+
+import asyncio
+
+import pytest
+
+from esc.backends.base import Generation
+from esc.config import CounselorConfig, EpisodeConfig, FutureConfig, JudgeConfig, SafetyConfig, SeekerConfig
+from esc.episode import Roles, future_reward, reward_class, run_episode
+from esc.roles import Counselor, Judge, Seeker
+from esc.schemas import Scenario, Turn
+
+SCENARIO = Scenario(id="s1", emotion_type="sadness", problem_type="breakup", situation="My partner left me.")
+
+
+class ScriptedBackend:
+    """Answers by role (read from the system prompt); the judge's verdicts come from a script."""
+
+    name = "scripted"
+    supports_logprobs = True
+
+    def __init__(self, verdicts):
+        self.verdicts = list(verdicts)
+        self.judge_calls = 0
+
+    async def generate(self, messages, params):
+        system = messages[0]["content"]
+        if "judge" in system or "one word" in system:
+            text = self.verdicts[self.judge_calls % len(self.verdicts)]
+            self.judge_calls += 1
+        elif "seeking emotional support" in system:
+            text = "I still feel bad."
+        else:
+            text = params.prefill + "they are sad</think><answer>That sounds painful.</answer>"
+        return Generation(text, 10, 5, "stop")
+
+    async def continuation_logprobs(self, messages, continuations):
+        verdict = self.verdicts[self.judge_calls % len(self.verdicts)]
+        self.judge_calls += 1
+        return [0.0 if c == verdict else -50.0 for c in continuations]
+
+    async def close(self):
+        pass
+
+
+def roles(backend, scorer="sample", samples=1):
+    judge = JudgeConfig(scorer=scorer, num_samples=samples)
+    return Roles(
+        seeker=Seeker(backend, SeekerConfig()),
+        counselor=Counselor(backend, CounselorConfig(), SafetyConfig()),
+        judge=Judge(backend, judge),
+    )
+
+
+def test_episode_stops_at_first_success():
+    backend = ScriptedBackend(["same", "better", "solved"])
+    episode = asyncio.run(run_episode(SCENARIO, roles(backend), EpisodeConfig(max_turns=8)))
+    assert episode.success and episode.turns == 3
+    assert [r.reward for r in episode.records] == [-0.5, 0.5, 1.0]
+    roles_spoken = [t.role for t in episode.dialogue.turns]
+    assert roles_spoken == ["seeker", "counselor", "seeker", "counselor", "seeker", "counselor"]
+    answers = [t for t in episode.dialogue.turns if t.role == "counselor"]
+    assert all(t.text == "That sounds painful." and t.reasoning == "they are sad" for t in answers)
+    assert [t.reward for t in answers] == [-0.5, 0.5, 1.0]
+
+
+def test_always_better_is_not_success_and_counts_max_turns():
+    backend = ScriptedBackend(["better"])
+    episode = asyncio.run(run_episode(SCENARIO, roles(backend), EpisodeConfig(max_turns=4)))
+    assert not episode.success
+    assert episode.turns == 4 and len(episode.records) == 4
+    assert episode.dialogue.turns[-1].role == "counselor"  # no seeker line after the last turn
+
+
+def test_likelihood_scorer_drives_the_same_protocol():
+    backend = ScriptedBackend(["worse", "solved"])
+    episode = asyncio.run(run_episode(SCENARIO, roles(backend, scorer="likelihood"), EpisodeConfig()))
+    assert episode.success and episode.turns == 2
+    assert episode.records[0].verdict == "worse"
+    assert episode.records[0].reward == pytest.approx(-1.0)
+
+
+def test_crisis_message_gets_resources_without_the_model():
+    class CrisisSeeker(ScriptedBackend):
+        async def generate(self, messages, params):
+            if "seeking emotional support" in messages[0]["content"]:
+                return Generation("I want to kill myself.", 10, 5, "stop")
+            return await super().generate(messages, params)
+
+    episode = asyncio.run(run_episode(SCENARIO, roles(CrisisSeeker(["same"])), EpisodeConfig(max_turns=1)))
+    assert episode.records[0].crisis
+    assert episode.dialogue.turns[1].crisis
+
+
+@pytest.mark.parametrize("reward, label", [(-1.0, 0), (-0.26, 0), (-0.25, 1), (0.0, 1), (0.25, 2), (1.0, 2)])
+def test_reward_classes_with_default_edges(reward, label):
+    assert reward_class(reward, FutureConfig().class_edges) == label
+
+
+def test_future_reward_simulates_k_exchanges_then_judges():
+    backend = ScriptedBackend(["solved"])
+    context = [Turn(role="seeker", text="My partner left me.")]
+    candidate = Turn(role="counselor", text="I'm so sorry.")
+    result = asyncio.run(future_reward(SCENARIO, context, candidate, roles(backend), FutureConfig(horizon=2)))
+    assert [t.role for t in result.future] == ["seeker", "counselor", "seeker", "counselor"]
+    assert result.reward == 1.0 and result.label == 2 and result.verdict == "solved"
+    assert backend.judge_calls == 1
+
+
+def test_future_reward_rejects_a_seeker_candidate():
+    with pytest.raises(ValueError, match="counselor turn"):
+        asyncio.run(
+            future_reward(
+                SCENARIO, [], Turn(role="seeker", text="x"), roles(ScriptedBackend(["same"])), FutureConfig()
+            )
+        )
