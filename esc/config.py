@@ -70,6 +70,13 @@ class CounselorConfig(RoleConfig):
     max_new_tokens: int = Field(96, gt=0, le=4096, description="Budget for reasoning plus answer.")
 
 
+class SystemAgentConfig(CounselorConfig):
+    """The counselor that continues conversations during future simulation (plain replies)."""
+
+    reasoning: bool = Field(False, description="Plain replies; the simulated future needs no reasoning.")
+    max_new_tokens: int = Field(64, gt=0, le=4096, description="Budget per simulated counselor reply.")
+
+
 class JudgeConfig(RoleConfig):
     """The judge that rates the seeker's state after a counselor turn (PPDPP verdicts)."""
 
@@ -117,6 +124,10 @@ class SafetyConfig(_Section):
     region: Literal["us", "uk", "ie", "ca", "au", "international"] = Field(
         "international", description="Which crisis resources a crisis reply lists."
     )
+    classifier: Literal["none", "judge"] = Field(
+        "none", description="Model check after the lexicon: 'judge' asks the judge model yes/no."
+    )
+    classifier_threshold: float = Field(0.5, gt=0.0, le=1.0, description="p(yes) at which it flags a crisis.")
 
 
 class DataConfig(_Section):
@@ -158,16 +169,19 @@ class RunConfig(_Section):
     seeker: SeekerConfig = SeekerConfig()
     counselor: CounselorConfig = CounselorConfig()
     judge: JudgeConfig = JudgeConfig()
-    system_agent: CounselorConfig = Field(
-        CounselorConfig(reasoning=False, max_new_tokens=64),
-        description="The counselor that continues conversations in future simulation (plain replies).",
-    )
+    system_agent: SystemAgentConfig = SystemAgentConfig()
     episode: EpisodeConfig = EpisodeConfig()
     future: FutureConfig = FutureConfig()
     safety: SafetyConfig = SafetyConfig()
     rollout: RolloutConfig = RolloutConfig()
     learner: LearnerConfig = LearnerConfig()
     serve: ServeConfig = ServeConfig()
+
+    @model_validator(mode="after")
+    def _classifier_needs_logprobs(self) -> RunConfig:
+        if self.safety.classifier == "judge" and self.judge.backend == "openai":
+            raise ValueError("safety.classifier 'judge' needs log-probs, which judge backend 'openai' lacks")
+        return self
 
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
@@ -199,11 +213,12 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{where}'"
     if not where:
-        return f"invalid config: {first['msg']}"
-    return f"invalid value for '{where}': {first['msg']}"
+        return f"invalid config: {message}"
+    return f"invalid value for '{where}': {message}"
 
 
 def build_config(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -69,14 +69,15 @@ class Roles:
     system_agent: Counselor | None = None
 
     @classmethod
-    def from_config(cls, config: RunConfig, pool: BackendPool) -> Roles:
-        """The roles a run's config describes, sharing backends through `pool`."""
+    def from_config(cls, config: RunConfig, pool: BackendPool, future: bool = False) -> Roles:
+        """The roles a run's config describes, sharing backends through `pool`. The system agent is
+        built only with `future=True` (future simulation), so evaluation loads no model it won't use."""
         agent = config.system_agent
         return cls(
             seeker=Seeker(pool.get(config.seeker), config.seeker),
-            counselor=Counselor(pool.get(config.counselor), config.counselor, config.safety),
+            counselor=Counselor.from_config(config, pool),
             judge=Judge(pool.get(config.judge), config.judge),
-            system_agent=Counselor(pool.get(agent), agent, config.safety),
+            system_agent=Counselor(pool.get(agent), agent, config.safety) if future else None,
         )
 
 

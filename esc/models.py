@@ -90,10 +90,21 @@ def load_tokenizer(spec: str) -> Any:
     from transformers import AutoTokenizer
 
     folder = ensure_embedded_cached() if spec in (EMBEDDED, TINY) else _resolve_external(spec)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise _not_found(spec, error) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _not_found(spec: str, error: Exception) -> ModelNotFoundError:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return ModelNotFoundError(
+        f"could not load model {spec!r} ({reason}); give a local model folder, a Hugging Face id you can"
+        f" download, or {EMBEDDED!r}"
+    )
 
 
 def _resolve_external(spec: str) -> str:
@@ -138,10 +149,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32", seed: int
         folder = ensure_embedded_cached() if spec == EMBEDDED else _resolve_external(spec)
         try:
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
-        except OSError as error:
-            raise ModelNotFoundError(
-                f"could not load model {spec!r}: it is not a local folder and the Hugging Face hub did not"
-                f" provide it ({str(error).splitlines()[0]}); download it first or use {EMBEDDED!r}"
-            ) from None
+        except (OSError, ValueError) as error:
+            raise _not_found(spec, error) from None
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device).eval(), tokenizer

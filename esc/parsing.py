@@ -47,6 +47,10 @@ def parse_counselor(text: str) -> CounselorReply:
         answer = _THINK.sub("", answer_match.group(1))
     else:
         answer = _THINK.sub("", text)
+        orphan = answer.lower().rfind("</think>")
+        if orphan >= 0:  # a close without an open (the prompt was prefilled, or the model skipped it)
+            reasoning = (reasoning + " " + _TAG.sub("", answer[:orphan])).strip()
+            answer = answer[orphan + len("</think>") :]
         unclosed = re.search(r"<think>", answer, re.IGNORECASE)
         if unclosed:  # everything after an unclosed <think> is reasoning
             reasoning = (reasoning + " " + answer[unclosed.end() :]).strip()

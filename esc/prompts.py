@@ -35,7 +35,7 @@ def counselor_messages(history: list[Turn], reasoning: bool = True) -> list[dict
     messages = [{"role": "system", "content": system}]
     for turn in history:
         messages.append({"role": "user" if turn.role == "seeker" else "assistant", "content": turn.text})
-    return messages
+    return merge_consecutive(messages)
 
 
 def seeker_messages(scenario: Scenario, history: list[Turn]) -> list[dict[str, str]]:
@@ -46,14 +46,25 @@ def seeker_messages(scenario: Scenario, history: list[Turn]) -> list[dict[str, s
         "Speak as yourself in the first person, in 1-2 short sentences. Never give advice or act as "
         "the counselor."
     )
-    messages = [{"role": "system", "content": system}]
-    if not history:
-        messages.append(
-            {"role": "user", "content": "Hi, I'm here to listen. What would you like to talk about?"}
-        )
+    messages = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "Hi, I'm here to listen. What would you like to talk about?"},
+    ]
     for turn in history:
         messages.append({"role": "assistant" if turn.role == "seeker" else "user", "content": turn.text})
-    return messages
+    return merge_consecutive(messages)
+
+
+def merge_consecutive(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Join consecutive messages of the same role (real ESConv turns do this), so user and assistant
+    strictly alternate as strict chat templates require."""
+    merged: list[dict[str, str]] = []
+    for message in messages:
+        if merged and merged[-1]["role"] == message["role"] and message["role"] != "system":
+            merged[-1] = {**merged[-1], "content": merged[-1]["content"] + "\n" + message["content"]}
+        else:
+            merged.append(dict(message))
+    return merged
 
 
 JUDGE_SYSTEM = (

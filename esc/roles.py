@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from esc import prompts
+from esc.backends import BackendPool
 from esc.backends.base import InferenceBackend, SamplingParams
-from esc.config import CounselorConfig, JudgeConfig, RoleConfig, SafetyConfig
+from esc.config import CounselorConfig, JudgeConfig, RoleConfig, RunConfig, SafetyConfig
+from esc.metrics import verdict_from_probs
 from esc.parsing import VERDICTS, parse_counselor, parse_verdict, parse_verdict_word
 from esc.safety import check_message, crisis_reply
+from esc.safety_model import LLMCrisisClassifier
 from esc.schemas import Scenario, Turn
 
 _ROLE_LABEL = re.compile(r"^(?:seeker|me|user|client)\s*:\s*", re.IGNORECASE)
@@ -51,8 +55,28 @@ class CounselorOutput:
 class Counselor:
     """The counselor policy: `<think>/<answer>` replies (or plain ones), behind the safety check."""
 
-    def __init__(self, backend: InferenceBackend, config: CounselorConfig, safety: SafetyConfig):
-        self.backend, self.config, self.safety = backend, config, safety
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        config: CounselorConfig,
+        safety: SafetyConfig,
+        classifier: Callable[[str], Awaitable[float]] | None = None,
+    ):
+        self.backend, self.config, self.safety, self.classifier = backend, config, safety, classifier
+
+    @classmethod
+    def from_config(cls, config: RunConfig, pool: BackendPool) -> Counselor:
+        """The run's counselor, with the model-based crisis classifier when `safety.classifier` asks."""
+        classifier = (
+            LLMCrisisClassifier(pool.get(config.judge)) if config.safety.classifier == "judge" else None
+        )
+        return cls(pool.get(config.counselor), config.counselor, config.safety, classifier)
+
+    async def is_crisis(self, text: str) -> bool:
+        """The lexicon first; the model-based classifier (if any) only when the lexicon is silent."""
+        if check_message(text).crisis:
+            return True
+        return self.classifier is not None and await self.classifier(text) >= self.safety.classifier_threshold
 
     async def respond(self, history: list[Turn], seed: int | None = None) -> CounselorOutput:
         """Reply to the last seeker turn of `history`.
@@ -61,7 +85,7 @@ class Counselor:
         resources, without calling the model, and the turn is flagged `crisis=True`.
         """
         last = next((t for t in reversed(history) if t.role == "seeker"), None)
-        if self.safety.enabled and last is not None and check_message(last.text).crisis:
+        if self.safety.enabled and last is not None and await self.is_crisis(last.text):
             text = crisis_reply(self.safety.region)
             return CounselorOutput(Turn(role="counselor", text=text, crisis=True), text, True, 0)
         reasoning = self.config.reasoning
@@ -126,7 +150,7 @@ class Judge:
         """Judge the seeker's state after `history` with the configured scorer."""
         if self.config.scorer == "likelihood":
             probs = await self.verdict_probs(scenario, history)
-            return JudgeResult(expected_reward(probs), max(probs, key=probs.get), probs=probs)
+            return JudgeResult(expected_reward(probs), verdict_from_probs(probs), probs=probs)
         texts = await self.samples(scenario, history, seed)
         verdicts = [v for v in map(parse_verdict_word, texts) if v is not None]
         top = max(verdicts, key=verdicts.count) if verdicts else None

@@ -5,18 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 
-from esc.backends import make_backend
+from esc.backends import BackendPool
 from esc.config import RunConfig
 from esc.roles import Counselor
 from esc.schemas import Turn
 from jobs import UsageError
 
+DEMO_MESSAGES = (
+    "Hi. I've been feeling really lonely since I moved to a new city for work.",
+    "I don't know anyone here and the weekends are the worst.",
+    "Maybe. I used to play in a band back home.",
+)
+
 
 async def _chat(config: RunConfig, messages: list[str] | None, show_reasoning: bool) -> None:
     started = time.perf_counter()
-    backend = make_backend(config.counselor, seed=config.seed)
+    pool = BackendPool(seed=config.seed)
+    counselor = Counselor.from_config(config, pool)
     print(f"[counselor {config.counselor.model} loaded in {time.perf_counter() - started:.1f} s]", flush=True)
-    counselor = Counselor(backend, config.counselor, config.safety)
     history: list[Turn] = []
     scripted = messages is not None
     turn = 0
@@ -42,12 +48,10 @@ async def _chat(config: RunConfig, messages: list[str] | None, show_reasoning: b
         print(f"counselor: {output.turn.text}" + ("  [crisis resources]" if output.turn.crisis else ""))
         history.append(output.turn)
         turn += 1
-    await backend.close()
+    await pool.close()
 
 
 def run_chat(config: RunConfig, message: str | None, demo: bool, show_reasoning: bool) -> int:
-    from jobs.cli import DEMO_MESSAGES
-
     scripted = [message] if message is not None else list(DEMO_MESSAGES) if demo else None
     if message is not None and not message.strip():
         raise UsageError("--message must not be empty")

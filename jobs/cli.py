@@ -9,12 +9,6 @@ import sys
 from esc.config import ConfigError, RunConfig, load_config
 from jobs import UsageError
 
-DEMO_MESSAGES = (
-    "Hi. I've been feeling really lonely since I moved to a new city for work.",
-    "I don't know anyone here and the weekends are the worst.",
-    "Maybe. I used to play in a band back home.",
-)
-
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
@@ -49,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--policy", default="base", help="'base' (the config's counselor) or a model folder"
     )
-    evaluate.add_argument("--scenarios", default="builtin", help="builtin | esconv:PATH[#split] | extes:PATH")
+    evaluate.add_argument(
+        "--scenarios", help="builtin | esconv:PATH[#split] | extes:PATH[#split] (default: data.scenarios)"
+    )
     evaluate.add_argument("--limit", type=int, default=5, help="number of scenarios (episodes)")
     evaluate.add_argument("--references", help="dialogues for BLEU/ROUGE/Distinct (default: the scenarios)")
-    evaluate.add_argument("--out", help="write the JSON report here")
+    evaluate.add_argument("--out", help="write the JSON report here (default: runs/<name>/evaluate.json)")
 
     check = commands.add_parser("judge-check", help="measure the judge against ESConv survey outcomes")
     _add_config_args(check)
@@ -66,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="take dialogues in order, not per survey class",
     )
     check.add_argument("--limit", type=int, default=50, help="number of dialogues")
-    check.add_argument("--out", help="write the JSON report here")
+    check.add_argument("--out", help="write the JSON report here (default: runs/<name>/judge-check.json)")
 
     prepare = commands.add_parser("prepare", help="cache the embedded model as safetensors (once)")
     prepare.add_argument("--model", default="smollm2-135m", help="model spec to prepare")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -14,12 +13,13 @@ from typing import Any
 from tqdm import tqdm
 
 from esc.backends import BackendPool
-from esc.config import RunConfig
+from esc.config import RunConfig, build_config
 from esc.data import load_dialogues
 from esc.episode import Episode, Roles, run_episode
 from esc.metrics import interactive_summary, quality_scores
 from esc.schemas import Dialogue, Turn
 from jobs import UsageError
+from jobs.progress import gather_with_progress, writable_output, write_report
 
 
 def reference_context(dialogue: Dialogue, seed: int) -> tuple[list[Turn], Turn] | None:
@@ -34,15 +34,6 @@ def reference_context(dialogue: Dialogue, seed: int) -> tuple[list[Turn], Turn] 
     digest = int(hashlib.sha256(f"{seed}:{dialogue.id}".encode()).hexdigest(), 16)
     index = choices[digest % len(choices)]
     return list(turns[:index]), turns[index]
-
-
-async def _gather_with_progress(coros: list, desc: str) -> list:
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    with tqdm(total=len(tasks), desc=desc, file=sys.stderr, disable=not tasks) as bar:
-        for task in asyncio.as_completed(tasks):
-            await task
-            bar.update(1)
-    return [t.result() for t in tasks]
 
 
 async def evaluate(
@@ -67,7 +58,7 @@ async def evaluate(
         )
         bar.update(bar.total - bar.n)  # turns an early success did not need
     contexts = [c for c in (reference_context(d, config.seed) for d in references) if c is not None]
-    replies = await _gather_with_progress(
+    replies = await gather_with_progress(
         [roles.counselor.respond(ctx, seed=config.seed + i) for i, (ctx, _) in enumerate(contexts)], "quality"
     )
     backends = pool.report()
@@ -109,9 +100,10 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def run_evaluate(
-    config: RunConfig, policy: str, scenarios: str, limit: int, out: str | None, references: str | None
+    config: RunConfig, policy: str, scenarios: str | None, limit: int, out: str | None, references: str | None
 ) -> int:
-    """CLI body: resolve the policy, load references, evaluate, print, write JSON."""
+    """CLI body: resolve the policy, load references, evaluate, print, write JSON (to --out, else to
+    runs/<name>/evaluate.json) next to the resolved config."""
     if limit <= 0:
         raise UsageError("--limit must be a positive number of scenarios")
     if policy != "base":
@@ -119,17 +111,15 @@ def run_evaluate(
             raise UsageError(
                 f"policy {policy} is not a model folder with config.json; use 'base' or a checkpoint"
             )
-        config = config.model_copy(
-            update={"counselor": config.counselor.model_copy(update={"model": policy})}
-        )
+        config = build_config(config.model_dump(), [f"counselor.model={policy}"])
+    out_path = writable_output(out or config.run_dir() / "evaluate.json")
+    config.write_resolved()
+    scenarios = scenarios or config.data.scenarios
     ref_spec = references or scenarios
     ref_dialogues = [d for d in load_dialogues(ref_spec, seed=config.seed) if d.turns][:limit]
     report = asyncio.run(evaluate(config, scenarios, limit, ref_dialogues))
     report["policy"] = policy
     report["references"] = ref_spec if ref_dialogues else None
     print_report(report)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+    write_report(out_path, report)
     return 0

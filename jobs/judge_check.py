@@ -15,9 +15,7 @@ round-robin across the three survey classes so each class is represented as far 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from esc.backends import BackendPool
@@ -27,7 +25,7 @@ from esc.metrics import judge_agreement, survey_verdict
 from esc.roles import Judge
 from esc.schemas import Dialogue
 from jobs import UsageError
-from jobs.evaluate import _gather_with_progress
+from jobs.progress import gather_with_progress, writable_output, write_report
 
 
 def pick_dialogues(dialogues: list[Dialogue], limit: int, balance: bool) -> list[Dialogue]:
@@ -59,7 +57,7 @@ async def judge_check(
     pool = BackendPool(seed=config.seed)
     judge = Judge(pool.get(config.judge), config.judge)
     started = time.perf_counter()
-    ratings = await _gather_with_progress(
+    ratings = await gather_with_progress(
         [judge.rate(d.scenario, list(d.turns), seed=config.seed + i) for i, d in enumerate(dialogues)],
         "judging",
     )
@@ -120,12 +118,12 @@ def print_judge_report(report: dict[str, Any]) -> None:
 def run_judge_check(
     config: RunConfig, data_specs: list[str], limit: int, out: str | None, balance: bool
 ) -> int:
+    """CLI body: judge, print, write JSON (to --out, else to runs/<name>/judge-check.json)."""
     if limit <= 0:
         raise UsageError("--limit must be a positive number of dialogues")
+    out_path = writable_output(out or config.run_dir() / "judge-check.json")
+    config.write_resolved()
     report = asyncio.run(judge_check(config, data_specs, limit, balance))
     print_judge_report(report)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+    write_report(out_path, report)
     return 0

@@ -79,6 +79,7 @@ class HFBackend:
         if self._loop is not loop:  # first use, or a new event loop (e.g. successive asyncio.run calls)
             self._loop, self._queue = loop, asyncio.Queue()
             self._worker = loop.create_task(self._serve())
+            self._worker.add_done_callback(self._fail_pending)
         request.future = loop.create_future()
         await self._queue.put(request)
         return await request.future
@@ -96,6 +97,15 @@ class HFBackend:
         self._check_length(len(prompt_ids), max(len(t) for t in tails))
         return await self._submit(_Request(prompt_ids, None, tails, None))
 
+    def _fail_pending(self, worker: asyncio.Task) -> None:
+        """If the worker ever stops, fail queued requests instead of leaving callers waiting forever."""
+        queue = self._queue
+        error = BackendError("the hf backend's batching worker stopped; recreate the backend")
+        while queue is not None and not queue.empty():
+            request = queue.get_nowait()
+            if not request.future.done():
+                request.future.set_exception(error)
+
     async def _next_batch(self) -> list[_Request]:
         batch = [await self._queue.get()]
         deadline = asyncio.get_running_loop().time() + self.max_wait_s
@@ -106,7 +116,7 @@ class HFBackend:
                     batch.append(self._queue.get_nowait())
                 else:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except (asyncio.QueueEmpty, TimeoutError):
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):
                 break
         return batch
 

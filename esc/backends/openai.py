@@ -75,7 +75,7 @@ class OpenAIBackend:
             payload["seed"] = params.seed
         if params.stop:
             payload["stop"] = list(params.stop)
-        return self._parse(await self._post(payload))
+        return self._parse(await self._post(payload), params.stop)
 
     async def _post(self, payload: dict[str, Any]) -> Any:
         client = self._client_for_this_loop()
@@ -101,7 +101,7 @@ class OpenAIBackend:
                 await asyncio.sleep(min(self.backoff_s * 2**attempt, self.max_backoff_s))
         raise error
 
-    def _parse(self, body: Any) -> Generation:
+    def _parse(self, body: Any, stops: tuple[str, ...] = ()) -> Generation:
         try:
             choice = body["choices"][0]
             text = choice["message"].get("content") or ""
@@ -114,6 +114,10 @@ class OpenAIBackend:
             ) from None
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
         stop = choice.get("stop_reason")  # vLLM and some others name the stop string that matched
+        if not isinstance(stop, str) and finish == "stop" and len(stops) == 1:
+            # Most servers say only "stop", both at end of turn and at a stop string; with one stop
+            # string requested we take it to be the stop string (roles rely on it to close tags).
+            stop = stops[0]
         return Generation(
             text, prompt_tokens, completion_tokens, finish, stop if isinstance(stop, str) else None
         )

@@ -12,6 +12,8 @@ from esc.backends import BackendPool
 from esc.config import load_config
 from esc.episode import Roles, run_episode
 from esc.metrics import QUALITY_KEYS
+from esc.parsing import parse_counselor
+from esc.roles import FALLBACK_ANSWER, expected_reward
 from esc.schemas import Scenario
 
 
@@ -50,7 +52,8 @@ def test_evaluate_report_with_tiny_model(tmp_path):
     assert report["at"] == pytest.approx(expected_at)
     assert report["sr"] == pytest.approx(sum(e["success"] for e in report["episodes"]) / 2)
     assert set(report["quality"]) == set(QUALITY_KEYS) and report["quality_n"] == 2
-    assert 0.0 <= report["format_rate"] <= 1.0
+    records = [r for e in report["episodes"] for r in e["records"]]
+    assert report["format_rate"] == pytest.approx(sum(r["well_formed"] for r in records) / len(records))
     assert report["config"]["counselor"]["model"] == "tiny-random"
     for episode in report["episodes"]:
         counselor_turns = [t for t in episode["dialogue"]["turns"] if t["role"] == "counselor"]
@@ -93,27 +96,21 @@ def test_bad_policy_path_and_limit_are_one_line_errors(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_with_the_embedded_model(tmp_path):
-    out = tmp_path / "e.json"
     run = rlff(
-        "evaluate",
-        "--config",
-        "configs/local.yaml",
-        "--set",
-        "episode.max_turns=2",
-        "--scenarios",
-        "builtin",
-        "--limit",
-        "2",
-        "--out",
-        str(out),
-    )
+        "evaluate", "--config", "configs/local.yaml", "--set", "episode.max_turns=2", "--set",
+        f"runs_dir={tmp_path}", "--scenarios", "builtin", "--limit", "2",
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    report = json.loads(out.read_text())
-    assert report["n"] == 2
+    report = json.loads((tmp_path / "local" / "evaluate.json").read_text())
+    assert json.loads((tmp_path / "local" / "config.json").read_text())["episode"]["max_turns"] == 2
+    assert report["n"] == 2 and report["quality"] == {}  # built-in scenarios have no reference replies
     turns = [t for e in report["episodes"] for t in e["dialogue"]["turns"]]
     assert all(t["text"].strip() for t in turns)
-    rewards = [r["reward"] for e in report["episodes"] for r in e["records"]]
-    assert all(-1.0 <= r <= 1.0 for r in rewards)
+    for episode in report["episodes"]:
+        answers = [t["text"] for t in episode["dialogue"]["turns"] if t["role"] == "counselor"]
+        for answer, record in zip(answers, episode["records"], strict=True):
+            assert answer == (parse_counselor(record["raw"]).answer or FALLBACK_ANSWER)
+            assert -1.0 <= record["reward"] <= 1.0
 
 
 @pytest.mark.slow
@@ -136,5 +133,9 @@ def test_judge_check_on_real_esconv(tmp_path):
     assert report["n"] == 6 and len(report["items"]) == 6
     assert sum(report["verdict_distribution"].values()) == pytest.approx(1.0)
     assert "accuracy" in run.stdout and "verdicts" in run.stdout
+    # every surveyed ESConv split dialogue improved, so the command must say accuracy is uninformative
+    assert report["survey_distribution"]["better"] == 1.0
+    assert any("every survey outcome here is 'better'" in w for w in report["warnings"])
     for item in report["items"]:
         assert sum(item["probs"].values()) == pytest.approx(1.0)
+        assert item["reward"] == pytest.approx(expected_reward(item["probs"]))

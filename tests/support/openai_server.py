@@ -197,4 +197,7 @@ def start_server(backend: InferenceBackend, model: str = "tiny-random") -> Itera
         asyncio.run_coroutine_threadsafe(backend.close(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         loop_thread.join()
+        # Join the loop's worker threads (asyncio.to_thread) before the interpreter exits: a thread
+        # still holding torch's thread pool at exit aborts the process.
+        loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()

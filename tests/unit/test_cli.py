@@ -17,7 +17,7 @@ def rlff(*args):
 def test_help_lists_subcommands():
     out = rlff("--help")
     assert out.returncode == 0
-    for command in ("config", "chat", "data", "prepare"):
+    for command in ("config", "chat", "data", "prepare", "evaluate", "judge-check"):
         assert command in out.stdout
 
 
@@ -49,6 +49,7 @@ def test_data_stats_builtin_json():
 
 
 @needs_esconv
+@pytest.mark.skipif(not (ESCONV / "FailedESConv.json").is_file(), reason="no FailedESConv.json")
 def test_data_stats_esconv_splits():
     out = rlff("data", "stats", f"esconv:{ESCONV}", "--json")
     assert json.loads(out.stdout)["splits"] == {"train": 910, "valid": 195, "test": 195}

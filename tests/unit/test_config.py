@@ -65,11 +65,32 @@ def test_bad_overrides_name_the_problem(override, message):
         ({"judge": {"backend": "openai", "base_url": "http://x/v1"}}, "lacks"),
         ({"future": {"class_edges": [0.5, 0.0]}}, "strictly ascending"),
         ({"rollout": {"group_size": 1}}, "rollout.group_size"),
+        (
+            {
+                "safety": {"classifier": "judge"},
+                "judge": {"backend": "openai", "base_url": "http://x/v1", "scorer": "sample"},
+            },
+            "safety.classifier",
+        ),
     ],
 )
 def test_cross_field_rules(tree, message):
     with pytest.raises(ConfigError, match=message):
         build_config(tree)
+
+
+def test_overriding_one_system_agent_field_keeps_its_other_defaults():
+    config = load_config(None, ["system_agent.model=tiny-random"])
+    assert config.system_agent.model == "tiny-random"
+    assert config.system_agent.reasoning is False and config.system_agent.max_new_tokens == 64
+
+
+def test_cross_field_errors_read_as_sentences():
+    with pytest.raises(ConfigError) as error:
+        build_config({"counselor": {"backend": "openai"}})
+    assert str(error.value) == (
+        "invalid value for 'counselor': backend 'openai' needs base_url, e.g. http://127.0.0.1:8001/v1"
+    )
 
 
 def test_missing_and_malformed_files(tmp_path):

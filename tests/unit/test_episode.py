@@ -6,7 +6,7 @@ import pytest
 
 from esc.backends.base import Generation
 from esc.config import CounselorConfig, EpisodeConfig, FutureConfig, JudgeConfig, SafetyConfig, SeekerConfig
-from esc.episode import Roles, future_reward, reward_class, run_episode
+from esc.episode import Roles, future_reward, future_rewards, reward_class, run_episode
 from esc.roles import Counselor, Judge, Seeker
 from esc.schemas import Scenario, Turn
 
@@ -22,6 +22,7 @@ class ScriptedBackend:
     def __init__(self, verdicts):
         self.verdicts = list(verdicts)
         self.judge_calls = 0
+        self.counselor_calls = 0
 
     async def generate(self, messages, params):
         system = messages[0]["content"]
@@ -31,6 +32,7 @@ class ScriptedBackend:
         elif "seeking emotional support" in system:
             text = "I still feel bad."
         else:
+            self.counselor_calls += 1
             text = params.prefill + "they are sad</think><answer>That sounds painful.</answer>"
         return Generation(text, 10, 5, "stop")
 
@@ -87,9 +89,43 @@ def test_crisis_message_gets_resources_without_the_model():
                 return Generation("I want to kill myself.", 10, 5, "stop")
             return await super().generate(messages, params)
 
-    episode = asyncio.run(run_episode(SCENARIO, roles(CrisisSeeker(["same"])), EpisodeConfig(max_turns=1)))
+    backend = CrisisSeeker(["same"])
+    episode = asyncio.run(run_episode(SCENARIO, roles(backend), EpisodeConfig(max_turns=1)))
     assert episode.records[0].crisis
     assert episode.dialogue.turns[1].crisis
+    assert "116 123" in episode.dialogue.turns[1].text or "findahelpline" in episode.dialogue.turns[1].text
+    assert backend.counselor_calls == 0
+
+
+@pytest.mark.parametrize("p_yes, flagged", [(0.9, True), (0.2, False)])
+def test_model_classifier_catches_what_the_lexicon_misses(p_yes, flagged):
+    backend = ScriptedBackend(["same"])
+
+    async def classifier(text):
+        return p_yes
+
+    counselor = Counselor(backend, CounselorConfig(), SafetyConfig(classifier_threshold=0.5), classifier)
+    history = [Turn(role="seeker", text="I gave away all my things and wrote letters to everyone.")]
+    output = asyncio.run(counselor.respond(history))
+    assert output.turn.crisis is flagged
+    assert backend.counselor_calls == (0 if flagged else 1)
+
+
+def test_sample_scorer_averages_parsable_samples_with_distinct_seeds():
+    class Recording(ScriptedBackend):
+        seeds = []
+
+        async def generate(self, messages, params):
+            self.seeds.append(params.seed)
+            return await super().generate(messages, params)
+
+    backend = Recording(["better", "solved", "hmm", "better", "worse"] * 2)
+    judge = Judge(backend, JudgeConfig(scorer="sample", num_samples=10))
+    result = asyncio.run(judge.rate(SCENARIO, [Turn(role="seeker", text="hi")], seed=100))
+    # parsable: better, solved, better, worse twice each -> (0.5 + 1 + 0.5 - 1) * 2 / 8 = 0.25
+    assert result.reward == pytest.approx(0.25)
+    assert result.verdict == "better" and len(result.samples) == 10
+    assert backend.seeds == list(range(100, 110))
 
 
 @pytest.mark.parametrize("reward, label", [(-1.0, 0), (-0.26, 0), (-0.25, 1), (0.0, 1), (0.25, 2), (1.0, 2)])
@@ -105,6 +141,15 @@ def test_future_reward_simulates_k_exchanges_then_judges():
     assert [t.role for t in result.future] == ["seeker", "counselor", "seeker", "counselor"]
     assert result.reward == 1.0 and result.label == 2 and result.verdict == "solved"
     assert backend.judge_calls == 1
+
+
+def test_future_rewards_run_many_candidates_concurrently():
+    backend = ScriptedBackend(["worse", "solved", "same"])
+    context = [Turn(role="seeker", text="My partner left me.")]
+    items = [(SCENARIO, context, Turn(role="counselor", text=f"reply {i}")) for i in range(3)]
+    results = asyncio.run(future_rewards(items, roles(backend), FutureConfig(horizon=1)))
+    assert [r.future[0].role for r in results] == ["seeker"] * 3
+    assert sorted(r.label for r in results) == [0, 0, 2]  # worse -1, same -0.5, solved 1
 
 
 def test_future_reward_rejects_a_seeker_candidate():

@@ -23,6 +23,7 @@ from esc.roles import expected_reward, is_success, mean_sampled_reward
         ("<think></think><answer>empty reasoning</answer>", "", "empty reasoning", False),
         ("<think>x</think><answer>a</answer> trailing", "x", "a", False),
         ("<think>x</think><answer>a <think>leak</think></answer>", "x leak", "a", False),
+        ("They feel sad.</think>That sounds hard.", "They feel sad.", "That sounds hard.", False),
     ],
 )
 def test_counselor_parser(text, reasoning, answer, ok):
