@@ -10,7 +10,8 @@ MODEL_STAMP := $(VENV)/.model-ready
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Editable installs map top-level packages once, so a new package folder means reinstalling.
+$(STAMP): pyproject.toml $(wildcard */__init__.py)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"

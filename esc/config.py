@@ -141,6 +141,48 @@ class RolloutConfig(_Section):
 
     group_size: int = Field(4, ge=2, le=64, description="G: candidate replies per context for GRPO.")
     max_staleness: int = Field(1, ge=0, le=100, description="Most policy versions a sample may lag.")
+    num_workers: int = Field(1, gt=0, le=256, description="RolloutWorker actors.")
+    in_flight: int = Field(4, gt=0, le=1024, description="Contexts one worker works on at once.")
+    future_fraction: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of candidates that get full future simulation and a judge label.",
+    )
+
+
+class ActorConfig(_Section):
+    """Ray placement and fault tolerance of one actor role."""
+
+    num_cpus: float = Field(
+        0.0, ge=0.0, description="CPUs Ray reserves; 0 lets roles share a small machine without starving."
+    )
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs Ray reserves for each replica.")
+    replicas: int = Field(1, gt=0, le=256, description="Copies of this role; requests spread over them.")
+    max_restarts: int = Field(3, ge=-1, description="Restarts after a crash (-1: unlimited).")
+    max_concurrency: int = Field(64, gt=0, description="Requests one replica serves at once.")
+    torch_threads: int | None = Field(
+        None, gt=0, description="torch threads inside the actor; None: torch's choice."
+    )
+
+
+class ActorsConfig(_Section):
+    """Placement of every actor role."""
+
+    seeker: ActorConfig = ActorConfig()
+    counselor: ActorConfig = ActorConfig()
+    judge: ActorConfig = ActorConfig()
+    rollout_worker: ActorConfig = ActorConfig(max_concurrency=8)
+    store: ActorConfig = ActorConfig(max_concurrency=1)
+
+
+class StoreConfig(_Section):
+    """The durable replay store."""
+
+    path: str | None = Field(None, description="Store folder; default runs/<name>/store.")
+    capacity: int = Field(
+        100_000, gt=0, description="Most unconsumed records; producers wait when it is full."
+    )
 
 
 class LearnerConfig(_Section):
@@ -174,6 +216,8 @@ class RunConfig(_Section):
     future: FutureConfig = FutureConfig()
     safety: SafetyConfig = SafetyConfig()
     rollout: RolloutConfig = RolloutConfig()
+    actors: ActorsConfig = ActorsConfig()
+    store: StoreConfig = StoreConfig()
     learner: LearnerConfig = LearnerConfig()
     serve: ServeConfig = ServeConfig()
 
@@ -185,6 +229,9 @@ class RunConfig(_Section):
 
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    def store_dir(self) -> Path:
+        return Path(self.store.path) if self.store.path else self.run_dir() / "store"
 
     def write_resolved(self) -> Path:
         """Write the resolved config to runs/<name>/config.json and return that path."""

@@ -80,3 +80,53 @@ class Dialogue(_Strict):
 
     def counselor_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.role == "counselor"]
+
+
+class Candidate(_Strict):
+    """One candidate counselor reply to a context, as the policy of `policy_version` wrote it.
+
+    `text` is the answer only; `raw` the full output with reasoning. The future fields are set when
+    the candidate got future simulation: `future_reward` in [-1, 1], its class `label`, the judge's
+    `verdict`, and the simulated `future` turns.
+    """
+
+    text: str
+    raw: str
+    reasoning: str | None = None
+    well_formed: bool
+    policy_version: int = Field(ge=0)
+    future_reward: float | None = Field(default=None, ge=-1.0, le=1.0)
+    label: int | None = Field(default=None, ge=0)
+    verdict: str | None = None
+    future: tuple[Turn, ...] = ()
+
+
+class CandidateGroup(_Strict):
+    """G candidate replies to one context: the unit the replay store holds and GRPO learns from.
+
+    Invariants: `id` is deterministic for (run, context, policy version), so a retried or resumed
+    worker re-creates the same id and the store keeps one copy; `policy_version` is the version that
+    wrote every candidate (groups never mix versions); `created_at` is Unix seconds.
+    """
+
+    id: str = Field(min_length=1)
+    kind: Literal["group"] = "group"
+    scenario: Scenario
+    context: tuple[Turn, ...]
+    candidates: tuple[Candidate, ...] = Field(min_length=1)
+    policy_version: int = Field(ge=0)
+    created_at: float
+    worker: str = Field(default="", description="Which rollout worker produced it.")
+
+
+class Context(_Strict):
+    """A point in a conversation where the counselor speaks next: what training and collection work on.
+
+    `turns` end with a seeker turn; `reference` is the real counselor reply that followed, where the
+    data has one. `id` is stable for the same source dialogue and seed.
+    """
+
+    id: str = Field(min_length=1)
+    scenario: Scenario
+    turns: tuple[Turn, ...] = Field(min_length=1)
+    reference: Turn | None = None

@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--limit", type=int, default=50, help="number of dialogues")
     check.add_argument("--out", help="write the JSON report here (default: runs/<name>/judge-check.json)")
 
+    collect = commands.add_parser("collect", help="phase 1 on Ray: candidate groups with future rewards")
+    _add_config_args(collect)
+    collect.add_argument(
+        "--data", help="contexts from builtin | esconv:PATH[#split] (default: data.scenarios)"
+    )
+    collect.add_argument("--limit", type=int, default=8, help="number of contexts")
+
     prepare = commands.add_parser("prepare", help="cache the embedded model as safetensors (once)")
     prepare.add_argument("--model", default="smollm2-135m", help="model spec to prepare")
 
@@ -135,7 +142,14 @@ def cmd_judge_check(args: argparse.Namespace) -> int:
     return run_judge_check(_config(args), args.data, args.limit, args.out, args.balance)
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from jobs.collect import run_collect
+
+    return run_collect(_config(args), args.data, args.limit)
+
+
 HANDLERS = {
+    ("collect", None): cmd_collect,
     ("judge-check", None): cmd_judge_check,
     ("evaluate", None): cmd_evaluate,
     ("prepare", None): cmd_prepare,

@@ -4,7 +4,6 @@ reference-based quality (BLEU-1/2/4, ROUGE-L, Distinct-1/2) on real counselor re
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -14,26 +13,13 @@ from tqdm import tqdm
 
 from esc.backends import BackendPool
 from esc.config import RunConfig, build_config
+from esc.contexts import dialogue_context
 from esc.data import load_dialogues
 from esc.episode import Episode, Roles, run_episode
 from esc.metrics import interactive_summary, quality_scores
-from esc.schemas import Dialogue, Turn
+from esc.schemas import Dialogue
 from jobs import UsageError
 from jobs.progress import gather_with_progress, writable_output, write_report
-
-
-def reference_context(dialogue: Dialogue, seed: int) -> tuple[list[Turn], Turn] | None:
-    """One (context, reference reply) from a real dialogue: a counselor turn that follows a seeker
-    turn, chosen by a seeded hash of the dialogue id so every run scores the same contexts."""
-    turns = dialogue.turns
-    choices = [
-        i for i in range(1, len(turns)) if turns[i].role == "counselor" and turns[i - 1].role == "seeker"
-    ]
-    if not choices:
-        return None
-    digest = int(hashlib.sha256(f"{seed}:{dialogue.id}".encode()).hexdigest(), 16)
-    index = choices[digest % len(choices)]
-    return list(turns[:index]), turns[index]
 
 
 async def evaluate(
@@ -57,9 +43,10 @@ async def evaluate(
             )
         )
         bar.update(bar.total - bar.n)  # turns an early success did not need
-    contexts = [c for c in (reference_context(d, config.seed) for d in references) if c is not None]
+    contexts = [c for c in (dialogue_context(d, config.seed) for d in references) if c.reference is not None]
     replies = await gather_with_progress(
-        [roles.counselor.respond(ctx, seed=config.seed + i) for i, (ctx, _) in enumerate(contexts)], "quality"
+        [roles.counselor.respond(list(c.turns), seed=config.seed + i) for i, c in enumerate(contexts)],
+        "quality",
     )
     backends = pool.report()
     await pool.close()
@@ -70,7 +57,7 @@ async def evaluate(
     return {
         **summary,
         "format_rate": sum(r.well_formed for r in records) / len(records) if records else None,
-        "quality": quality_scores([r.turn.text for r in replies], [ref.text for _, ref in contexts])
+        "quality": quality_scores([r.turn.text for r in replies], [c.reference.text for c in contexts])
         if contexts
         else {},
         "quality_n": len(contexts),
@@ -81,8 +68,8 @@ async def evaluate(
         "config": config.model_dump(),
         "episodes": [e.model_dump() for e in episodes],
         "quality_samples": [
-            {"context_tail": ctx[-1].text, "reference": ref.text, "reply": out.turn.text}
-            for (ctx, ref), out in zip(contexts, replies)
+            {"context_tail": c.turns[-1].text, "reference": c.reference.text, "reply": out.turn.text}
+            for c, out in zip(contexts, replies)
         ][:20],
     }
 

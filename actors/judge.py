@@ -1,0 +1,33 @@
+"""Judge actor: rates seekers' states for many conversations at once (PPDPP verdict rewards).
+
+Owns one inference backend (from `judge` config, rebuilt on restart) and the Judge role; knows
+nothing of workers, the store or training. Plain-dict arguments and results.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+from actors.common import actor_setup
+from esc.backends import make_backend
+from esc.roles import Judge as JudgeRole
+from esc.schemas import Scenario, Turn
+
+
+class Judge:
+    def __init__(self, config: dict[str, Any]):
+        run = actor_setup(config, "judge")
+        self.judge = JudgeRole(make_backend(run.judge, seed=run.seed), run.judge)
+
+    async def rate(self, scenario: dict, history: list[dict], seed: int | None = None) -> dict:
+        """The judge's rating of the seeker after `history`: {reward, verdict, probs, samples}."""
+        result = await self.judge.rate(
+            Scenario.model_validate(scenario), [Turn.model_validate(t) for t in history], seed=seed
+        )
+        return asdict(result)
+
+    def ready(self) -> int:
+        """The actor's process id, once its model has loaded (the launcher waits on it)."""
+        return os.getpid()

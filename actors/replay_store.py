@@ -1,0 +1,326 @@
+"""The replay store: durable, bounded, versioned storage of rollout records.
+
+Owns one SQLite database, `<path>/store.sqlite`, holding every record that producers (rollout workers,
+`rlff collect`) put and consumers (the learner, exports) take out. A record is a plain dict (e.g. a wire
+type's `model_dump()`) with at least `id: str`, `kind: str` ('group', 'trajectory', ...),
+`policy_version: int` (the weights that produced its samples) and `created_at: float` (unix seconds);
+any other JSON-like fields travel along untouched.
+
+It knows nothing of Ray, models or record schemas beyond those four fields: a plain class (the launcher
+applies `ray.remote`) whose methods are short and synchronous. Several processes may open the same
+folder at once, each with its own `ReplayStore`; SQLite's locks keep them honest.
+
+Why SQLite in WAL mode rather than append-only msgpack segments with an index: `sample` must find
+the oldest fresh unconsumed records without a scan and hand each to exactly one consumer, even across
+processes. With segments we would write the index, a consumed-marks log, crash recovery and compaction
+ourselves; SQLite gives all of that in the stdlib, and WAL lets readers run while a writer commits.
+Payloads are still msgpack (never pickle): the same bytes a segment file would hold.
+
+Durability: every put commits its own transaction, with `synchronous=NORMAL` by default. In WAL mode a
+committed record then survives a crash of the process (the actor, or Ray itself): it is in the WAL file,
+in the OS page cache. A power loss or kernel crash may lose the commits since the last checkpoint's
+fsync, but never corrupts the database. `synchronous="FULL"` fsyncs every commit (power-loss safe) at a
+cost in puts/s that `bench/replay_store.py` measures. Checkpoints (WAL into database, with fsync) run on
+a background thread, so callers wait for an fsync only when sustained writes push the WAL past 64 MiB.
+
+Backpressure: `capacity` bounds the UNCONSUMED records. When it is reached, `put` returns 'full' and
+stores nothing; the producer keeps the record and retries after consumers `sample` (or `drop_stale`
+frees room). Nothing is dropped silently: too-old records are marked consumed by 'stale' and counted.
+Consumed records stay on disk for export and audit; capacity does not bound them.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import msgpack
+
+STALE = "stale"  # the `consumed_by` mark of records that `drop_stale` retired; no consumer may use it
+CHECKPOINT_EVERY_S = 0.25  # how often the background thread copies the WAL into the database
+WAL_RESTART_FRAMES = 16384  # a WAL longer than this (64 MiB) is restarted from frame 0, not only copied
+
+# The partial indexes hold only unconsumed records in FIFO order, with policy_version and the (NULL)
+# consumed_by, so staleness filters read the index, never the 2 KB rows. Per-kind counts kept by
+# triggers let `put` check capacity and `stats` count without a scan. Insertion order is the implicit
+# rowid (the store never deletes rows or runs VACUUM).
+_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    policy_version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    consumed_by TEXT,
+    consumed_at REAL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_fifo ON records (created_at, id, policy_version, consumed_by)
+    WHERE consumed_by IS NULL;
+CREATE INDEX IF NOT EXISTS records_kind_fifo ON records (kind, created_at, id, policy_version, consumed_by)
+    WHERE consumed_by IS NULL;
+CREATE INDEX IF NOT EXISTS records_consumer ON records (consumed_by) WHERE consumed_by IS NOT NULL;
+CREATE TABLE IF NOT EXISTS counts (
+    kind TEXT PRIMARY KEY, total INTEGER NOT NULL, unconsumed INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS records_insert AFTER INSERT ON records BEGIN
+    INSERT INTO counts (kind, total, unconsumed) VALUES (NEW.kind, 1, 1)
+        ON CONFLICT (kind) DO UPDATE SET total = total + 1, unconsumed = unconsumed + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS records_consume AFTER UPDATE OF consumed_by ON records
+WHEN OLD.consumed_by IS NULL AND NEW.consumed_by IS NOT NULL BEGIN
+    UPDATE counts SET unconsumed = unconsumed - 1 WHERE kind = NEW.kind;
+END;
+COMMIT;
+"""
+
+
+# One statement per record in the common case: it inserts only while unconsumed < capacity and only a
+# new id; when it inserts nothing, a second look tells 'duplicate' from 'full'.
+_INSERT = (
+    "INSERT OR IGNORE INTO records (id, kind, policy_version, created_at, payload) SELECT ?, ?, ?, ?, ? "
+    "WHERE (SELECT coalesce(sum(unconsumed), 0) FROM counts) < ?"
+)
+
+
+class ReplayStore:
+    """Durable, bounded store of records in `<path>/store.sqlite`; reloads what is there on construction.
+
+    `path`: folder, created if missing. `capacity`: most UNCONSUMED records held; `put` answers 'full'
+    beyond it. `synchronous`: 'NORMAL' (survives process crashes) or 'FULL' (fsync per commit, survives
+    power loss). Thread-safe (one lock around one connection); process-safe through SQLite's locks.
+    """
+
+    def __init__(
+        self, path: str | Path, capacity: int = 100_000, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    ) -> None:
+        if not isinstance(capacity, int) or capacity <= 0:
+            raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.file = self.path / "store.sqlite"
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        # Autocommit mode (isolation_level=None): transactions are the explicit BEGIN/COMMIT below.
+        self._db = sqlite3.connect(self.file, timeout=60.0, isolation_level=None, check_same_thread=False)
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise RuntimeError(f"{self.file} cannot use WAL mode (got {mode!r}); use a local disk")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(_SCHEMA)
+        # Checkpoints (copy the WAL into the database, then fsync) run on a background thread: inline
+        # autocheckpoints made every ~200th put wait for an fsync, halving single puts/s and setting
+        # sample's p99 (measured with bench/replay_store.py).
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._stop = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=_checkpoint_loop, args=(self.file, synchronous, self._lock, self._stop), daemon=True
+        )
+        self._checkpointer.start()
+        weakref.finalize(self, self._stop.set)  # a store dropped without close() stops its thread too
+
+    @contextmanager
+    def _tx(self, immediate: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction under the lock; IMMEDIATE takes the write lock up front (no upgrade races)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def put(self, record: dict[str, Any]) -> str:
+        """Store one record durably; returns 'stored', 'duplicate' (id already held: nothing changes,
+        even if the store is full) or 'full' (capacity unconsumed records held: nothing stored, retry
+        later). Raises ValueError for a malformed record."""
+        return self.put_many([record])[0]
+
+    def put_many(self, records: list[dict[str, Any]]) -> list[str]:
+        """Store records in one transaction; returns one `put` status per record, in order.
+
+        Every record is validated first: one malformed record raises ValueError and stores none.
+        A repeated id inside the batch is 'duplicate' after its first occurrence.
+        """
+        rows = [_encode(record) for record in records]
+        statuses = []
+        with self._tx(immediate=True) as db:
+            for row in rows:
+                if db.execute(_INSERT, (*row, self.capacity)).rowcount == 1:
+                    statuses.append("stored")
+                elif db.execute("SELECT 1 FROM records WHERE id = ?", (row[0],)).fetchone():
+                    statuses.append("duplicate")
+                else:
+                    statuses.append("full")
+        return statuses
+
+    def sample(
+        self, n: int, current_version: int, max_staleness: int, consumer: str, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Take up to n unconsumed records with policy_version >= current_version - max_staleness.
+
+        Oldest first (by created_at, then id). The records are marked consumed by `consumer` in the
+        same write transaction, so no record is ever handed out twice, across threads or processes.
+        Stale records at the head are skipped, not retired: call `drop_stale` when the version moves.
+        """
+        for name, value in (("n", n), ("max_staleness", max_staleness)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if not isinstance(consumer, str) or not consumer or consumer == STALE:
+            raise ValueError(f"consumer must be a non-empty name other than {STALE!r}, got {consumer!r}")
+        if n == 0:
+            return []
+        index, where, params = "records_fifo", "", [current_version - max_staleness]
+        if kind is not None:
+            index, where = "records_kind_fifo", " AND kind = ?"
+            params.append(kind)
+        # INDEXED BY pins the FIFO index: without statistics the planner may scan another one and sort.
+        query = (
+            f"SELECT id, payload FROM records INDEXED BY {index} WHERE consumed_by IS NULL"
+            f" AND policy_version >= ?{where} ORDER BY created_at, id LIMIT ?"
+        )
+        with self._tx(immediate=True) as db:
+            rows = db.execute(query, (*params, n)).fetchall()
+            now = time.time()
+            db.executemany(
+                "UPDATE records SET consumed_by = ?, consumed_at = ? WHERE id = ?",
+                [(consumer, now, rid) for rid, _ in rows],
+            )
+        return [_decode(payload) for _, payload in rows]
+
+    def drop_stale(self, current_version: int, max_staleness: int) -> int:
+        """Mark unconsumed records with policy_version < current_version - max_staleness as consumed by
+        'stale' (freeing capacity, kept on disk and counted in `stats`); returns how many."""
+        with self._tx(immediate=True) as db:
+            cursor = db.execute(
+                "UPDATE records INDEXED BY records_fifo SET consumed_by = ?, consumed_at = ? "
+                "WHERE consumed_by IS NULL AND policy_version < ?",
+                (STALE, time.time(), current_version - max_staleness),
+            )
+            return cursor.rowcount
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        """The record with this id as it was put, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM records WHERE id = ?", (record_id,)).fetchone()
+        return None if row is None else _decode(row[0])
+
+    def ids(self, consumed: bool | None = None, consumer: str | None = None) -> set[str]:
+        """Ids of the records held; `consumed` filters on being consumed, `consumer` on who consumed them."""
+        clauses, params = [], []
+        if consumed is not None:
+            clauses.append("consumed_by IS NOT NULL" if consumed else "consumed_by IS NULL")
+        if consumer is not None:
+            clauses.append("consumed_by = ?")
+            params.append(consumer)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            return {row[0] for row in self._db.execute(f"SELECT id FROM records{where}", params)}
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for dashboards: total, unconsumed, consumed (stale included), stale, by_kind
+        ({kind: {'total', 'unconsumed'}}), capacity, oldest/newest policy_version among UNCONSUMED
+        records (None when none), and db_bytes (database plus WAL file, bytes)."""
+        with self._tx(immediate=False) as db:
+            by_kind = {
+                kind: {"total": n, "unconsumed": free}
+                for kind, n, free in db.execute("SELECT kind, total, unconsumed FROM counts ORDER BY kind")
+            }
+            stale = db.execute("SELECT count(*) FROM records WHERE consumed_by = ?", (STALE,)).fetchone()[0]
+            oldest, newest = db.execute(
+                "SELECT min(policy_version), max(policy_version) FROM records INDEXED BY records_fifo "
+                "WHERE consumed_by IS NULL"
+            ).fetchone()
+        total, unconsumed = (sum(c[key] for c in by_kind.values()) for key in ("total", "unconsumed"))
+        files = (self.file, self.file.with_name(self.file.name + "-wal"))
+        return {
+            "total": total,
+            "unconsumed": unconsumed,
+            "consumed": total - unconsumed,
+            "stale": stale,
+            "by_kind": by_kind,
+            "capacity": self.capacity,
+            "oldest_policy_version": oldest,
+            "newest_policy_version": newest,
+            "db_bytes": sum(f.stat().st_size for f in files if f.exists()),
+        }
+
+    def __len__(self) -> int:
+        """Number of records held, consumed ones included."""
+        with self._lock:
+            return self._db.execute("SELECT coalesce(sum(total), 0) FROM counts").fetchone()[0]
+
+    def iter_records(self, kind: str | None = None, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Yield every record (consumed or not) in insertion order, `batch` rows per read; records put
+        meanwhile are yielded too (for export, e.g. into Ray Data)."""
+        where, params = ("", []) if kind is None else (" AND kind = ?", [kind])
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT rowid, payload FROM records WHERE rowid > ?{where} ORDER BY rowid LIMIT ?",
+                    (last, *params, batch),
+                ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield from (_decode(payload) for _, payload in rows)
+
+    def close(self) -> None:
+        """Close the connection; committed records stay on disk. Further calls on this object fail."""
+        self._stop.set()
+        self._checkpointer.join()
+        with self._lock:
+            self._db.close()
+
+
+def _checkpoint_loop(file: Path, synchronous: str, lock: threading.Lock, stop: threading.Event) -> None:
+    """Copy the WAL into the database without blocking anyone (PASSIVE). Writers that never pause keep
+    the WAL from restarting at frame 0, so past WAL_RESTART_FRAMES a RESTART checkpoint holds writers
+    while it copies the few frames left. It takes the store's lock first, so it never waits for that
+    store's own writer in SQLite's busy handler, whose sleeps (up to 100 ms) would stall every caller."""
+    db = sqlite3.connect(file, timeout=60.0, isolation_level=None)
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    try:
+        while not stop.wait(CHECKPOINT_EVERY_S):
+            try:
+                if db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] > WAL_RESTART_FRAMES:
+                    with lock:
+                        db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            except sqlite3.OperationalError:
+                pass  # busy (another process is checkpointing): try again next round
+    finally:
+        db.close()
+
+
+def _encode(record: dict[str, Any]) -> tuple[str, str, int, float, bytes]:
+    """Validate a record and return its row (id, kind, policy_version, created_at, msgpack payload)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a record must be a dict, got {type(record).__name__}")
+    for field in ("id", "kind"):
+        if not isinstance(record.get(field), str) or not record[field]:
+            raise ValueError(f"record field '{field}' must be a non-empty string, got {record.get(field)!r}")
+    rid, version, created = record["id"], record.get("policy_version"), record.get("created_at")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"record {rid!r} field 'policy_version' must be an int, got {version!r}")
+    if not isinstance(created, (int, float)) or isinstance(created, bool) or not math.isfinite(created):
+        raise ValueError(f"record {rid!r} field 'created_at' must be a finite number, got {created!r}")
+    try:
+        payload = msgpack.packb(record, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ValueError(f"record {rid!r} holds a value msgpack cannot encode ({error})") from None
+    return rid, record["kind"], version, float(created), payload
+
+
+def _decode(payload: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False)

@@ -1,0 +1,170 @@
+"""RolloutWorker actor: turns contexts into candidate groups with future-oriented rewards, streaming
+each finished group into the replay store.
+
+It owns no model: it drives the UserSimulator, Counselor, system-agent Counselor and Judge actors
+through small proxies that look like the `esc` roles, so the same `esc.episode.future_reward` code
+runs in-process and on Ray. Many contexts are in flight at once (`rollout.in_flight`), so the role
+actors see concurrent requests and batch them.
+
+Resumable by construction: a group's id is derived from (run, context, policy version) and the
+worker skips contexts whose group the store already holds; the store's put is idempotent by id. A
+restarted worker re-run on the same contexts therefore neither duplicates nor loses a group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from actors.common import actor_setup
+from esc.episode import Roles, future_reward
+from esc.roles import JudgeResult
+from esc.schemas import Candidate, CandidateGroup, Context, Scenario, Turn
+
+FULL_BACKOFF_S = (0.05, 2.0)  # first and largest wait while the store reports 'full'
+
+
+def group_id(run: str, context_id: str, version: int) -> str:
+    return f"{run}:{context_id}:v{version}"
+
+
+def derived_seed(key: str) -> int:
+    return int(hashlib.sha256(key.encode()).hexdigest(), 16) % 2**31
+
+
+class _Spread:
+    """Round-robin over the replicas of one role."""
+
+    def __init__(self, handles: list):
+        self._cycle = itertools.cycle(handles)
+
+    def next(self):
+        return next(self._cycle)
+
+
+class RemoteSeeker(_Spread):
+    async def speak(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> Turn:
+        turn = await self.next().speak.remote(scenario.model_dump(), [t.model_dump() for t in history], seed)
+        return Turn.model_validate(turn)
+
+
+class RemoteCounselor(_Spread):
+    async def respond(self, history: list[Turn], seed: int | None = None) -> SimpleNamespace:
+        out = await self.next().respond.remote([t.model_dump() for t in history], seed)
+        return SimpleNamespace(**{**out, "turn": Turn.model_validate(out["turn"])})
+
+
+class RemoteJudge(_Spread):
+    async def rate(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> JudgeResult:
+        out = await self.next().rate.remote(scenario.model_dump(), [t.model_dump() for t in history], seed)
+        return JudgeResult(**out)
+
+
+class RolloutWorker:
+    def __init__(self, config: dict[str, Any], handles: dict[str, list], store: Any, worker_id: str):
+        self.run = actor_setup(config, "rollout_worker")
+        self.roles = Roles(
+            seeker=RemoteSeeker(handles["seeker"]),
+            counselor=RemoteCounselor(handles["counselor"]),
+            judge=RemoteJudge(handles["judge"]),
+            system_agent=RemoteCounselor(handles["system_agent"]),
+        )
+        self.counselors = handles["counselor"]
+        self.store, self.worker_id = store, worker_id
+        self.tokens = 0
+        self.labels: dict[int, int] = {}  # future-reward class -> candidates stored with it
+
+    async def collect(self, contexts: list[dict]) -> dict[str, int]:
+        """Make one candidate group per context and put it in the store as soon as it is done.
+        Returns counts by outcome: stored, duplicate, skipped (already in the store)."""
+        gate = asyncio.Semaphore(self.run.rollout.in_flight)
+
+        async def one(raw: dict) -> str:
+            async with gate:
+                return await self._group(Context.model_validate(raw))
+
+        outcomes = await asyncio.gather(*(one(c) for c in contexts))
+        return {k: outcomes.count(k) for k in ("stored", "duplicate", "skipped")}
+
+    async def _group(self, context: Context) -> str:
+        version = await self.counselors[0].weights_version.remote()
+        gid = group_id(self.run.name, context.id, version)
+        if await self.store.get.remote(gid) is not None:
+            return "skipped"
+        history = list(context.turns)
+        group_size = self.run.rollout.group_size
+        outputs = await asyncio.gather(
+            *(
+                self.roles.counselor.respond(history, seed=derived_seed(f"{gid}:{i}"))
+                for i in range(group_size)
+            )
+        )
+        futures = await asyncio.gather(
+            *(self._future(context, gid, i, out.turn) for i, out in enumerate(outputs))
+        )
+        candidates = [self._candidate(out, fut) for out, fut in zip(outputs, futures, strict=True)]
+        self.tokens += sum(out.completion_tokens for out in outputs)
+        group = CandidateGroup(
+            id=gid,
+            scenario=context.scenario,
+            context=context.turns,
+            candidates=tuple(candidates),
+            policy_version=min(c.policy_version for c in candidates),
+            created_at=time.time(),
+            worker=self.worker_id,
+        )
+        status = await self._put(group.model_dump())
+        if status == "stored":
+            for c in candidates:
+                if c.label is not None:
+                    self.labels[c.label] = self.labels.get(c.label, 0) + 1
+        return status
+
+    async def _future(self, context: Context, gid: str, index: int, turn: Turn):
+        if derived_seed(f"{gid}:{index}:future") / 2**31 >= self.run.rollout.future_fraction:
+            return None
+        return await future_reward(
+            context.scenario,
+            list(context.turns),
+            turn,
+            self.roles,
+            self.run.future,
+            seed=derived_seed(f"{gid}:{index}:sim"),
+        )
+
+    @staticmethod
+    def _candidate(out: SimpleNamespace, fut) -> Candidate:
+        extra = {}
+        if fut is not None:
+            extra = {
+                "future_reward": fut.reward,
+                "label": fut.label,
+                "verdict": fut.verdict,
+                "future": fut.future,
+            }
+        return Candidate(
+            text=out.turn.text,
+            raw=out.raw,
+            reasoning=out.turn.reasoning,
+            well_formed=out.well_formed,
+            policy_version=out.policy_version,
+            **extra,
+        )
+
+    async def _put(self, record: dict) -> str:
+        wait, longest = FULL_BACKOFF_S
+        while (status := await self.store.put.remote(record)) == "full":
+            await asyncio.sleep(wait)  # backpressure: the store is full until a learner samples
+            wait = min(wait * 2, longest)
+        return status
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def stats(self) -> dict[str, Any]:
+        return {"worker": self.worker_id, "completion_tokens": self.tokens, "labels": dict(self.labels)}

@@ -1,0 +1,79 @@
+"""`rlff collect`: the paper's phase 1 as a Ray job. N contexts from a dataset split, G candidate
+replies each, future-oriented rewards for them, streamed into the durable replay store.
+
+Re-running the same command continues where it stopped: groups already in the store are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import ray
+from tqdm import tqdm
+
+from esc.config import RunConfig
+from esc.contexts import dialogue_context
+from esc.data import load_dialogues
+from jobs import UsageError
+from jobs.launcher import init_ray, report_restarts, start_actors
+
+WATCH_EVERY_S = 3.0  # how often the driver checks actors for deaths and restarts while it waits
+
+
+def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
+    if limit <= 0:
+        raise UsageError("--limit must be a positive number of contexts")
+    spec = data_spec or config.data.scenarios
+    contexts = [dialogue_context(d, config.seed) for d in load_dialogues(spec, seed=config.seed)[:limit]]
+    config.write_resolved()
+    init_ray()
+    started = time.perf_counter()
+    system = start_actors(config)
+    print(f"actors ready in {time.perf_counter() - started:.1f} s; store {config.store_dir()}", flush=True)
+    pids = system.pids()
+    print("actor pids: " + json.dumps(pids), flush=True)
+    workers = system.workers
+    chunks = [contexts[i :: len(workers)] for i in range(len(workers))]
+    pending = {
+        w.collect.remote([c.model_dump() for c in chunk]): len(chunk) for w, chunk in zip(workers, chunks)
+    }
+    totals = {"stored": 0, "duplicate": 0, "skipped": 0}
+    work_started = time.perf_counter()
+    with tqdm(total=len(contexts), desc="contexts") as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=WATCH_EVERY_S)
+            if not done:
+                now = system.pids()
+                for line in report_restarts(pids, now):
+                    print(line, file=sys.stderr, flush=True)
+                pids = now
+            for ref in done:
+                for key, value in ray.get(ref, timeout=60).items():
+                    totals[key] += value
+                bar.update(pending.pop(ref))
+    seconds = time.perf_counter() - work_started
+    stats = ray.get([w.stats.remote() for w in workers], timeout=60)
+    store = ray.get(system.store.stats.remote(), timeout=60)
+    tokens = sum(s["completion_tokens"] for s in stats)
+    labels: dict[int, int] = {}
+    for s in stats:
+        for label, count in s["labels"].items():
+            labels[int(label)] = labels.get(int(label), 0) + count
+    print(
+        f"groups: {totals['stored']} stored, {totals['skipped']} already there,"
+        f" {totals['duplicate']} duplicate"
+    )
+    print(f"store: {store['total']} records ({store['unconsumed']} unconsumed) at {config.store_dir()}")
+    edges = config.future.class_edges
+    print(
+        "future-reward classes (edges "
+        + ", ".join(map(str, edges))
+        + "): "
+        + ", ".join(f"class {k}: {labels[k]}" for k in sorted(labels))
+        if labels
+        else "no future rewards"
+    )
+    print(f"took {seconds:.1f} s; counselor {tokens / seconds if seconds else 0:.1f} tokens/s")
+    return 0

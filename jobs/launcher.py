@@ -1,0 +1,114 @@
+"""Starts the actor system on Ray: applies `ray.remote` to the plain actor classes with the resources,
+replicas and restart policy from config, and hands back the handles.
+
+Calls to role actors and the store are retried after an actor restart (`max_task_retries`), which is
+safe because they are reads or idempotent puts; a restarted actor rebuilds its state in its
+constructor (role actors reload their model, the store reopens its folder).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from actors.counselor import Counselor
+from actors.judge import Judge
+from actors.replay_store import ReplayStore
+from actors.rollout_worker import RolloutWorker
+from actors.user_simulator import UserSimulator
+from esc.config import ActorConfig, RunConfig
+
+READY_TIMEOUT_S = 600.0  # first start converts and loads models
+
+
+def init_ray() -> None:
+    """Join the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local instance."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+
+
+def remote(cls: type, actor: ActorConfig, retries: bool = True):
+    """`cls` made remote with the placement and fault tolerance of one role."""
+    return ray.remote(cls).options(
+        num_cpus=actor.num_cpus,
+        num_gpus=actor.num_gpus,
+        max_restarts=actor.max_restarts,
+        max_task_retries=-1 if retries and actor.max_restarts != 0 else 0,
+        max_concurrency=actor.max_concurrency,
+    )
+
+
+@dataclass
+class ActorSystem:
+    """Handles of every actor of a run."""
+
+    store: Any
+    seeker: list = field(default_factory=list)
+    counselor: list = field(default_factory=list)
+    system_agent: list = field(default_factory=list)
+    judge: list = field(default_factory=list)
+    workers: list = field(default_factory=list)
+
+    def named(self) -> dict[str, Any]:
+        """Every actor that has a `ready()` pid probe, by a readable name such as 'judge-0'."""
+        groups = {**self.roles(), "worker": self.workers}
+        return {f"{role}-{i}": h for role, hs in groups.items() for i, h in enumerate(hs)}
+
+    def pids(self, timeout_s: float = 5.0) -> dict[str, int | None]:
+        """Process id of each actor; None for one that is dead or still restarting."""
+        refs = {name: h.ready.remote() for name, h in self.named().items()}
+        pids: dict[str, int | None] = {}
+        for name, ref in refs.items():
+            try:
+                pids[name] = ray.get(ref, timeout=timeout_s)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+                pids[name] = None
+        return pids
+
+    def roles(self) -> dict[str, list]:
+        return {
+            "seeker": self.seeker,
+            "counselor": self.counselor,
+            "system_agent": self.system_agent,
+            "judge": self.judge,
+        }
+
+
+def report_restarts(before: dict[str, int | None], after: dict[str, int | None]) -> list[str]:
+    """One log line per actor whose process changed or vanished between two `pids()` probes."""
+    lines = []
+    for name, pid in after.items():
+        old = before.get(name)
+        if pid is None and old is not None:
+            lines.append(f"actor {name} is down (pid {old}); Ray is restarting it")
+        elif pid is not None and old is not None and pid != old:
+            lines.append(f"actor {name} restarted (pid {old} -> {pid})")
+        elif pid is not None and old is None and name in before:
+            lines.append(f"actor {name} is back (pid {pid})")
+    return lines
+
+
+def start_actors(config: RunConfig) -> ActorSystem:
+    """Start store, role actors and rollout workers; return when every model has loaded."""
+    plain = config.model_dump()
+    a = config.actors
+    store = remote(ReplayStore, a.store).remote(str(config.store_dir()), config.store.capacity)
+    system = ActorSystem(store=store)
+    system.seeker = [remote(UserSimulator, a.seeker).remote(plain) for _ in range(a.seeker.replicas)]
+    system.counselor = [remote(Counselor, a.counselor).remote(plain) for _ in range(a.counselor.replicas)]
+    system.system_agent = [remote(Counselor, a.counselor).remote(plain, system_agent=True)]
+    system.judge = [remote(Judge, a.judge).remote(plain) for _ in range(a.judge.replicas)]
+    handles = system.roles()
+    system.workers = [
+        remote(RolloutWorker, a.rollout_worker).remote(plain, handles, store, f"worker-{i}")
+        for i in range(config.rollout.num_workers)
+    ]
+    ray.get([h.ready.remote() for hs in handles.values() for h in hs], timeout=READY_TIMEOUT_S)
+    return system
