@@ -66,7 +66,9 @@ class RemoteJudge(_Spread):
 
 
 class RolloutWorker:
-    def __init__(self, config: dict[str, Any], handles: dict[str, list], store: Any, worker_id: str):
+    def __init__(
+        self, config: dict[str, Any], handles: dict[str, list], store: Any, worker_id: str, hub: Any = None
+    ):
         self.run = actor_setup(config, "rollout_worker")
         self.roles = Roles(
             seeker=RemoteSeeker(handles["seeker"]),
@@ -75,8 +77,11 @@ class RolloutWorker:
             system_agent=RemoteCounselor(handles["system_agent"]),
         )
         self.counselors = handles["counselor"]
-        self.store, self.worker_id = store, worker_id
+        self.store, self.worker_id, self.hub = store, worker_id, hub
         self.tokens = 0
+        self.done = 0  # contexts finished, any outcome (the driver's progress bar)
+        self._metric_refs: list = []  # hub calls in flight; collect() settles them before returning
+        self.started = time.perf_counter()
         self.labels: dict[int, int] = {}  # future-reward class -> candidates stored with it
 
     async def collect(self, contexts: list[dict]) -> dict[str, int]:
@@ -86,9 +91,13 @@ class RolloutWorker:
 
         async def one(raw: dict) -> str:
             async with gate:
-                return await self._group(Context.model_validate(raw))
+                outcome = await self._group(Context.model_validate(raw))
+            self.done += 1
+            return outcome
 
         outcomes = await asyncio.gather(*(one(c) for c in contexts))
+        refs, self._metric_refs = self._metric_refs, []
+        await asyncio.gather(*refs)
         return {k: outcomes.count(k) for k in ("stored", "duplicate", "skipped")}
 
     async def _group(self, context: Context) -> str:
@@ -97,18 +106,21 @@ class RolloutWorker:
         if await self.store.get.remote(gid) is not None:
             return "skipped"
         history = list(context.turns)
-        group_size = self.run.rollout.group_size
+        started = time.perf_counter()
         outputs = await asyncio.gather(
             *(
                 self.roles.counselor.respond(history, seed=derived_seed(f"{gid}:{i}"))
-                for i in range(group_size)
+                for i in range(self.run.rollout.group_size)
             )
         )
+        generated = time.perf_counter()
         futures = await asyncio.gather(
             *(self._future(context, gid, i, out.turn) for i, out in enumerate(outputs))
         )
+        simulated = time.perf_counter()
         candidates = [self._candidate(out, fut) for out, fut in zip(outputs, futures, strict=True)]
-        self.tokens += sum(out.completion_tokens for out in outputs)
+        tokens = sum(out.completion_tokens for out in outputs)
+        self.tokens += tokens
         group = CandidateGroup(
             id=gid,
             scenario=context.scenario,
@@ -119,6 +131,17 @@ class RolloutWorker:
             worker=self.worker_id,
         )
         status = await self._put(group.model_dump())
+        metrics = {
+            "stage_generate_s": generated - started,
+            "stage_future_s": simulated - generated,
+            "stage_put_s": time.perf_counter() - simulated,
+            "group_tokens": tokens,
+        }
+        rewards = [c.future_reward for c in candidates if c.future_reward is not None]
+        if rewards:
+            metrics["group_reward_mean"] = sum(rewards) / len(rewards)
+        if self.hub is not None:
+            self._metric_refs.append(self.hub.record.remote(self.worker_id, metrics))  # not awaited here
         if status == "stored":
             for c in candidates:
                 if c.label is not None:
@@ -167,4 +190,10 @@ class RolloutWorker:
         return os.getpid()
 
     def stats(self) -> dict[str, Any]:
-        return {"worker": self.worker_id, "completion_tokens": self.tokens, "labels": dict(self.labels)}
+        return {
+            "worker": self.worker_id,
+            "completion_tokens": self.tokens,
+            "done": self.done,
+            "labels": dict(self.labels),
+            "elapsed_s": time.perf_counter() - self.started,
+        }

@@ -20,6 +20,29 @@ from jobs import UsageError
 from jobs.launcher import init_ray, report_restarts, start_actors
 
 WATCH_EVERY_S = 3.0  # how often the driver checks actors for deaths and restarts while it waits
+PROBE_TIMEOUT_S = 10.0
+
+
+def _driver_metrics(system, total: int, restarts: int) -> int | None:
+    """Record the driver's view of the run and return how many contexts the workers have finished;
+    None when an actor is restarting and did not answer in time (the next probe will)."""
+    try:
+        store = ray.get(system.store.stats.remote(), timeout=PROBE_TIMEOUT_S)
+        workers = ray.get([w.stats.remote() for w in system.workers], timeout=PROBE_TIMEOUT_S)
+    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+        return None
+    finished = sum(w["done"] for w in workers)
+    metrics = {
+        "store_size": store["total"],
+        "store_unconsumed": store["unconsumed"],
+        "queue_depth": max(0, total - finished),
+        "actor_restarts": restarts,
+    }
+    elapsed = max(w["elapsed_s"] for w in workers)
+    if elapsed > 0:
+        metrics["tokens_per_s"] = sum(w["completion_tokens"] for w in workers) / elapsed
+    system.hub.record.remote("driver", metrics)
+    return finished
 
 
 def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
@@ -41,19 +64,26 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
     }
     totals = {"stored": 0, "duplicate": 0, "skipped": 0}
     work_started = time.perf_counter()
+    restarts = 0
     with tqdm(total=len(contexts), desc="contexts") as bar:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WATCH_EVERY_S)
             if not done:
                 now = system.pids()
                 for line in report_restarts(pids, now):
-                    print(line, file=sys.stderr, flush=True)
+                    tqdm.write(line, file=sys.stderr)
+                    restarts += "restarted" in line or "is back" in line
                 pids = now
+                finished = _driver_metrics(system, len(contexts), restarts)
+                if finished is not None:
+                    bar.update(max(0, min(finished, bar.total) - bar.n))
             for ref in done:
                 for key, value in ray.get(ref, timeout=60).items():
                     totals[key] += value
-                bar.update(pending.pop(ref))
+                pending.pop(ref)
+        bar.update(bar.total - bar.n)
     seconds = time.perf_counter() - work_started
+    _driver_metrics(system, len(contexts), restarts)
     stats = ray.get([w.stats.remote() for w in workers], timeout=60)
     store = ray.get(system.store.stats.remote(), timeout=60)
     tokens = sum(s["completion_tokens"] for s in stats)
@@ -76,4 +106,6 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
         else "no future rewards"
     )
     print(f"took {seconds:.1f} s; counselor {tokens / seconds if seconds else 0:.1f} tokens/s")
+    print(f"metrics: {config.run_dir() / 'metrics.jsonl'}")
+    ray.get([system.store.close.remote(), system.hub.close.remote()], timeout=60)
     return 0

@@ -16,6 +16,7 @@ import ray
 
 from actors.counselor import Counselor
 from actors.judge import Judge
+from actors.metrics_hub import MetricsHub
 from actors.replay_store import ReplayStore
 from actors.rollout_worker import RolloutWorker
 from actors.user_simulator import UserSimulator
@@ -50,6 +51,7 @@ class ActorSystem:
     """Handles of every actor of a run."""
 
     store: Any
+    hub: Any
     seeker: list = field(default_factory=list)
     counselor: list = field(default_factory=list)
     system_agent: list = field(default_factory=list)
@@ -100,14 +102,15 @@ def start_actors(config: RunConfig) -> ActorSystem:
     plain = config.model_dump()
     a = config.actors
     store = remote(ReplayStore, a.store).remote(str(config.store_dir()), config.store.capacity)
-    system = ActorSystem(store=store)
+    hub = remote(MetricsHub, ActorConfig(max_concurrency=1)).remote(str(config.run_dir() / "metrics.jsonl"))
+    system = ActorSystem(store=store, hub=hub)
     system.seeker = [remote(UserSimulator, a.seeker).remote(plain) for _ in range(a.seeker.replicas)]
     system.counselor = [remote(Counselor, a.counselor).remote(plain) for _ in range(a.counselor.replicas)]
     system.system_agent = [remote(Counselor, a.counselor).remote(plain, system_agent=True)]
     system.judge = [remote(Judge, a.judge).remote(plain) for _ in range(a.judge.replicas)]
     handles = system.roles()
     system.workers = [
-        remote(RolloutWorker, a.rollout_worker).remote(plain, handles, store, f"worker-{i}")
+        remote(RolloutWorker, a.rollout_worker).remote(plain, handles, store, f"worker-{i}", hub)
         for i in range(config.rollout.num_workers)
     ]
     ray.get([h.ready.remote() for hs in handles.values() for h in hs], timeout=READY_TIMEOUT_S)

@@ -3,6 +3,8 @@ groups into the durable store, and re-running it resumes without duplicates."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import ray
 
@@ -60,6 +62,14 @@ def test_collect_fills_the_store_and_resumes(ray_local, tmp_path):
             assert candidate.label in (0, 1, 2)
             assert [t.role for t in candidate.future] == ["seeker", "counselor"]
             assert "<think>" not in candidate.text
+
+    # every stored group reported its stage timings to the metrics hub, which wrote them to disk
+    lines = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    worker_lines = [m for m in lines if m["source"].startswith("worker-")]
+    assert len(worker_lines) == 5
+    for m in worker_lines:
+        assert m["stage_generate_s"] > 0 and m["stage_future_s"] > 0 and m["group_tokens"] > 0
+        assert -1.0 <= m["group_reward_mean"] <= 1.0
 
     # re-running the same contexts (a resumed job) stores nothing twice
     assert collect(system, contexts) == {"stored": 0, "duplicate": 0, "skipped": 5}
