@@ -1,9 +1,9 @@
-"""Crisis-safety check for seeker messages: lexicon, optional model hook, and the crisis reply.
+"""Crisis-safety check for seeker messages: the lexicon and the crisis reply.
 
 Owns: the maintained crisis lexicon (regex phrases grouped into 'suicide', 'self_harm', 'abuse' and
-'immediate_danger'), a small guard for idioms and denials that would otherwise trigger, the
-`SafetyChecker` that combines the lexicon with an optional model-based `CrisisClassifier`, and the
-per-region crisis resources used by `crisis_reply`.
+'immediate_danger'), a small guard for idioms and denials that would otherwise trigger, and the
+per-region crisis resources used by `crisis_reply`. The optional model-based classifier that runs
+after the lexicon is in `esc/safety_model.py`; the counselor combines the two (`Counselor.is_crisis`).
 
 It runs on every seeker/user message before a counselor reply is generated or served. It is a safety
 net, not a diagnosis: it errs towards flagging (a false alarm costs one resource message; a miss can
@@ -15,16 +15,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
 
-__all__ = [
-    "CRISIS_RESOURCES",
-    "CrisisClassifier",
-    "SafetyChecker",
-    "SafetyResult",
-    "check_message",
-    "crisis_reply",
-]
+__all__ = ["CRISIS_RESOURCES", "SafetyResult", "check_message", "crisis_reply"]
 
 # People a seeker may name as the source of harm; used in the abuse and danger phrases.
 _PERSON = (
@@ -136,20 +128,14 @@ CRISIS_RESOURCES: dict[str, tuple[str, ...]] = {
 class SafetyResult:
     """Outcome of checking one message.
 
-    Invariants: `crisis` is True iff `categories` is non-empty. `categories` are in `CATEGORIES` order,
-    or exactly ('model',) when only the classifier fired. `matches` are the matched phrases from the
-    normalised (lower-cased) text, in order of appearance, without duplicates; empty for 'model'.
+    Invariants: `crisis` is True iff `categories` is non-empty. `categories` are in `CATEGORIES` order.
+    `matches` are the matched phrases from the normalised (lower-cased) text, in order of appearance,
+    without duplicates.
     """
 
     crisis: bool
     categories: tuple[str, ...]
     matches: tuple[str, ...]
-
-
-class CrisisClassifier(Protocol):
-    """A model-based crisis detector: returns the probability (0..1) that `text` needs a crisis reply."""
-
-    def __call__(self, text: str) -> float: ...
 
 
 def _normalise(text: str) -> str:
@@ -161,50 +147,26 @@ def _overlaps(span: tuple[int, int], others: list[tuple[int, int]]) -> bool:
     return any(span[0] < end and start < span[1] for start, end in others)
 
 
-class SafetyChecker:
-    """Lexicon first; if the lexicon finds nothing and a classifier is set, the classifier decides.
-
-    Args:
-        classifier: optional model-based detector; called only on messages the lexicon did not flag.
-        threshold: a classifier score >= threshold is a crisis (category 'model'); must be in (0, 1].
-    """
-
-    def __init__(self, classifier: CrisisClassifier | None = None, threshold: float = 0.5) -> None:
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
-        self.classifier = classifier
-        self.threshold = threshold
-
-    def check(self, text: str) -> SafetyResult:
-        """Check one seeker message; see `SafetyResult` for what comes back."""
-        normalised = _normalise(text)
-        benign = [m.span() for pattern in _BENIGN_COMPILED for m in pattern.finditer(normalised)]
-        categories: list[str] = []
-        hits: list[tuple[int, str]] = []
-        for category, patterns in _COMPILED.items():
-            found = [
-                (m.start(), m.group(0))
-                for pattern in patterns
-                for m in pattern.finditer(normalised)
-                if not _overlaps(m.span(), benign)
-            ]
-            if found:
-                categories.append(category)
-                hits.extend(found)
-        if categories:
-            matches = tuple(dict.fromkeys(phrase for _, phrase in sorted(hits)))
-            return SafetyResult(crisis=True, categories=tuple(categories), matches=matches)
-        if self.classifier is not None and self.classifier(text) >= self.threshold:
-            return SafetyResult(crisis=True, categories=("model",), matches=())
-        return SafetyResult(crisis=False, categories=(), matches=())
-
-
-_DEFAULT_CHECKER = SafetyChecker()
-
-
 def check_message(text: str) -> SafetyResult:
-    """Check one seeker message with the lexicon only (no classifier)."""
-    return _DEFAULT_CHECKER.check(text)
+    """Check one seeker message against the lexicon; see `SafetyResult` for what comes back."""
+    normalised = _normalise(text)
+    benign = [m.span() for pattern in _BENIGN_COMPILED for m in pattern.finditer(normalised)]
+    categories: list[str] = []
+    hits: list[tuple[int, str]] = []
+    for category, patterns in _COMPILED.items():
+        found = [
+            (m.start(), m.group(0))
+            for pattern in patterns
+            for m in pattern.finditer(normalised)
+            if not _overlaps(m.span(), benign)
+        ]
+        if found:
+            categories.append(category)
+            hits.extend(found)
+    if not categories:
+        return SafetyResult(crisis=False, categories=(), matches=())
+    matches = tuple(dict.fromkeys(phrase for _, phrase in sorted(hits)))
+    return SafetyResult(crisis=True, categories=tuple(categories), matches=matches)
 
 
 def crisis_reply(region: str = "international") -> str:
