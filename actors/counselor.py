@@ -1,45 +1,65 @@
 """Counselor actor: the policy, serving many conversations at once, tagged by weights version.
 
 Owns one inference backend (from `counselor` config, or `system_agent` config for the plain system
-agent of future simulation) and the Counselor role, behind the crisis-safety check. It holds a
-weights version (0 = the base model) and reports it with every reply, so each record says which
-policy wrote it. It knows nothing of workers, the store or the learner.
+agent of future simulation) and the Counselor role, behind the crisis-safety check. It serves the
+newest weights published under `runs/<name>/weights` (version 0, the base model, when none are), so a
+restarted actor comes back on the version it had. Every reply carries the version that wrote it. It
+knows nothing of workers, the store or the learner.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 from actors.common import actor_setup
-from esc.backends import BackendPool
+from esc.backends import BackendError, BackendPool
 from esc.roles import Counselor as CounselorRole
 from esc.schemas import Turn
+from esc.weights import latest
 
 
 class Counselor:
     def __init__(self, config: dict[str, Any], system_agent: bool = False):
         run = actor_setup(config, "counselor")
+        self.weights_dir = run.weights_dir()
         if system_agent:
             run = run.model_copy(update={"counselor": run.system_agent})
         self.pool = BackendPool(seed=run.seed)
         self.counselor = CounselorRole.from_config(run, self.pool)
-        self.version = 0
+        self.backend = self.counselor.backend
+        published = None if system_agent else latest(self.weights_dir)
+        if published is not None:
+            self._load(*published)
+
+    def _load(self, version: int, path) -> None:
+        if not hasattr(self.backend, "load_weights"):
+            raise BackendError(f"backend '{self.backend.name}' cannot load published weights")
+        self.backend.load_weights(version, str(path))
+
+    async def load_weights(self, version: int) -> int:
+        """Serve published weights `version`; replies already being decoded finish on the old ones."""
+        path = self.weights_dir / f"v{version}" / "model.safetensors"
+        if not path.is_file():
+            raise BackendError(f"no published weights for version {version} at {path}")
+        await asyncio.to_thread(self._load, version, path)
+        return version
 
     async def respond(self, history: list[dict], seed: int | None = None) -> dict:
         """Reply to `history`: {turn, raw, well_formed, completion_tokens, policy_version}."""
-        version = self.version
         output = await self.counselor.respond([Turn.model_validate(t) for t in history], seed=seed)
+        version = output.weights_version
         return {
             "turn": output.turn.model_dump(),
             "raw": output.raw,
             "well_formed": output.well_formed,
             "completion_tokens": output.completion_tokens,
-            "policy_version": version,
+            "policy_version": self.weights_version() if version is None else version,
         }
 
     def weights_version(self) -> int:
-        return self.version
+        return getattr(self.backend, "weights_version", 0)
 
     def stats(self) -> dict:
         return self.pool.report()

@@ -230,6 +230,10 @@ class RunConfig(_Section):
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
 
+    def weights_dir(self) -> Path:
+        """Where the learner publishes policy weights and counselor actors look for them."""
+        return self.run_dir() / "weights"
+
     def store_dir(self) -> Path:
         return Path(self.store.path) if self.store.path else self.run_dir() / "store"
 

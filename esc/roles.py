@@ -44,12 +44,15 @@ class JudgeResult:
 
 @dataclass(frozen=True)
 class CounselorOutput:
-    """One counselor turn: `turn.text` is the answer only; `raw` is the model's full text."""
+    """One counselor turn: `turn.text` is the answer only; `raw` is the model's full text.
+    `weights_version`: the policy weights that wrote it (None for crisis replies and backends that
+    do not track versions)."""
 
     turn: Turn
     raw: str
     well_formed: bool
     completion_tokens: int
+    weights_version: int | None = None
 
 
 class Counselor:
@@ -105,7 +108,9 @@ class Counselor:
         else:
             answer, thought, ok = parse_counselor(generation.text).answer, None, True
         turn = Turn(role="counselor", text=answer or FALLBACK_ANSWER, reasoning=thought or None)
-        return CounselorOutput(turn, raw, ok and bool(answer), generation.completion_tokens)
+        return CounselorOutput(
+            turn, raw, ok and bool(answer), generation.completion_tokens, generation.weights_version
+        )
 
 
 class Seeker:

@@ -40,6 +40,8 @@ class Generation:
 
     `stop_sequence` is the stop string that ended the reply (excluded from `text`), where the backend
     can tell; None when it ended at end-of-turn, at the length limit, or the backend cannot tell.
+    `weights_version` is the version of the weights that produced every token, where the backend
+    tracks versions (hf); None otherwise.
     """
 
     text: str
@@ -47,6 +49,7 @@ class Generation:
     completion_tokens: int
     finish_reason: str  # "stop" (end of turn or a stop string) or "length"
     stop_sequence: str | None = None
+    weights_version: int | None = None
 
 
 @runtime_checkable

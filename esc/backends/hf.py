@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -43,6 +43,7 @@ class HFBackend:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_positions = getattr(model.config, "max_position_embeddings", 2048)
         self._model_lock = threading.Lock()  # one batch at a time; torch already uses every core
+        self.weights_version = 0  # 0 = the weights it was built with; load_weights moves it
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,7 +152,9 @@ class HFBackend:
         """Decode a batch synchronously. prompts: token ids per row; returns one Generation per row."""
         with self._model_lock:
             started = time.perf_counter()
-            results = self.lm.decode(prompts, params)
+            results = [
+                replace(g, weights_version=self.weights_version) for g in self.lm.decode(prompts, params)
+            ]
             self.stats["decode_s"] += time.perf_counter() - started
         self.stats["prompt_tokens"] += sum(map(len, prompts))
         self.stats["completion_tokens"] += sum(g.completion_tokens for g in results)
@@ -165,6 +168,15 @@ class HFBackend:
         self.stats["score_batches"] += 1
         self.stats["prompt_tokens"] += sum(map(len, prompts))
         return results
+
+    def load_weights(self, version: int, path: str) -> None:
+        """Swap in published weights `version` from a safetensors file. Waits for the batch in progress,
+        so every reply is produced entirely by one version (reported on its Generation)."""
+        from esc.weights import load_into
+
+        with self._model_lock:
+            load_into(self.model, path)
+            self.weights_version = version
 
     def report(self) -> dict[str, float]:
         """Counters since construction: tokens, seconds in decoding and scoring, batch sizes."""

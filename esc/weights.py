@@ -1,0 +1,60 @@
+"""Published policy weights on a shared filesystem: one safetensors file per version.
+
+Layout: `<dir>/v<N>/model.safetensors` plus `<dir>/LATEST` holding the newest N. A version folder is
+written under a temporary name and renamed, and LATEST is replaced atomically, so a reader never sees
+a half-written version. Version 0 is the base model and is never published.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def publish(state_dict: dict[str, torch.Tensor], directory: str | Path, version: int) -> Path:
+    """Write `state_dict` as weights `version` (>= 1) and point LATEST at it; returns the file."""
+    if version < 1:
+        raise ValueError("published weight versions start at 1; version 0 is the base model")
+    directory = Path(directory)
+    final = directory / f"v{version}"
+    partial = directory / f".v{version}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    tensors, seen = {}, set()
+    for name, tensor in state_dict.items():
+        if tensor.data_ptr() in seen:  # tied weights (lm_head = embeddings): store the first name only
+            continue
+        seen.add(tensor.data_ptr())
+        tensors[name] = tensor.detach().contiguous().cpu()
+    save_file(tensors, partial / "model.safetensors")
+    os.replace(partial, final)
+    pointer = directory / ".LATEST.partial"
+    pointer.write_text(f"{version}\n")
+    os.replace(pointer, directory / "LATEST")
+    return final / "model.safetensors"
+
+
+def latest(directory: str | Path) -> tuple[int, Path] | None:
+    """(version, file) of the newest published weights, or None when nothing is published."""
+    pointer = Path(directory) / "LATEST"
+    if not pointer.is_file():
+        return None
+    version = int(pointer.read_text().strip())
+    return version, Path(directory) / f"v{version}" / "model.safetensors"
+
+
+def load_into(model: torch.nn.Module, path: str | Path) -> None:
+    """Copy published weights into `model` in place (same architecture; tied weights may be absent)."""
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    tied = (
+        {k for k in missing if "lm_head" in k}
+        if getattr(model.config, "tie_word_embeddings", False)
+        else set()
+    )
+    if unexpected or set(missing) - tied:
+        raise ValueError(
+            f"weights at {path} do not fit the model (missing {sorted(missing)[:3]},"
+            f" unexpected {unexpected[:3]})"
+        )
