@@ -32,6 +32,7 @@ Consumed records stay on disk for export and audit; capacity does not bound them
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -275,6 +276,10 @@ class ReplayStore:
                 return
             last = rows[-1][0]
             yield from (_decode(payload) for _, payload in rows)
+
+    def ready(self) -> int:
+        """The process id serving this store (the launcher and tests use it to see restarts)."""
+        return os.getpid()
 
     def close(self) -> None:
         """Close the connection; committed records stay on disk. Further calls on this object fail."""

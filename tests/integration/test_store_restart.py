@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import ray
+from support.ray_helpers import wait_for_new_process
 
 from actors.replay_store import ReplayStore
 from esc.config import ActorConfig
@@ -29,7 +30,9 @@ def test_store_survives_actor_crash_and_ray_restart(tmp_path):
     try:
         store = start_store(path)
         assert ray.get([store.put.remote(record(i)) for i in range(5)], timeout=TIMEOUT_S) == ["stored"] * 5
+        old_pid = ray.get(store.ready.remote(), timeout=TIMEOUT_S)
         ray.kill(store, no_restart=False)  # a crash: Ray restarts the actor, which reopens its folder
+        wait_for_new_process(store, old_pid)
         assert ray.get(store.stats.remote(), timeout=TIMEOUT_S)["total"] == 5
         assert ray.get(store.put.remote(record(5)), timeout=TIMEOUT_S) == "stored"
         assert ray.get(store.put.remote(record(0)), timeout=TIMEOUT_S) == "duplicate"

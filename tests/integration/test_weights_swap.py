@@ -4,6 +4,7 @@ version that wrote it, and comes back on the published version after a crash."""
 from __future__ import annotations
 
 import ray
+from support.ray_helpers import wait_for_new_process
 
 from actors.counselor import Counselor
 from esc.config import ActorConfig, load_config
@@ -35,7 +36,9 @@ def test_counselor_swaps_weights_and_reloads_them_after_restart(tmp_path):
         assert new["policy_version"] == 1 and new["raw"] != base["raw"]
 
         publish(tiny_random_model(len(tokenizer), seed=1).state_dict(), config.weights_dir(), 2)
+        old_pid = ray.get(actor.ready.remote(), timeout=TIMEOUT_S)
         ray.kill(actor, no_restart=False)  # a crash: the restarted actor loads the newest published version
+        wait_for_new_process(actor, old_pid)
         assert ray.get(actor.weights_version.remote(), timeout=TIMEOUT_S) == 2
         again = ray.get(actor.respond.remote(HISTORY, 7), timeout=TIMEOUT_S)
         assert again["policy_version"] == 2 and again["raw"] == new["raw"]  # v2 holds the same weights as v1
