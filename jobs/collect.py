@@ -70,9 +70,10 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WATCH_EVERY_S)
             if not done:
                 now = system.pids()
-                for line in report_restarts(pids, now):
+                lines, restarted = report_restarts(pids, now)
+                for line in lines:
                     tqdm.write(line, file=sys.stderr)
-                    restarts += "restarted" in line or "is back" in line
+                restarts += restarted
                 pids = now
                 finished = _driver_metrics(system, len(contexts), restarts)
                 if finished is not None:

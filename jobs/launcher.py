@@ -83,18 +83,21 @@ class ActorSystem:
         }
 
 
-def report_restarts(before: dict[str, int | None], after: dict[str, int | None]) -> list[str]:
-    """One log line per actor whose process changed or vanished between two `pids()` probes."""
-    lines = []
+def report_restarts(before: dict[str, int | None], after: dict[str, int | None]) -> tuple[list[str], int]:
+    """Compare two `pids()` probes: one log line per actor whose process changed or vanished, and how
+    many actors are now running in a new process (restarts completed since `before`)."""
+    lines, restarted = [], 0
     for name, pid in after.items():
         old = before.get(name)
         if pid is None and old is not None:
             lines.append(f"actor {name} is down (pid {old}); Ray is restarting it")
         elif pid is not None and old is not None and pid != old:
             lines.append(f"actor {name} restarted (pid {old} -> {pid})")
+            restarted += 1
         elif pid is not None and old is None and name in before:
             lines.append(f"actor {name} is back (pid {pid})")
-    return lines
+            restarted += 1
+    return lines, restarted
 
 
 def start_actors(config: RunConfig) -> ActorSystem:
