@@ -47,10 +47,15 @@ class Counselor:
         return version
 
     async def respond(self, history: list[dict], seed: int | None = None) -> dict:
-        """Reply to `history`: {turn, raw, well_formed, completion_tokens, policy_version}."""
+        """Reply to `history`: {turn, raw, well_formed, completion_tokens, policy_version, prompt_ids,
+        token_ids, token_logprobs} (the last three empty for crisis replies and backends without them)."""
         output = await self.counselor.respond([Turn.model_validate(t) for t in history], seed=seed)
         version = output.weights_version
+        generation = output.generation
         return {
+            "prompt_ids": list(generation.prompt_ids) if generation else [],
+            "token_ids": list(generation.token_ids) if generation else [],
+            "token_logprobs": list(generation.token_logprobs) if generation else [],
             "turn": output.turn.model_dump(),
             "raw": output.raw,
             "well_formed": output.well_formed,

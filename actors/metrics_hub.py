@@ -24,6 +24,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "store_unconsumed": ("records", "records no learner has sampled yet (bounded by store.capacity)"),
     "queue_depth": ("contexts", "contexts handed to workers and not yet finished"),
     "actor_restarts": ("count", "actor restarts the driver has seen in this run"),
+    "admission_wait_s": ("s", "time a worker waited for the staleness gate before starting one group"),
+    "staleness_hist": ("groups", "sampled groups per staleness (learner version - policy_version), a map"),
 }
 
 

@@ -67,8 +67,15 @@ class RemoteJudge(_Spread):
 
 class RolloutWorker:
     def __init__(
-        self, config: dict[str, Any], handles: dict[str, list], store: Any, worker_id: str, hub: Any = None
+        self,
+        config: dict[str, Any],
+        handles: dict[str, list],
+        store: Any,
+        worker_id: str,
+        hub: Any = None,
+        gate: Any = None,
     ):
+        """`gate`: a StalenessGate handle for the online loop (admission control); None in `collect`."""
         self.run = actor_setup(config, "rollout_worker")
         self.roles = Roles(
             seeker=RemoteSeeker(handles["seeker"]),
@@ -77,7 +84,8 @@ class RolloutWorker:
             system_agent=RemoteCounselor(handles["system_agent"]),
         )
         self.counselors = handles["counselor"]
-        self.store, self.worker_id, self.hub = store, worker_id, hub
+        self.store, self.worker_id, self.hub, self.gate = store, worker_id, hub, gate
+        self._forgot = gate is None  # a (re)started worker first drops leases its old process held
         self.tokens = 0
         self.done = 0  # contexts finished, any outcome (the driver's progress bar)
         self._metric_refs: list = []  # hub calls in flight; collect() settles them before returning
@@ -87,11 +95,14 @@ class RolloutWorker:
     async def collect(self, contexts: list[dict]) -> dict[str, int]:
         """Make one candidate group per context and put it in the store as soon as it is done.
         Returns counts by outcome: stored, duplicate, skipped (already in the store)."""
-        gate = asyncio.Semaphore(self.run.rollout.in_flight)
+        if not self._forgot:
+            await self.gate.forget.remote(self.worker_id)
+            self._forgot = True
+        slots = asyncio.Semaphore(self.run.rollout.in_flight)
 
         async def one(raw: dict) -> str:
-            async with gate:
-                outcome = await self._group(Context.model_validate(raw))
+            async with slots:
+                outcome = await self._admitted(Context.model_validate(raw))
             self.done += 1
             return outcome
 
@@ -99,6 +110,24 @@ class RolloutWorker:
         refs, self._metric_refs = self._metric_refs, []
         await asyncio.gather(*refs)
         return {k: outcomes.count(k) for k in ("stored", "duplicate", "skipped")}
+
+    async def _admitted(self, context: Context) -> str:
+        """One group under admission control: wait for the gate, make the group, release the lease."""
+        if self.gate is None:
+            return await self._group(context)
+        started = time.perf_counter()
+        await self.gate.acquire.remote(self.worker_id, context.id)
+        self._metric({"admission_wait_s": time.perf_counter() - started})
+        outcome = "failed"
+        try:
+            outcome = await self._group(context)
+        finally:
+            await self.gate.release.remote(self.worker_id, context.id, outcome == "stored")
+        return outcome
+
+    def _metric(self, metrics: dict[str, float]) -> None:
+        if self.hub is not None:
+            self._metric_refs.append(self.hub.record.remote(self.worker_id, metrics))  # not awaited here
 
     async def _group(self, context: Context) -> str:
         version = await self.counselors[0].weights_version.remote()
@@ -140,8 +169,7 @@ class RolloutWorker:
         rewards = [c.future_reward for c in candidates if c.future_reward is not None]
         if rewards:
             metrics["group_reward_mean"] = sum(rewards) / len(rewards)
-        if self.hub is not None:
-            self._metric_refs.append(self.hub.record.remote(self.worker_id, metrics))  # not awaited here
+        self._metric(metrics)
         if status == "stored":
             for c in candidates:
                 if c.label is not None:
@@ -176,6 +204,9 @@ class RolloutWorker:
             reasoning=out.turn.reasoning,
             well_formed=out.well_formed,
             policy_version=out.policy_version,
+            prompt_ids=tuple(out.prompt_ids),
+            token_ids=tuple(out.token_ids),
+            token_logprobs=tuple(out.token_logprobs),
             **extra,
         )
 

@@ -185,6 +185,55 @@ class StoreConfig(_Section):
     )
 
 
+class RewardModelConfig(_Section):
+    """The future-oriented reward model: a classification (or ranking) head on a transformer backbone."""
+
+    backbone: str = Field("smollm2-135m", description="Model spec of the backbone (see esc/models.py).")
+    formulation: Literal["classification", "ranking"] = Field(
+        "classification", description="classification: CE over reward classes; ranking: Bradley-Terry pairs."
+    )
+    labels: Literal["data", "simulated"] = Field(
+        "data", description="data: ESConv survey outcomes (needs `data`); simulated: store future rewards."
+    )
+    data: str | None = Field(
+        None, description="esconv:PATH with seeker surveys, for data-grounded labels (train/valid splits)."
+    )
+    improvement_edges: list[float] = Field(
+        [1.5, 2.5], description="Ascending cut points on survey improvement (initial - final intensity)."
+    )
+    class_values: list[float] | None = Field(
+        None, description="Reward of each class; default evenly spaced from -1 to 1."
+    )
+    negatives: float = Field(
+        0.25, ge=0.0, le=1.0, description="Share of extra examples: a context with another's reply, class 0."
+    )
+    train: Literal["head", "full"] = Field(
+        "head", description="head: frozen backbone, train the head on cached features; full: fine-tune all."
+    )
+    epochs: int = Field(30, gt=0, le=10_000, description="Passes over the training examples.")
+    lr: float = Field(1e-3, gt=0.0, lt=1.0, description="Reward-model learning rate.")
+    batch_size: int = Field(32, gt=0, description="Examples per reward-model step.")
+    max_tokens: int = Field(256, gt=8, le=8192, description="Context + reply tokens kept (the end is kept).")
+    max_examples: int = Field(600, gt=0, description="Most training examples (seeded choice).")
+    weight: float = Field(1.0, ge=0.0, description="Weight of the RM score in the policy reward.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardModelConfig:
+        edges = self.improvement_edges
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError("reward_model.improvement_edges must be strictly ascending")
+        if self.class_values is not None and len(self.class_values) != len(edges) + 1:
+            raise ValueError("reward_model.class_values needs len(improvement_edges) + 1 values")
+        return self
+
+    def values(self) -> list[float]:
+        """The reward of each class, lowest class first."""
+        if self.class_values is not None:
+            return list(self.class_values)
+        n = len(self.improvement_edges) + 1
+        return [-1.0 + 2.0 * k / (n - 1) for k in range(n)]
+
+
 class LearnerConfig(_Section):
     """The learner (reward model and GRPO policy updates)."""
 
@@ -192,6 +241,33 @@ class LearnerConfig(_Section):
     lr: float = Field(1e-6, gt=0.0, lt=1.0, description="Policy learning rate.")
     batch_size: int = Field(4, gt=0, description="Candidate groups per policy update.")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO clip range of the importance ratio.")
+    is_cap: float = Field(2.0, ge=1.0, description="Cap of the truncated behaviour importance weight.")
+    kl_beta: float = Field(0.0, ge=0.0, description="Weight of the KL penalty to the frozen reference.")
+    format_weight: float = Field(0.5, ge=0.0, description="Weight of the <think>/<answer> format reward.")
+    safety_weight: float = Field(1.0, ge=0.0, description="Penalty for a reply the safety check flags.")
+    lora_rank: int = Field(0, ge=0, description="LoRA rank (peft); 0 trains every weight.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")
+    num_workers: int = Field(1, gt=0, description="Ray Train workers (data-parallel replicas).")
+    use_gpu: bool = Field(False, description="Ray Train workers take a GPU each.")
+    max_tokens: int = Field(384, gt=8, le=16384, description="Most prompt + completion tokens per sample.")
+    checkpoint_every: int = Field(2, gt=0, description="Save learner state every K policy updates.")
+    max_updates: int = Field(8, gt=0, description="Policy updates before the run stops.")
+    mode: Literal["async", "sync"] = Field(
+        "async", description="async: rollouts and updates overlap; sync: generate, then train, alternately."
+    )
+    sample_timeout_s: float = Field(600.0, gt=0.0, description="Longest wait for a batch from the store.")
+
+
+class SFTConfig(_Section):
+    """The supervised baseline: fine-tune the counselor on ESConv replies with TRL's SFTTrainer."""
+
+    data: str | None = Field(None, description="esconv:PATH[#split] of dialogues to imitate (train split).")
+    max_steps: int = Field(60, gt=0, description="Optimizer steps.")
+    lr: float = Field(2e-5, gt=0.0, lt=1.0, description="Learning rate.")
+    batch_size: int = Field(4, gt=0, description="Examples per step.")
+    max_tokens: int = Field(384, gt=8, le=16384, description="Most prompt + reply tokens per example.")
+    max_examples: int = Field(2000, gt=0, description="Most (context, reply) examples taken (seeded).")
 
 
 class ServeConfig(_Section):
@@ -218,7 +294,9 @@ class RunConfig(_Section):
     rollout: RolloutConfig = RolloutConfig()
     actors: ActorsConfig = ActorsConfig()
     store: StoreConfig = StoreConfig()
+    reward_model: RewardModelConfig = RewardModelConfig()
     learner: LearnerConfig = LearnerConfig()
+    sft: SFTConfig = SFTConfig()
     serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
@@ -233,6 +311,10 @@ class RunConfig(_Section):
     def weights_dir(self) -> Path:
         """Where the learner publishes policy weights and counselor actors look for them."""
         return self.run_dir() / "weights"
+
+    def checkpoint_dir(self) -> Path:
+        """Where the learner saves its state (policy, reward model, optimizer, consumed ids)."""
+        return self.run_dir() / "checkpoints"
 
     def store_dir(self) -> Path:
         return Path(self.store.path) if self.store.path else self.run_dir() / "store"

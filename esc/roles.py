@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from esc import prompts
 from esc.backends import BackendPool
-from esc.backends.base import InferenceBackend, SamplingParams
+from esc.backends.base import Generation, InferenceBackend, SamplingParams
 from esc.config import CounselorConfig, JudgeConfig, RoleConfig, RunConfig, SafetyConfig
 from esc.metrics import verdict_from_probs
 from esc.parsing import VERDICTS, parse_counselor, parse_verdict, parse_verdict_word
@@ -53,6 +53,7 @@ class CounselorOutput:
     well_formed: bool
     completion_tokens: int
     weights_version: int | None = None
+    generation: Generation | None = None  # the backend's output (token ids, behaviour log-probs)
 
 
 class Counselor:
@@ -109,7 +110,12 @@ class Counselor:
             answer, thought, ok = parse_counselor(generation.text).answer, None, True
         turn = Turn(role="counselor", text=answer or FALLBACK_ANSWER, reasoning=thought or None)
         return CounselorOutput(
-            turn, raw, ok and bool(answer), generation.completion_tokens, generation.weights_version
+            turn,
+            raw,
+            ok and bool(answer),
+            generation.completion_tokens,
+            generation.weights_version,
+            generation,
         )
 
 

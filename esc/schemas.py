@@ -99,6 +99,11 @@ class Candidate(_Strict):
     label: int | None = Field(default=None, ge=0)
     verdict: str | None = None
     future: tuple[Turn, ...] = ()
+    prompt_ids: tuple[int, ...] = Field(default=(), description="Prompt tokens the policy saw (prefill in).")
+    token_ids: tuple[int, ...] = Field(default=(), description="Sampled tokens; empty for crisis replies.")
+    token_logprobs: tuple[float, ...] = Field(
+        default=(), description="Behaviour log-prob of each sampled token, under `policy_version`."
+    )
 
 
 class CandidateGroup(_Strict):

@@ -22,18 +22,23 @@ def publish(state_dict: dict[str, torch.Tensor], directory: str | Path, version:
     final = directory / f"v{version}"
     partial = directory / f".v{version}.partial"
     partial.mkdir(parents=True, exist_ok=True)
-    tensors, seen = {}, set()
-    for name, tensor in state_dict.items():
-        if tensor.data_ptr() in seen:  # tied weights (lm_head = embeddings): store the first name only
-            continue
-        seen.add(tensor.data_ptr())
-        tensors[name] = tensor.detach().contiguous().cpu()
-    save_file(tensors, partial / "model.safetensors")
+    save_file(unique_tensors(state_dict), partial / "model.safetensors")
     os.replace(partial, final)
     pointer = directory / ".LATEST.partial"
     pointer.write_text(f"{version}\n")
     os.replace(pointer, directory / "LATEST")
     return final / "model.safetensors"
+
+
+def unique_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies for safetensors; tied weights (lm_head = embeddings) keep their first name."""
+    tensors, seen = {}, set()
+    for name, tensor in state_dict.items():
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        tensors[name] = tensor.detach().contiguous().cpu()
+    return tensors
 
 
 def latest(directory: str | Path) -> tuple[int, Path] | None:

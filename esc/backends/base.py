@@ -42,6 +42,11 @@ class Generation:
     can tell; None when it ended at end-of-turn, at the length limit, or the backend cannot tell.
     `weights_version` is the version of the weights that produced every token, where the backend
     tracks versions (hf); None otherwise.
+
+    Where the backend exposes them (hf), the learner's inputs travel along: `prompt_ids` (the prompt
+    tokens, prefill included), `token_ids` (every sampled token, including a final end-of-turn token
+    and the tokens of a stop string) and `token_logprobs` (log p of each sampled token under the
+    untempered model that sampled it: the behaviour policy). Empty tuples elsewhere.
     """
 
     text: str
@@ -50,6 +55,9 @@ class Generation:
     finish_reason: str  # "stop" (end of turn or a stop string) or "length"
     stop_sequence: str | None = None
     weights_version: int | None = None
+    prompt_ids: tuple[int, ...] = ()
+    token_ids: tuple[int, ...] = ()
+    token_logprobs: tuple[float, ...] = ()
 
 
 @runtime_checkable

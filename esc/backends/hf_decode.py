@@ -56,17 +56,22 @@ class CausalLM:
         step_pos = positions
         generators = [torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in params]
         out_ids: list[list[int]] = [[] for _ in range(rows)]
+        sampled: list[list[int]] = [[] for _ in range(rows)]  # out_ids plus a final end-of-turn token
+        sampled_lp: list[list[float]] = [[] for _ in range(rows)]
         finish, texts = [""] * rows, [""] * rows
         stops: list[str | None] = [None] * rows
         cache = None
         for _ in range(max(p.max_new_tokens for p in params)):
             logits, cache = self._forward(step_ids, mask, step_pos, cache)
+            logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
             next_ids = []
             for i in range(rows):
                 token = self.pad if finish[i] else sample_token(logits[i, -1], params[i], generators[i])
                 next_ids.append(token)
                 if finish[i]:
                     continue
+                sampled[i].append(token)
+                sampled_lp[i].append(float(logprobs[i, token]))
                 if token in self.eos_ids:
                     finish[i] = "stop"
                     continue
@@ -91,6 +96,9 @@ class CausalLM:
                 len(out_ids[i]),
                 finish[i] or "length",
                 stops[i],
+                prompt_ids=tuple(prompts[i]),
+                token_ids=tuple(sampled[i]),
+                token_logprobs=tuple(sampled_lp[i]),
             )
             for i in range(rows)
         ]

@@ -1,0 +1,99 @@
+"""StalenessGate actor: admission control that bounds how far behind the learner a rollout may finish.
+
+The AReaL rule. With learner version `v`, batch size `B` (groups per update) and bound `eta`
+(`rollout.max_staleness`), a worker may start a new candidate group only while
+
+    accepted + running + 1 <= (eta + v + 1) * B
+
+where `accepted` counts groups the store has taken and `running` counts groups being generated. The
+learner consumes B groups per version, so at most (eta + 1) * B groups can exist that the learner has
+not yet reached: a group started now is consumed by version v + eta at the latest. What the gate
+cannot prevent (a slow group that finishes late) the store's staleness filter and the loss's
+truncated importance weights handle.
+
+It owns only counters. Workers `acquire` before generating and `release` when their group is stored
+(or was a duplicate, or failed); the learner calls `set_version` after each publish. Leases are keyed by
+(worker, group id), so a retried call does not count twice, and a restarted worker calls `forget` for
+its own leases in its constructor so a crash does not leak capacity. It knows nothing of models or
+records; the offline `rlff collect` phase runs without it (the policy does not move there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+
+def admits(accepted: int, running: int, version: int, max_staleness: int, batch_size: int) -> bool:
+    """The AReaL admission rule: may one more group start now?"""
+    return accepted + running + 1 <= (max_staleness + version + 1) * batch_size
+
+
+class StalenessGate:
+    def __init__(self, batch_size: int, max_staleness: int, accepted: int = 0, version: int = 0):
+        """`accepted`: groups already in the store (a resumed run counts them); `version`: the learner's."""
+        if batch_size <= 0 or max_staleness < 0 or accepted < 0 or version < 0:
+            raise ValueError("batch_size must be positive; max_staleness, accepted and version non-negative")
+        self.batch_size, self.max_staleness = batch_size, max_staleness
+        self.accepted, self.version = accepted, version
+        self.leases: set[tuple[str, str]] = set()
+        self.waits = 0  # acquire calls that had to wait
+        self._changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:  # created on the actor's event loop, at first use
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def acquire(self, worker: str, group: str) -> int:
+        """Wait until the rule admits one more group, then hold a lease; returns the learner version
+        at admission. Idempotent: a lease already held returns at once."""
+        if (worker, group) in self.leases:
+            return self.version
+        changed = self._condition()
+        async with changed:
+            if not self._admits():
+                self.waits += 1
+            await changed.wait_for(self._admits)
+            self.leases.add((worker, group))
+        return self.version
+
+    def _admits(self) -> bool:
+        return admits(self.accepted, len(self.leases), self.version, self.max_staleness, self.batch_size)
+
+    async def release(self, worker: str, group: str, accepted: bool) -> None:
+        """End a lease; `accepted` when the store took the group (a new record)."""
+        changed = self._condition()
+        async with changed:
+            if (worker, group) in self.leases:
+                self.leases.discard((worker, group))
+                self.accepted += int(accepted)
+            changed.notify_all()
+
+    async def forget(self, worker: str) -> int:
+        """Drop every lease of `worker` (it restarted); returns how many."""
+        changed = self._condition()
+        async with changed:
+            mine = {lease for lease in self.leases if lease[0] == worker}
+            self.leases -= mine
+            changed.notify_all()
+        return len(mine)
+
+    async def set_version(self, version: int) -> None:
+        """The learner published `version`; admits more work."""
+        changed = self._condition()
+        async with changed:
+            self.version = max(self.version, version)
+            changed.notify_all()
+
+    def state(self) -> dict[str, int]:
+        return {
+            "accepted": self.accepted,
+            "running": len(self.leases),
+            "version": self.version,
+            "limit": (self.max_staleness + self.version + 1) * self.batch_size,
+            "waits": self.waits,
+        }
+
+    def ready(self) -> int:
+        return os.getpid()

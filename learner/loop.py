@@ -1,0 +1,165 @@
+"""The learner: one GRPO policy update is `sample -> score -> advantages -> update -> publish`.
+
+It owns the policy's trainable weights and optimizer, the weights version, and the ids of every record
+it consumed. It does not know where records come from or where weights go: `sample(n)` and
+`publish(version, state_dict)` are handed in (the Ray Train job wires them to the replay store, the
+counselor actors and the staleness gate; tests wire them to plain lists), and so is the reward model
+(`reward(contexts, answers) -> scores`), so a rule-based reward can stand in for it in tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from esc.config import LearnerConfig
+from esc.parsing import parse_counselor
+from esc.schemas import Turn
+from learner.losses import format_reward, group_advantages, kl_k3, policy_loss, safety_penalty
+from learner.policy import build_rows, completion_logprobs, trainable
+
+Sample = Callable[[int], list[dict[str, Any]]]
+Publish = Callable[[int, dict[str, torch.Tensor]], None]
+Reward = Callable[[list[tuple[Turn, ...]], list[str]], list[float]]
+
+
+class Stages:
+    """Wall-clock seconds of each named stage of one update."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[f"stage_{name}_s"] = time.perf_counter() - started
+
+
+class Learner:
+    def __init__(
+        self,
+        config: LearnerConfig,
+        model: torch.nn.Module,
+        pad_id: int,
+        reward: Reward,
+        reward_weight: float = 1.0,
+        ref_model: torch.nn.Module | None = None,
+        version: int = 0,
+    ):
+        """`model`: the policy (possibly DDP-wrapped); `ref_model`: frozen reference, needed when
+        `config.kl_beta > 0`; `version`: the weights version `model` holds now."""
+        if config.kl_beta > 0 and ref_model is None:
+            raise ValueError("learner.kl_beta > 0 needs a reference model")
+        self.config, self.model, self.pad_id = config, model, pad_id
+        self.reward, self.reward_weight, self.ref_model = reward, reward_weight, ref_model
+        self.version = version
+        self.consumed: list[str] = []
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+
+    def update(self, sample: Sample, publish: Publish, groups_wanted: int) -> dict[str, Any]:
+        """One policy update on `groups_wanted` groups; returns its metrics (the version it published
+        among them). Raises TimeoutError (from `sample`) when no data comes."""
+        stage = Stages()
+        with stage("sample"):
+            records = sample(groups_wanted)
+            groups = [[c for c in r["candidates"] if trainable(c)] for r in records]
+            kept = [(r, g) for r, g in zip(records, groups) if len(g) >= 2]
+        with stage("score"):
+            rewards, parts = self.score(kept)
+        with stage("advantages"):
+            sizes = [len(g) for _, g in kept]
+            advantages = torch.cat(
+                [group_advantages(r.view(1, -1)).view(-1) for r in rewards.split(sizes)] or [rewards]
+            )
+        with stage("update"):
+            stats = self.optimise([g for _, g in kept], advantages) if kept else {}
+        with stage("publish"):
+            self.version += 1
+            self.consumed.extend(r["id"] for r in records)
+            publish(self.version, unwrap(self.model).state_dict())
+        staleness = Counter(self.version - 1 - r["policy_version"] for r in records)
+        return {
+            "weights_version": self.version,
+            "groups_used": len(kept),
+            "staleness_hist": {str(k): v for k, v in sorted(staleness.items())},
+            **parts,
+            **stats,
+            **stage.seconds,
+        }
+
+    def score(self, kept: list[tuple[dict, list[dict]]]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Rewards, flat over the groups' candidates in order: RM score * weight + format reward *
+        format_weight - safety penalty * safety_weight."""
+        if not kept:
+            return torch.zeros(0), {}
+        contexts, answers, raws = [], [], []
+        for record, candidates in kept:
+            for c in candidates:
+                contexts.append(tuple(Turn.model_validate(t) for t in record["context"]))
+                answers.append(c["text"])
+                raws.append(c["raw"])
+        rm = torch.tensor(self.reward(contexts, answers), dtype=torch.float32)
+        fmt = torch.tensor([format_reward(raw) for raw in raws])
+        unsafe = torch.tensor([safety_penalty(parse_counselor(raw).answer) for raw in raws])
+        c = self.config
+        flat = self.reward_weight * rm + c.format_weight * fmt - c.safety_weight * unsafe
+        parts = {
+            "reward_mean": float(flat.mean()),
+            "rm_score_mean": float(rm.mean()),
+            "format_rate": float((fmt == 1.0).float().mean()),
+            "unsafe_rate": float(unsafe.mean()),
+        }
+        return flat, parts
+
+    def optimise(self, groups: list[list[dict]], advantages: torch.Tensor) -> dict[str, float]:
+        """One optimizer step over every candidate, in micro-batches of 4 rows (gradients accumulate,
+        each micro-batch weighted by its share of the batch's completion tokens)."""
+        rows = build_rows(groups, self.config.max_tokens, self.pad_id)
+        adv = advantages
+        total_tokens = float(rows.completion_mask.sum())
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: Counter = Counter()
+        for start in range(0, len(rows), 4):
+            part = rows.select(slice(start, start + 4))
+            logp = completion_logprobs(self.model, part)
+            mask = part.completion_mask.to(logp.device)
+            loss, stats = policy_loss(
+                logp,
+                logp.detach(),  # proximal policy = these weights before the step (one step per batch)
+                part.behaviour_logp.to(logp.device),
+                adv[start : start + 4].to(logp.device),
+                mask,
+                clip_eps=self.config.clip_eps,
+                is_cap=self.config.is_cap,
+            )
+            if self.ref_model is not None and self.config.kl_beta > 0:
+                with torch.no_grad():
+                    ref_logp = completion_logprobs(self.ref_model, part)
+                kl = kl_k3(logp, ref_logp, mask)
+                loss = loss + self.config.kl_beta * kl
+                sums["kl"] += float(kl) * float(mask.sum())
+            share = float(mask.sum()) / total_tokens
+            (loss * share).backward()
+            sums["policy_loss"] += float(loss.detach()) * share
+            for key in ("clip_fraction", "is_weight_mean", "is_truncated_fraction"):
+                sums[key] += stats[key] * share
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.model.eval()
+        out = {k: v for k, v in sums.items() if k != "kl"}
+        if "kl" in sums:
+            out["kl"] = sums["kl"] / total_tokens
+        return {**out, "grad_norm": float(grad_norm), "completion_tokens": int(total_tokens)}
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside a DDP (or similar) wrapper."""
+    return getattr(model, "module", model)

@@ -1,0 +1,91 @@
+"""The learner learns: a tiny model, a rule-based reward, a fixed seed, and the mean reward rises.
+
+Generation runs in-process on the same decode loop the counselor actors use, so every candidate
+carries real prompt ids, sampled token ids and behaviour log-probs; each update's weights are loaded
+back into the generating model, as the counselor actors do with published versions.
+"""
+
+import pytest
+import torch
+
+from esc.backends.base import SamplingParams
+from esc.backends.hf_decode import CausalLM
+from esc.config import LearnerConfig
+from esc.models import load_model
+from esc.parsing import parse_counselor
+from esc.prompts import counselor_messages
+from esc.schemas import Turn
+from learner.loop import Learner
+
+pytestmark = pytest.mark.slow
+
+CONTEXTS = [(Turn(role="seeker", text=t),) for t in ("I feel lonely since I moved.", "Work stresses me out.")]
+GROUP = 8
+
+
+def opens_like_a_sentence(_contexts, answers):
+    """Rule-based reward: 1 when the answer opens with a capital letter, as a sentence does, else 0. The
+    random model opens with one of thousands of word pieces; GRPO has to find and keep the right ones."""
+    return [float(a.strip()[:1].isupper()) for a in answers]
+
+
+def test_mean_reward_rises_with_a_fixed_seed():
+    torch.manual_seed(0)
+    model, tokenizer = load_model("tiny-random", seed=0)
+    lm = CausalLM(model, tokenizer)
+    learner = Learner(
+        LearnerConfig(lr=3e-3, format_weight=0.0, safety_weight=0.0, max_tokens=256),
+        model,
+        tokenizer.pad_token_id,
+        opens_like_a_sentence,
+    )
+    prompts = [
+        tokenizer(
+            tokenizer.apply_chat_template(
+                counselor_messages(list(c)), tokenize=False, add_generation_prompt=True
+            ),
+            add_special_tokens=False,
+        )["input_ids"]
+        for c in CONTEXTS
+    ]
+    means, step = [], 0
+
+    def sample(n):
+        nonlocal step
+        step += 1
+        records = []
+        for k, (context, prompt) in enumerate(zip(CONTEXTS, prompts)):
+            params = [
+                SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=12, seed=step * 100 + k * 10 + i)
+                for i in range(GROUP)
+            ]
+            outs = lm.decode([prompt] * GROUP, params)
+            candidates = [
+                {
+                    "text": parse_counselor(o.text).answer,
+                    "raw": o.text,
+                    "prompt_ids": list(o.prompt_ids),
+                    "token_ids": list(o.token_ids),
+                    "token_logprobs": list(o.token_logprobs),
+                }
+                for o in outs
+            ]
+            context = [t.model_dump() for t in context]
+            records.append(
+                {
+                    "id": f"{step}-{k}",
+                    "context": context,
+                    "candidates": candidates,
+                    "policy_version": learner.version,
+                }
+            )
+        return records[:n]
+
+    for _ in range(12):
+        metrics = learner.update(sample, lambda version, state: None, groups_wanted=2)
+        means.append(metrics["rm_score_mean"])
+        assert metrics["groups_used"] == 2 and metrics["weights_version"] == len(means)
+        # on-policy samples: the behaviour log-probs match the weights that sampled them
+        assert metrics["is_weight_mean"] == pytest.approx(1.0, abs=1e-3)
+    first, last = sum(means[:3]) / 3, sum(means[-3:]) / 3
+    assert last > first + 0.05, means

@@ -1,0 +1,62 @@
+"""The AReaL admission rule and the StalenessGate that applies it (in-process, on asyncio)."""
+
+import asyncio
+
+import pytest
+
+from actors.admission import StalenessGate, admits
+
+
+def test_rule_by_hand():
+    # B = 4, eta = 1, version 0: limit (1 + 0 + 1) * 4 = 8 groups accepted or running
+    assert admits(accepted=5, running=2, version=0, max_staleness=1, batch_size=4)  # 5 + 2 + 1 = 8
+    assert not admits(accepted=5, running=3, version=0, max_staleness=1, batch_size=4)  # 9 > 8
+    # one learner version later the limit is 12
+    assert admits(accepted=5, running=6, version=1, max_staleness=1, batch_size=4)  # 12 <= 12
+    # eta = 0 is fully synchronous: one batch per version
+    assert not admits(accepted=4, running=0, version=0, max_staleness=0, batch_size=4)
+
+
+def test_gate_blocks_until_the_learner_moves():
+    async def scenario():
+        gate = StalenessGate(batch_size=2, max_staleness=0)  # limit 2 at version 0
+        await gate.acquire("w", "a")
+        await gate.acquire("w", "b")
+        third = asyncio.create_task(gate.acquire("w", "c"))
+        await asyncio.sleep(0)  # let it reach the wait
+        assert not third.done() and gate.state()["running"] == 2
+        await gate.release("w", "a", accepted=True)
+        await asyncio.sleep(0)
+        assert not third.done()  # accepted + running = 1 + 1, one more would be 3 > 2
+        await gate.set_version(1)  # limit 4
+        assert await asyncio.wait_for(third, 5) == 1
+        assert gate.state() == {"accepted": 1, "running": 2, "version": 1, "limit": 4, "waits": 1}
+
+    asyncio.run(scenario())
+
+
+def test_leases_are_idempotent_and_forgotten_per_worker():
+    async def scenario():
+        gate = StalenessGate(batch_size=10, max_staleness=0, accepted=3)
+        await gate.acquire("w0", "a")
+        await gate.acquire("w0", "a")  # a retried call holds one lease, not two
+        await gate.acquire("w1", "b")
+        assert gate.state()["running"] == 2
+        assert await gate.forget("w0") == 1
+        await gate.release("w0", "a", accepted=True)  # a lease it no longer holds changes nothing
+        assert gate.state()["running"] == 1 and gate.state()["accepted"] == 3
+        await gate.release("w1", "b", accepted=False)
+        assert gate.state()["running"] == 0 and gate.state()["accepted"] == 3
+
+    asyncio.run(scenario())
+
+
+def test_version_never_goes_back_and_bad_arguments_are_refused():
+    async def scenario():
+        gate = StalenessGate(batch_size=1, max_staleness=0, version=3)
+        await gate.set_version(2)
+        assert gate.state()["version"] == 3
+
+    asyncio.run(scenario())
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        StalenessGate(batch_size=0, max_staleness=1)
