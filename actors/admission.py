@@ -31,13 +31,14 @@ def admits(accepted: int, running: int, version: int, max_staleness: int, batch_
 
 class StalenessGate:
     def __init__(self, batch_size: int, max_staleness: int, accepted: int = 0, version: int = 0):
-        """`accepted`: groups already in the store (a resumed run counts them); `version`: the learner's."""
+        """`accepted`: unconsumed groups already in the store; `version`: the learner's (see `rebase`)."""
         if batch_size <= 0 or max_staleness < 0 or accepted < 0 or version < 0:
             raise ValueError("batch_size must be positive; max_staleness, accepted and version non-negative")
         self.batch_size, self.max_staleness = batch_size, max_staleness
         self.accepted, self.version = accepted, version
         self.leases: set[tuple[str, str]] = set()
         self.waits = 0  # acquire calls that had to wait
+        self.stopping = False
         self._changed: asyncio.Condition | None = None
 
     def _condition(self) -> asyncio.Condition:
@@ -47,16 +48,29 @@ class StalenessGate:
 
     async def acquire(self, worker: str, group: str) -> int:
         """Wait until the rule admits one more group, then hold a lease; returns the learner version
-        at admission. Idempotent: a lease already held returns at once."""
+        at admission, or -1 once the run is stopping (no lease: start nothing). Idempotent: a lease
+        already held returns at once."""
         if (worker, group) in self.leases:
             return self.version
         changed = self._condition()
         async with changed:
             if not self._admits():
                 self.waits += 1
-            await changed.wait_for(self._admits)
+            await changed.wait_for(lambda: self.stopping or self._admits())
+            if self.stopping:
+                return -1
             self.leases.add((worker, group))
         return self.version
+
+    async def stop(self) -> None:
+        """The run is ending (Ctrl-C or the last update): refuse new work, wake every waiter."""
+        changed = self._condition()
+        async with changed:
+            self.stopping = True
+            changed.notify_all()
+
+    def stopped(self) -> bool:
+        return self.stopping
 
     def _admits(self) -> bool:
         return admits(self.accepted, len(self.leases), self.version, self.max_staleness, self.batch_size)
@@ -84,6 +98,16 @@ class StalenessGate:
         changed = self._condition()
         async with changed:
             self.version = max(self.version, version)
+            changed.notify_all()
+
+    async def rebase(self, version: int, unconsumed: int) -> None:
+        """A (resumed) learner starts at `version` with `unconsumed` fresh groups waiting in the store:
+        count as if every earlier version consumed exactly one batch, so the rule stays meaningful
+        whatever the store held before (offline collections, stale drops)."""
+        changed = self._condition()
+        async with changed:
+            self.version = version
+            self.accepted = version * self.batch_size + unconsumed
             changed.notify_all()
 
     def state(self) -> dict[str, int]:

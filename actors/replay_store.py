@@ -37,6 +37,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -209,6 +210,22 @@ class ReplayStore:
                 (STALE, time.time(), current_version - max_staleness),
             )
             return cursor.rowcount
+
+    def requeue(self, consumer: str, keep: list[str] | set[str]) -> int:
+        """Hand back records `consumer` took but did not keep (a learner that crashed after sampling and
+        before its checkpoint): they become unconsumed again, so the resumed learner samples them and
+        no record is lost or used twice. Returns how many."""
+        keep = set(keep)
+        with self._tx(immediate=True) as db:
+            taken = db.execute("SELECT id, kind FROM records WHERE consumed_by = ?", (consumer,)).fetchall()
+            back = [(rid, kind) for rid, kind in taken if rid not in keep]
+            db.executemany(
+                "UPDATE records SET consumed_by = NULL, consumed_at = NULL WHERE id = ?",
+                [(r,) for r, _ in back],
+            )
+            for kind, n in Counter(kind for _, kind in back).items():  # the trigger only counts consumption
+                db.execute("UPDATE counts SET unconsumed = unconsumed + ? WHERE kind = ?", (n, kind))
+        return len(back)
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         """The record with this id as it was put, or None."""

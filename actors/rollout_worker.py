@@ -94,7 +94,8 @@ class RolloutWorker:
 
     async def collect(self, contexts: list[dict]) -> dict[str, int]:
         """Make one candidate group per context and put it in the store as soon as it is done.
-        Returns counts by outcome: stored, duplicate, skipped (already in the store)."""
+        Returns counts by outcome: stored, duplicate, skipped (already in the store), stopped (the
+        staleness gate said the run is ending, so it was not started)."""
         if not self._forgot:
             await self.gate.forget.remote(self.worker_id)
             self._forgot = True
@@ -109,14 +110,15 @@ class RolloutWorker:
         outcomes = await asyncio.gather(*(one(c) for c in contexts))
         refs, self._metric_refs = self._metric_refs, []
         await asyncio.gather(*refs)
-        return {k: outcomes.count(k) for k in ("stored", "duplicate", "skipped")}
+        return {k: outcomes.count(k) for k in ("stored", "duplicate", "skipped", "stopped")}
 
     async def _admitted(self, context: Context) -> str:
         """One group under admission control: wait for the gate, make the group, release the lease."""
         if self.gate is None:
             return await self._group(context)
         started = time.perf_counter()
-        await self.gate.acquire.remote(self.worker_id, context.id)
+        if await self.gate.acquire.remote(self.worker_id, context.id) < 0:
+            return "stopped"
         self._metric({"admission_wait_s": time.perf_counter() - started})
         outcome = "failed"
         try:

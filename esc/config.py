@@ -250,6 +250,8 @@ class LearnerConfig(_Section):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")
     num_workers: int = Field(1, gt=0, description="Ray Train workers (data-parallel replicas).")
     use_gpu: bool = Field(False, description="Ray Train workers take a GPU each.")
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each Ray Train worker.")
+    torch_threads: int | None = Field(None, gt=0, description="torch threads per learner worker.")
     max_tokens: int = Field(384, gt=8, le=16384, description="Most prompt + completion tokens per sample.")
     checkpoint_every: int = Field(2, gt=0, description="Save learner state every K policy updates.")
     max_updates: int = Field(8, gt=0, description="Policy updates before the run stops.")

@@ -8,6 +8,7 @@ a half-written version. Version 0 is the base model and is never published.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -23,6 +24,8 @@ def publish(state_dict: dict[str, torch.Tensor], directory: str | Path, version:
     partial = directory / f".v{version}.partial"
     partial.mkdir(parents=True, exist_ok=True)
     save_file(unique_tensors(state_dict), partial / "model.safetensors")
+    if final.exists():  # a resumed learner re-publishes the versions after its checkpoint
+        shutil.rmtree(final)
     os.replace(partial, final)
     pointer = directory / ".LATEST.partial"
     pointer.write_text(f"{version}\n")

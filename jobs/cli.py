@@ -71,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     collect.add_argument("--limit", type=int, default=8, help="number of contexts")
 
+    run = commands.add_parser("run", help="the online loop: actors, store, learner on Ray Train")
+    _add_config_args(run)
+    run.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue runs/<name> (its saved config, store, checkpoint)"
+    )
+
+    trainer = commands.add_parser(
+        "train", help="offline phases: reward model, SFT baseline, GRPO on the store"
+    )
+    _add_config_args(trainer)
+    trainer.add_argument("--stage", required=True, choices=["rm", "sft", "policy"], help="what to train")
+    trainer.add_argument("--out", help="output folder (rm: runs/<name>/reward_model, sft: runs/<name>/sft)")
+
     prepare = commands.add_parser("prepare", help="cache the embedded model as safetensors (once)")
     prepare.add_argument("--model", default="smollm2-135m", help="model spec to prepare")
 
@@ -148,7 +161,35 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return run_collect(_config(args), args.data, args.limit)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from jobs.run import resume_config, run_online
+
+    config = resume_config(args.resume, args.overrides) if args.resume else _config(args)
+    if args.resume and args.config:
+        raise UsageError("give either --config or --resume, not both (a resumed run keeps its config)")
+    return run_online(config)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.stage == "rm":
+        from jobs.train_rm import run_train_rm
+
+        return run_train_rm(config, args.out)
+    if args.stage == "sft":
+        from jobs.train_sft import run_train_sft
+
+        return run_train_sft(config, args.out)
+    if args.out:
+        raise UsageError("--out is not used by --stage policy (weights go to runs/<name>/weights)")
+    from jobs.run import run_offline_policy
+
+    return run_offline_policy(config)
+
+
 HANDLERS = {
+    ("run", None): cmd_run,
+    ("train", None): cmd_train,
     ("collect", None): cmd_collect,
     ("judge-check", None): cmd_judge_check,
     ("evaluate", None): cmd_evaluate,

@@ -62,7 +62,7 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
     pending = {
         w.collect.remote([c.model_dump() for c in chunk]): len(chunk) for w, chunk in zip(workers, chunks)
     }
-    totals = {"stored": 0, "duplicate": 0, "skipped": 0}
+    totals = {"stored": 0, "duplicate": 0, "skipped": 0, "stopped": 0}
     work_started = time.perf_counter()
     restarts = 0
     with tqdm(total=len(contexts), desc="contexts") as bar:

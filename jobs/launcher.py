@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from actors.admission import StalenessGate
 from actors.counselor import Counselor
 from actors.judge import Judge
 from actors.metrics_hub import MetricsHub
@@ -57,6 +58,7 @@ class ActorSystem:
     system_agent: list = field(default_factory=list)
     judge: list = field(default_factory=list)
     workers: list = field(default_factory=list)
+    gate: Any = None
 
     def named(self) -> dict[str, Any]:
         """Every actor that has a `ready()` pid probe, by a readable name such as 'judge-0'."""
@@ -100,20 +102,29 @@ def report_restarts(before: dict[str, int | None], after: dict[str, int | None])
     return lines, restarted
 
 
-def start_actors(config: RunConfig) -> ActorSystem:
-    """Start store, role actors and rollout workers; return when every model has loaded."""
+def start_actors(config: RunConfig, staleness: int | None = None) -> ActorSystem:
+    """Start store, role actors and rollout workers; return when every model has loaded. With
+    `staleness` (the online loop) a StalenessGate applies admission control to the workers."""
     plain = config.model_dump()
     a = config.actors
     store = remote(ReplayStore, a.store).remote(str(config.store_dir()), config.store.capacity)
     hub = remote(MetricsHub, ActorConfig(max_concurrency=1)).remote(str(config.run_dir() / "metrics.jsonl"))
     system = ActorSystem(store=store, hub=hub)
+    if staleness is not None:
+        held = ray.get(store.stats.remote(), timeout=READY_TIMEOUT_S)["by_kind"].get(
+            "group", {"unconsumed": 0}
+        )
+        gate_actor = ActorConfig(max_restarts=0, max_concurrency=1000)
+        system.gate = remote(StalenessGate, gate_actor).remote(
+            config.learner.batch_size, staleness, accepted=held["unconsumed"]
+        )
     system.seeker = [remote(UserSimulator, a.seeker).remote(plain) for _ in range(a.seeker.replicas)]
     system.counselor = [remote(Counselor, a.counselor).remote(plain) for _ in range(a.counselor.replicas)]
     system.system_agent = [remote(Counselor, a.counselor).remote(plain, system_agent=True)]
     system.judge = [remote(Judge, a.judge).remote(plain) for _ in range(a.judge.replicas)]
     handles = system.roles()
     system.workers = [
-        remote(RolloutWorker, a.rollout_worker).remote(plain, handles, store, f"worker-{i}", hub)
+        remote(RolloutWorker, a.rollout_worker).remote(plain, handles, store, f"worker-{i}", hub, system.gate)
         for i in range(config.rollout.num_workers)
     ]
     ray.get([h.ready.remote() for hs in handles.values() for h in hs], timeout=READY_TIMEOUT_S)

@@ -25,7 +25,8 @@ from learner.policy import build_rows, completion_logprobs, trainable
 
 Sample = Callable[[int], list[dict[str, Any]]]
 Publish = Callable[[int, dict[str, torch.Tensor]], None]
-Reward = Callable[[list[tuple[Turn, ...]], list[str]], list[float]]
+# reward(contexts, answers, intensities) -> one score per answer; intensities: seekers' starting 1-5 or None
+Reward = Callable[[list[tuple[Turn, ...]], list[str], list[int | None]], list[float]]
 
 
 class Stages:
@@ -99,13 +100,16 @@ class Learner:
         format_weight - safety penalty * safety_weight."""
         if not kept:
             return torch.zeros(0), {}
-        contexts, answers, raws = [], [], []
+        contexts, answers, raws, intensities = [], [], [], []
         for record, candidates in kept:
+            context = tuple(Turn.model_validate(t) for t in record["context"])
+            intensity = (record.get("scenario") or {}).get("initial_intensity")
             for c in candidates:
-                contexts.append(tuple(Turn.model_validate(t) for t in record["context"]))
+                contexts.append(context)
                 answers.append(c["text"])
                 raws.append(c["raw"])
-        rm = torch.tensor(self.reward(contexts, answers), dtype=torch.float32)
+                intensities.append(intensity)
+        rm = torch.tensor(self.reward(contexts, answers, intensities), dtype=torch.float32)
         fmt = torch.tensor([format_reward(raw) for raw in raws])
         unsafe = torch.tensor([safety_penalty(parse_counselor(raw).answer) for raw in raws])
         c = self.config

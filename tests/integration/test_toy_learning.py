@@ -23,7 +23,7 @@ CONTEXTS = [(Turn(role="seeker", text=t),) for t in ("I feel lonely since I move
 GROUP = 8
 
 
-def opens_like_a_sentence(_contexts, answers):
+def opens_like_a_sentence(_contexts, answers, _intensities):
     """Rule-based reward: 1 when the answer opens with a capital letter, as a sentence does, else 0. The
     random model opens with one of thousands of word pieces; GRPO has to find and keep the right ones."""
     return [float(a.strip()[:1].isupper()) for a in answers]

@@ -60,3 +60,26 @@ def test_version_never_goes_back_and_bad_arguments_are_refused():
     asyncio.run(scenario())
     with pytest.raises(ValueError, match="batch_size must be positive"):
         StalenessGate(batch_size=0, max_staleness=1)
+
+
+def test_stop_wakes_waiters_and_refuses_new_work():
+    async def scenario():
+        gate = StalenessGate(batch_size=1, max_staleness=0)
+        await gate.acquire("w", "a")
+        waiting = asyncio.create_task(gate.acquire("w", "b"))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await gate.stop()
+        assert await asyncio.wait_for(waiting, 5) == -1
+        assert await gate.acquire("w", "c") == -1 and gate.state()["running"] == 1 and gate.stopped()
+
+    asyncio.run(scenario())
+
+
+def test_rebase_counts_one_batch_per_earlier_version():
+    async def scenario():
+        gate = StalenessGate(batch_size=4, max_staleness=1, accepted=40)  # e.g. an offline collection
+        await gate.rebase(version=3, unconsumed=2)  # accepted = 3 * 4 + 2 = 14, limit (1 + 3 + 1) * 4 = 20
+        assert gate.state()["accepted"] == 14 and gate.state()["limit"] == 20
+
+    asyncio.run(scenario())

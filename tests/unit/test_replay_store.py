@@ -274,3 +274,17 @@ def test_background_checkpoints_keep_the_wal_short(tmp_path, monkeypatch):
     assert reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] < 50  # restarted at frame 0
     reader.close()
     store.close()
+
+
+def test_requeue_hands_back_what_a_crashed_consumer_did_not_keep(tmp_path):
+    store = ReplayStore(tmp_path, capacity=10)
+    store.put_many([rec(f"r{i}", created_at=float(i)) for i in range(5)])
+    taken = [r["id"] for r in store.sample(4, current_version=0, max_staleness=0, consumer="learner-r0")]
+    assert taken == ["r0", "r1", "r2", "r3"] and store.stats()["unconsumed"] == 1
+    # the checkpoint kept r0 and r1; r2 and r3 were sampled after it and are handed back
+    assert store.requeue("learner-r0", keep={"r0", "r1"}) == 2
+    assert store.stats()["unconsumed"] == 3 and store.stats()["by_kind"]["group"]["unconsumed"] == 3
+    again = [r["id"] for r in store.sample(10, current_version=0, max_staleness=0, consumer="learner-r0")]
+    assert again == ["r2", "r3", "r4"]
+    assert store.ids(consumer="learner-r0") == {f"r{i}" for i in range(5)}
+    store.close()

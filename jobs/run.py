@@ -1,0 +1,174 @@
+"""`rlff run`: the online loop. Actors, store and staleness gate on Ray; the learner on Ray Train.
+
+The driver starts the actor system, starts the learner (`jobs/learn.py`) in a Ray Train `TorchTrainer`
+on a background thread, and keeps every rollout worker busy with contexts from the dataset (cycling)
+until the learner finishes `learner.max_updates` or Ctrl-C. Ctrl-C is graceful: the gate stops
+admitting work, workers finish the groups they started, the learner finishes its update (and
+checkpoints on its schedule), the store is flushed and closed. A second Ctrl-C exits at once.
+`--resume runs/<name>` continues a run: its saved config, store, checkpoint and published weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import train
+from ray.train.torch import TorchTrainer
+
+from actors.replay_store import ReplayStore
+from esc.config import ConfigError, RunConfig, load_config
+from esc.contexts import dialogue_context
+from esc.data import load_dialogues
+from jobs import UsageError
+from jobs.collect import WATCH_EVERY_S, _driver_metrics
+from jobs.launcher import init_ray, remote, report_restarts, start_actors
+from jobs.learn import learner_loop, staleness
+
+
+def resume_config(folder: str, overrides: list[str]) -> RunConfig:
+    """The config a run was started with (runs/<name>/config.json), plus overrides."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"{folder} is not a run folder (no config.json); give runs/<name>")
+    try:
+        return load_config(path, overrides)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def reward_model_dir(config: RunConfig) -> Path:
+    folder = config.run_dir() / "reward_model"
+    if not (folder / "reward_model.json").is_file():
+        raise UsageError(
+            f"no reward model at {folder}; train one first with `rlff train --stage rm` (same --config)"
+        )
+    return folder
+
+
+def _trainer(config: RunConfig, loop_config: dict[str, Any]) -> TorchTrainer:
+    lc = config.learner
+    return TorchTrainer(
+        learner_loop,
+        train_loop_config=loop_config,
+        scaling_config=train.ScalingConfig(
+            num_workers=lc.num_workers, use_gpu=lc.use_gpu, resources_per_worker={"CPU": lc.cpus_per_worker}
+        ),
+        run_config=train.RunConfig(
+            name="learner", storage_path=str((config.run_dir() / "ray_train").resolve())
+        ),
+    )
+
+
+def run_offline_policy(config: RunConfig) -> int:
+    """`rlff train --stage policy`: GRPO on the groups the store holds (from `rlff collect`), no actors
+    but the store; stops at learner.max_updates or when the store has nothing left."""
+    rm_dir = reward_model_dir(config)
+    config.write_resolved()
+    init_ray()
+    store = remote(ReplayStore, config.actors.store).remote(str(config.store_dir()), config.store.capacity)
+    held = ray.get(store.stats.remote(), timeout=60)["unconsumed"]
+    if held == 0:
+        raise UsageError(
+            f"the store at {config.store_dir()} has no unconsumed groups; run `rlff collect` first"
+        )
+    loop_config = {"config": config.model_dump(), "store": store, "gate": None, "hub": None, "counselors": []}
+    result = _trainer(config, {**loop_config, "reward_model": str(rm_dir.resolve())}).fit()
+    print(f"policy updates done: {result.metrics}; weights: {config.weights_dir()}")
+    ray.get(store.close.remote(), timeout=60)
+    return 0
+
+
+def run_online(config: RunConfig) -> int:
+    rm_dir = reward_model_dir(config)
+    contexts = [
+        dialogue_context(d, config.seed) for d in load_dialogues(config.data.scenarios, seed=config.seed)
+    ]
+    if not contexts:
+        raise UsageError(f"data.scenarios {config.data.scenarios!r} holds no dialogues")
+    config.write_resolved()
+    init_ray()
+    started = time.perf_counter()
+    system = start_actors(config, staleness=staleness(config))
+    print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
+    loop_config = {
+        "config": config.model_dump(),
+        "store": system.store,
+        "gate": system.gate,
+        "hub": system.hub,
+        "counselors": system.counselor,
+        "reward_model": str(rm_dir.resolve()),
+    }
+    trainer = _trainer(config, loop_config)
+    outcome: dict[str, Any] = {}
+    learner = threading.Thread(target=_fit, args=(trainer, outcome), daemon=True)
+    learner.start()
+    totals = _drive(config, system, contexts, learner)
+    learner.join()
+    store = ray.get(system.store.stats.remote(), timeout=60)
+    gate = ray.get(system.gate.state.remote(), timeout=60)
+    print(
+        f"groups: {totals['stored']} stored, {totals['skipped']} skipped; learner version {gate['version']};"
+        f" store {store['total']} records ({store['unconsumed']} unconsumed, {store['stale']} stale)"
+    )
+    print(
+        f"metrics: {config.run_dir() / 'metrics.jsonl'}; weights: {config.weights_dir()};"
+        f" checkpoints: {config.checkpoint_dir()}"
+    )
+    ray.get([system.store.close.remote(), system.hub.close.remote()], timeout=60)
+    if "error" in outcome:
+        print(f"error: the learner failed: {outcome['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fit(trainer: TorchTrainer, outcome: dict[str, Any]) -> None:
+    try:
+        trainer.fit()
+    except Exception as error:  # reported by the driver; the run still shuts down cleanly
+        outcome["error"] = f"{type(error).__name__}: {error}"
+
+
+def _drive(config: RunConfig, system, contexts, learner: threading.Thread) -> dict[str, int]:
+    """Keep every worker busy with `rollout.in_flight` contexts until the learner ends; returns outcome
+    counts. Ctrl-C stops the gate and waits for work in flight."""
+    feed = itertools.cycle(contexts)
+    chunk = config.rollout.in_flight
+    pending: dict[Any, Any] = {}
+    totals = {"stored": 0, "duplicate": 0, "skipped": 0, "stopped": 0}
+    pids, restarts, stopping = system.pids(), 0, False
+    while True:
+        try:
+            if not stopping and not learner.is_alive():
+                stopping = True
+                ray.get(system.gate.stop.remote(), timeout=60)
+            busy = set(pending.values())
+            for worker in system.workers:
+                if not stopping and worker not in busy:
+                    batch = [next(feed).model_dump() for _ in range(chunk)]
+                    pending[worker.collect.remote(batch)] = worker
+            if not pending and stopping:
+                return totals
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=WATCH_EVERY_S)
+            for ref in done:
+                pending.pop(ref)
+                for key, value in ray.get(ref, timeout=60).items():
+                    totals[key] += value
+            if not done:
+                now = system.pids()
+                lines, restarted = report_restarts(pids, now)
+                for line in lines:
+                    print(line, file=sys.stderr, flush=True)
+                restarts, pids = restarts + restarted, now
+                _driver_metrics(system, 0, restarts)
+        except KeyboardInterrupt:
+            if stopping:
+                raise
+            print("stopping: finishing work in flight (Ctrl-C again to quit at once)", file=sys.stderr)
+            stopping = True
+            ray.get(system.gate.stop.remote(), timeout=60)
