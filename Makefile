@@ -23,10 +23,18 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py)
 model: $(STAMP)
 	$(VENV)/bin/rlff prepare
 
-# A short interactive evaluation of the base policy on built-in scenarios (a few minutes on 2 CPUs).
+# The online loop on the embedded model (about 10 minutes on 2 CPUs): train the data-grounded reward
+# model on ESConv surveys once, then a fresh `rlff run` (actors + store + learner on Ray Train); each
+# `make run` starts the online part of runs/local anew and keeps the reward model.
+ESCONV ?= ../shared/data/esconv
+RUN_SETS := --set reward_model.data=esconv:$(ESCONV) --set data.scenarios=esconv:$(ESCONV)\#train
 run: model
-	$(VENV)/bin/rlff evaluate --config configs/local.yaml --policy base --scenarios builtin --limit 3 \
-		--out runs/local/eval-base.json
+	@test -d "$(ESCONV)" || { echo "error: ESConv not found at $(ESCONV); get it (thu-coai/esconv) and run make run ESCONV=PATH"; exit 2; }
+	test -f runs/local/reward_model/reward_model.json || \
+		$(VENV)/bin/rlff train --stage rm --config configs/local.yaml $(RUN_SETS)
+	rm -rf $(addprefix runs/local/,store checkpoints weights learner ray_train metrics.jsonl)
+	$(VENV)/bin/rlff run --config configs/local.yaml $(RUN_SETS)
+	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json)"
 
 test: model
 	$(VENV)/bin/ruff check .

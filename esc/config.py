@@ -205,13 +205,13 @@ class RewardModelConfig(_Section):
         None, description="Reward of each class; default evenly spaced from -1 to 1."
     )
     negatives: float = Field(
-        0.25, ge=0.0, le=1.0, description="Share of extra examples: a context with another's reply, class 0."
+        0.0, ge=0.0, le=1.0, description="Share of extra examples: a context with another's reply, class 0."
     )
     train: Literal["head", "full"] = Field(
         "head", description="head: frozen backbone, train the head on cached features; full: fine-tune all."
     )
     epochs: int = Field(30, gt=0, le=10_000, description="Passes over the training examples.")
-    lr: float = Field(1e-3, gt=0.0, lt=1.0, description="Reward-model learning rate.")
+    lr: float = Field(1e-4, gt=0.0, lt=1.0, description="Reward-model learning rate.")
     batch_size: int = Field(32, gt=0, description="Examples per reward-model step.")
     max_tokens: int = Field(256, gt=8, le=8192, description="Context + reply tokens kept (the end is kept).")
     max_examples: int = Field(600, gt=0, description="Most training examples (seeded choice).")
@@ -246,10 +246,13 @@ class LearnerConfig(_Section):
     kl_beta: float = Field(0.0, ge=0.0, description="Weight of the KL penalty to the frozen reference.")
     format_weight: float = Field(0.5, ge=0.0, description="Weight of the <think>/<answer> format reward.")
     safety_weight: float = Field(1.0, ge=0.0, description="Penalty for a reply the safety check flags.")
-    lora_rank: int = Field(0, ge=0, description="LoRA rank (peft); 0 trains every weight.")
+    lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) of the policy; 0 trains every weight.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")
     num_workers: int = Field(1, gt=0, description="Ray Train workers (data-parallel replicas).")
     use_gpu: bool = Field(False, description="Ray Train workers take a GPU each.")
+    zero_stage: int = Field(
+        2, ge=0, le=3, description="DeepSpeed ZeRO stage (strategy deepspeed; 0-2 publish)."
+    )
     cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each Ray Train worker.")
     torch_threads: int | None = Field(None, gt=0, description="torch threads per learner worker.")
     max_tokens: int = Field(384, gt=8, le=16384, description="Most prompt + completion tokens per sample.")

@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = resume_config(args.resume, args.overrides) if args.resume else _config(args)
     if args.resume and args.config:
         raise UsageError("give either --config or --resume, not both (a resumed run keeps its config)")
-    return run_online(config)
+    return run_online(config, resume=bool(args.resume))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

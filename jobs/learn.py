@@ -26,7 +26,9 @@ from esc.models import load_model
 from learner import checkpoint
 from learner.checkpoint import LearnerState
 from learner.loop import Learner, unwrap
+from learner.lora import add_lora
 from learner.reward_model import RewardModel
+from learner.strategy import deepspeed_engine
 
 CALL_TIMEOUT_S = 300.0  # every ray.get here: a store call, a weights load by the counselors
 POLL_S = 0.5  # how often a learner waiting for records asks the store again
@@ -54,12 +56,19 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     model, tokenizer = load_model(config.counselor.model, device=device, seed=config.seed)
     if lc.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if lc.lora_rank:
+        model = add_lora(model, lc.lora_rank)
     reference = load_model(config.counselor.model, device=device)[0] if lc.kl_beta > 0 else None
     reward = RewardModel.load(loop_config["reward_model"], device=device)
-    wrapped = train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
+    wrapped = model
+    if world > 1 and lc.strategy == "ddp":
+        wrapped = train.torch.prepare_model(model, move_to_device=False)
     learner = Learner(
         lc, wrapped, tokenizer.pad_token_id, reward.score, config.reward_model.weight, reference
     )
+    if lc.strategy == "deepspeed":
+        learner.model = learner.engine = deepspeed_engine(model, learner.optimizer, lc, world)
+        wrapped = learner.model
     consumer, updates = f"learner-r{rank}", 0
     latest = checkpoint.latest(config.checkpoint_dir())
     if latest is not None:

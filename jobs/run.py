@@ -84,7 +84,12 @@ def run_offline_policy(config: RunConfig) -> int:
     return 0
 
 
-def run_online(config: RunConfig) -> int:
+def run_online(config: RunConfig, resume: bool = False) -> int:
+    if not resume and (config.checkpoint_dir() / "LATEST").is_file():
+        raise UsageError(
+            f"{config.run_dir()} already holds a learner checkpoint; continue it with"
+            f" `rlff run --resume {config.run_dir()}` or start a new run with --set name=NEW"
+        )
     rm_dir = reward_model_dir(config)
     contexts = [
         dialogue_context(d, config.seed) for d in load_dialogues(config.data.scenarios, seed=config.seed)

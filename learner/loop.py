@@ -20,8 +20,10 @@ import torch
 from esc.config import LearnerConfig
 from esc.parsing import parse_counselor
 from esc.schemas import Turn
+from learner.lora import policy_state
 from learner.losses import format_reward, group_advantages, kl_k3, policy_loss, safety_penalty
 from learner.policy import build_rows, completion_logprobs, trainable
+from learner.strategy import TorchStep
 
 Sample = Callable[[int], list[dict[str, Any]]]
 Publish = Callable[[int, dict[str, torch.Tensor]], None]
@@ -52,9 +54,12 @@ class Learner:
         reward_weight: float = 1.0,
         ref_model: torch.nn.Module | None = None,
         version: int = 0,
+        engine: Any = None,
     ):
         """`model`: the policy (possibly DDP-wrapped); `ref_model`: frozen reference, needed when
-        `config.kl_beta > 0`; `version`: the weights version `model` holds now."""
+        `config.kl_beta > 0`; `version`: the weights version `model` holds now; `engine`: what turns a
+        loss into a step (`learner.strategy`; default `TorchStep`: clip, then AdamW). A DeepSpeed engine
+        is passed as both `model` and `engine`, wrapping the optimizer this constructor made."""
         if config.kl_beta > 0 and ref_model is None:
             raise ValueError("learner.kl_beta > 0 needs a reference model")
         self.config, self.model, self.pad_id = config, model, pad_id
@@ -63,6 +68,7 @@ class Learner:
         self.consumed: list[str] = []
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        self.engine = engine or TorchStep(model, self.optimizer, config.max_grad_norm)
 
     def update(self, sample: Sample, publish: Publish, groups_wanted: int) -> dict[str, Any]:
         """One policy update on `groups_wanted` groups; returns its metrics (the version it published
@@ -84,7 +90,7 @@ class Learner:
         with stage("publish"):
             self.version += 1
             self.consumed.extend(r["id"] for r in records)
-            publish(self.version, unwrap(self.model).state_dict())
+            publish(self.version, policy_state(self.model))
         staleness = Counter(self.version - 1 - r["policy_version"] for r in records)
         return {
             "weights_version": self.version,
@@ -129,7 +135,6 @@ class Learner:
         adv = advantages
         total_tokens = float(rows.completion_mask.sum())
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
         sums: Counter = Counter()
         for start in range(0, len(rows), 4):
             part = rows.select(slice(start, start + 4))
@@ -151,12 +156,13 @@ class Learner:
                 loss = loss + self.config.kl_beta * kl
                 sums["kl"] += float(kl) * float(mask.sum())
             share = float(mask.sum()) / total_tokens
-            (loss * share).backward()
+            self.engine.backward(loss * share)
             sums["policy_loss"] += float(loss.detach()) * share
             for key in ("clip_fraction", "is_weight_mean", "is_truncated_fraction"):
                 sums[key] += stats[key] * share
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
+        grad_norm = self.engine.step()
+        if grad_norm is None:  # DeepSpeed's step returns nothing; its engine keeps the norm
+            grad_norm = self.engine.get_global_grad_norm() or float("nan")
         self.model.eval()
         out = {k: v for k, v in sums.items() if k != "kl"}
         if "kl" in sums:

@@ -1,0 +1,66 @@
+"""How one learner step turns a loss into new weights: plain torch (DDP or not) or a DeepSpeed engine.
+
+Both give the Learner the same two calls: `backward(loss)` and `step() -> gradient norm`. `TorchStep`
+clips the gradient norm to `learner.max_grad_norm` and steps AdamW; DeepSpeed's engine already has
+`backward` and `step` (ZeRO stage `learner.zero_stage`, clipping and bf16 from the config built by
+`deepspeed_config`), so `deepspeed_engine` only builds it. DeepSpeed is the GPU strategy (`gpu` extra);
+it is imported only when `learner.strategy=deepspeed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from esc.config import LearnerConfig
+
+
+class TorchStep:
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float):
+        self.model, self.optimizer, self.max_grad_norm = model, optimizer, max_grad_norm
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+
+def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config of a learner: ZeRO stage, clipping, bf16 on GPUs. One optimizer step per
+    update; micro-batching stays in the Learner, which scales each micro-batch loss itself."""
+    if config.zero_stage == 3:
+        raise ValueError(
+            "learner.zero_stage 3 partitions parameters, which publishing does not gather; use 0-2"
+        )
+    return {
+        "train_batch_size": world_size,
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": config.max_grad_norm,
+        "zero_optimization": {"stage": config.zero_stage},
+        "bf16": {
+            "enabled": bool(config.use_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        },
+        "steps_per_print": 10**9,
+    }
+
+
+def deepspeed_engine(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: LearnerConfig, world_size: int
+):
+    """A DeepSpeed engine around `model` and `optimizer` (needs the `gpu` extra)."""
+    try:
+        import deepspeed
+    except ImportError:
+        raise RuntimeError(
+            "learner.strategy 'deepspeed' needs DeepSpeed: pip install 'rlff-esc[gpu]' (or use strategy ddp)"
+        ) from None
+    engine, *_ = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=deepspeed_config(config, world_size)
+    )
+    return engine
