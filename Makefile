@@ -27,7 +27,7 @@ model: $(STAMP)
 # model on ESConv surveys once, then a fresh `rlff run` (actors + store + learner on Ray Train); each
 # `make run` starts the online part of runs/local anew and keeps the reward model.
 ESCONV ?= ../shared/data/esconv
-RUN_SETS := --set reward_model.data=esconv:$(ESCONV) --set data.scenarios=esconv:$(ESCONV)\#train
+RUN_SETS := --set reward_model.data=esconv:$(ESCONV)
 run: model
 	@test -d "$(ESCONV)" || { echo "error: ESConv not found at $(ESCONV); get it (thu-coai/esconv) and run make run ESCONV=PATH"; exit 2; }
 	test -f runs/local/reward_model/reward_model.json || \

@@ -324,6 +324,14 @@ class RunConfig(_Section):
     def store_dir(self) -> Path:
         return Path(self.store.path) if self.store.path else self.run_dir() / "store"
 
+    def absolute(self) -> RunConfig:
+        """This config with runs_dir and store.path made absolute, for processes whose working folder
+        differs from the driver's (Ray Train workers run in their own)."""
+        store = self.store.model_copy(
+            update={"path": str(Path(self.store.path).resolve()) if self.store.path else None}
+        )
+        return self.model_copy(update={"runs_dir": str(Path(self.runs_dir).resolve()), "store": store})
+
     def write_resolved(self) -> Path:
         """Write the resolved config to runs/<name>/config.json and return that path."""
         path = self.run_dir() / "config.json"

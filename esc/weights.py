@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 
-def publish(state_dict: dict[str, torch.Tensor], directory: str | Path, version: int) -> Path:
-    """Write `state_dict` as weights `version` (>= 1) and point LATEST at it; returns the file."""
+def publish(
+    state_dict: dict[str, torch.Tensor],
+    directory: str | Path,
+    version: int,
+    extras: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write `state_dict` as weights `version` (>= 1) and point LATEST at it; returns the file.
+    `extras(folder)` may add files (model config, tokenizer) before the version becomes visible, which
+    makes `v<N>/` a model folder that `esc.models.load_model` and `rlff evaluate --policy` take."""
     if version < 1:
         raise ValueError("published weight versions start at 1; version 0 is the base model")
     directory = Path(directory)
@@ -24,6 +32,8 @@ def publish(state_dict: dict[str, torch.Tensor], directory: str | Path, version:
     partial = directory / f".v{version}.partial"
     partial.mkdir(parents=True, exist_ok=True)
     save_file(unique_tensors(state_dict), partial / "model.safetensors")
+    if extras is not None:
+        extras(partial)
     if final.exists():  # a resumed learner re-publishes the versions after its checkpoint
         shutil.rmtree(final)
     os.replace(partial, final)

@@ -56,6 +56,14 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     model, tokenizer = load_model(config.counselor.model, device=device, seed=config.seed)
     if lc.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+
+    plain = model  # the model before any LoRA wrapping: its config describes what is published
+
+    def model_files(folder) -> None:  # config + tokenizer beside each published version
+        plain.config.save_pretrained(folder)
+        plain.generation_config.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
     if lc.lora_rank:
         model = add_lora(model, lc.lora_rank)
     reference = load_model(config.counselor.model, device=device)[0] if lc.kl_beta > 0 else None
@@ -110,7 +118,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     def publish(version: int, state: dict[str, torch.Tensor]) -> None:
         if rank != 0:
             return
-        weights.publish(state, config.weights_dir(), version)
+        weights.publish(state, config.weights_dir(), version, model_files)
         ray.get([c.load_weights.remote(version) for c in counselors], timeout=CALL_TIMEOUT_S)
         if gate is not None:
             ray.get(gate.set_version.remote(version), timeout=CALL_TIMEOUT_S)

@@ -68,6 +68,7 @@ def _trainer(config: RunConfig, loop_config: dict[str, Any]) -> TorchTrainer:
 def run_offline_policy(config: RunConfig) -> int:
     """`rlff train --stage policy`: GRPO on the groups the store holds (from `rlff collect`), no actors
     but the store; stops at learner.max_updates or when the store has nothing left."""
+    config = config.absolute()
     rm_dir = reward_model_dir(config)
     config.write_resolved()
     init_ray()
@@ -90,6 +91,7 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
             f"{config.run_dir()} already holds a learner checkpoint; continue it with"
             f" `rlff run --resume {config.run_dir()}` or start a new run with --set name=NEW"
         )
+    config = config.absolute()
     rm_dir = reward_model_dir(config)
     contexts = [
         dialogue_context(d, config.seed) for d in load_dialogues(config.data.scenarios, seed=config.seed)

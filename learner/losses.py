@@ -209,15 +209,17 @@ def classification_metrics(predicted: Sequence[int], labels: Sequence[int], num_
 
 
 def format_reward(raw: str) -> float:
-    """Format reward of raw counselor text, on a 0 / 0.5 / 1 scale.
+    """Format reward of raw counselor text in [0, 1], graded so a small model that rarely gets the whole
+    format right still sees which of its samples came closer.
 
-    1.0: well formed `<think>R</think><answer>A</answer>` (`parse_counselor(raw).well_formed`);
-    0.5: not well formed, but has a closed `<answer>...</answer>` block with non-blank content;
-    0.0: otherwise (no answer block, an unclosed or empty one).
+    1.0: well formed `<think>R</think><answer>A</answer>` (`parse_counselor(raw).well_formed`).
+    Otherwise 0.25 for closing the reasoning (`</think>` present) plus 0.25 for a closed, non-blank
+    `<answer>...</answer>` block: at most 0.5 for a broken format, 0 for neither.
     """
     if parse_counselor(raw).well_formed:
         return 1.0
-    return 0.5 if any(m.strip() for m in _ANSWER_BLOCK.findall(raw)) else 0.0
+    closed_think = 0.25 if "</think>" in raw.lower() else 0.0
+    return closed_think + (0.25 if any(m.strip() for m in _ANSWER_BLOCK.findall(raw)) else 0.0)
 
 
 def safety_penalty(answer: str) -> float:

@@ -204,10 +204,11 @@ def test_classification_metrics_rejects_bad_input(predicted, labels):
     "raw, reward",
     [
         ("<think>She feels alone.</think>\n<answer>That sounds really lonely.</answer>", 1.0),
-        ("<answer>That sounds really lonely.</answer>", 0.5),  # no think block
-        ("<think>x</think><answer>That sounds hard.</answer> and more", 0.5),  # trailing text
-        ("<think>x</think><answer>   </answer>", 0.0),  # blank answer
-        ("<think>x</think><answer>unclosed", 0.0),
+        ("<answer>That sounds really lonely.</answer>", 0.25),  # no think block: the answer part only
+        ("<think>x</think><answer>That sounds hard.</answer> and more", 0.5),  # trailing text: both parts
+        ("<think>x</think><answer>   </answer>", 0.25),  # blank answer: the closed think only
+        ("<think>x</think><answer>unclosed", 0.25),
+        ("<think>a thought that never ends", 0.0),
         ("That sounds really lonely.", 0.0),
     ],
 )
