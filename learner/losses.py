@@ -33,8 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from esc.parsing import parse_counselor
+from esc.prompts import COUNSELOR_REASONING_FORMAT
 from esc.safety import check_message
 
+_INSTRUCTION_WORDS = " ".join(re.findall(r"[A-Za-z']+", COUNSELOR_REASONING_FORMAT)).lower()
 _ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 
 
@@ -208,18 +210,32 @@ def classification_metrics(predicted: Sequence[int], labels: Sequence[int], num_
     }
 
 
+def real_text(text: str) -> bool:
+    """False for what a policy writes when it games the format: a template placeholder wrapped in
+    brackets ("(your reply to them, 1-2 sentences)"), fewer than 3 words, or a verbatim copy of the
+    format instructions and their example (`esc.prompts.COUNSELOR_REASONING_FORMAT`)."""
+    text = text.strip()
+    words = re.findall(r"[A-Za-z']+", text)
+    if len(words) < 3 or (text[:1] in "([{" and text[-1:] in ")]}"):
+        return False
+    return " ".join(words).lower() not in _INSTRUCTION_WORDS
+
+
 def format_reward(raw: str) -> float:
     """Format reward of raw counselor text in [0, 1], graded so a small model that rarely gets the whole
     format right still sees which of its samples came closer.
 
-    1.0: well formed `<think>R</think><answer>A</answer>` (`parse_counselor(raw).well_formed`).
-    Otherwise 0.25 for closing the reasoning (`</think>` present) plus 0.25 for a closed, non-blank
-    `<answer>...</answer>` block: at most 0.5 for a broken format, 0 for neither.
+    1.0: well formed `<think>R</think><answer>A</answer>` (`parse_counselor(raw).well_formed`) with a
+    real R and A (`real_text`: no bracketed placeholder, no copy of the instructions, 3+ words).
+    Otherwise 0.25 for closing the reasoning (`</think>` present) plus 0.25 for a closed `<answer>`
+    block holding real text: at most 0.5 for a broken format, 0 for neither. Without the `real_text`
+    test, SmolLM2 learned in 4 updates to copy the prompt's placeholders into a "perfect" format.
     """
-    if parse_counselor(raw).well_formed:
+    parsed = parse_counselor(raw)
+    if parsed.well_formed and real_text(parsed.reasoning) and real_text(parsed.answer):
         return 1.0
     closed_think = 0.25 if "</think>" in raw.lower() else 0.0
-    return closed_think + (0.25 if any(m.strip() for m in _ANSWER_BLOCK.findall(raw)) else 0.0)
+    return closed_think + (0.25 if any(real_text(m) for m in _ANSWER_BLOCK.findall(raw)) else 0.0)
 
 
 def safety_penalty(answer: str) -> float:

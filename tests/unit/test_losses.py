@@ -209,6 +209,14 @@ def test_classification_metrics_rejects_bad_input(predicted, labels):
         ("<think>x</think><answer>   </answer>", 0.25),  # blank answer: the closed think only
         ("<think>x</think><answer>unclosed", 0.25),
         ("<think>a thought that never ends", 0.0),
+        # gamed formats: placeholders copied from the prompt, a copied example, too-short parts
+        (
+            "<think>(what they want, 1-2 sentences)</think>\n"
+            "<answer>(what they need, 1-2 sentences)</answer>",
+            0.25,
+        ),
+        ("<think>x</think><answer>That sounds really stressful.</answer>", 0.25),  # the prompt's example
+        ("<think>Sad.</think><answer>I hear how lonely this move has been.</answer>", 0.5),  # think too short
         ("That sounds really lonely.", 0.0),
     ],
 )
