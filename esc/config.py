@@ -147,7 +147,7 @@ class RolloutConfig(_Section):
         1.0,
         ge=0.0,
         le=1.0,
-        description="Share of candidates that get full future simulation and a judge label.",
+        description="Share of candidates the online loop future-simulates and judges (collect: all).",
     )
 
 

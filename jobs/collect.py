@@ -48,6 +48,8 @@ def _driver_metrics(system, total: int, restarts: int) -> int | None:
 def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
     if limit <= 0:
         raise UsageError("--limit must be a positive number of contexts")
+    # Phase 1 labels every candidate; rollout.future_fraction is for the online loop only.
+    config = config.model_copy(update={"rollout": config.rollout.model_copy(update={"future_fraction": 1.0})})
     spec = data_spec or config.data.scenarios
     contexts = [dialogue_context(d, config.seed) for d in load_dialogues(spec, seed=config.seed)[:limit]]
     config.write_resolved()
