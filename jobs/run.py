@@ -29,6 +29,7 @@ from jobs import UsageError
 from jobs.collect import WATCH_EVERY_S, _driver_metrics
 from jobs.launcher import init_ray, remote, report_restarts, start_actors
 from jobs.learn import learner_loop, staleness
+from learner import checkpoint
 
 
 def resume_config(folder: str, overrides: list[str]) -> RunConfig:
@@ -79,8 +80,12 @@ def run_offline_policy(config: RunConfig) -> int:
             f"the store at {config.store_dir()} has no unconsumed groups; run `rlff collect` first"
         )
     loop_config = {"config": config.model_dump(), "store": store, "gate": None, "hub": None, "counselors": []}
-    result = _trainer(config, {**loop_config, "reward_model": str(rm_dir.resolve())}).fit()
-    print(f"policy updates done: {result.metrics}; weights: {config.weights_dir()}")
+    _trainer(config, {**loop_config, "reward_model": str(rm_dir.resolve())}).fit()
+    done = checkpoint.latest(config.checkpoint_dir())
+    updates = checkpoint.read_state(done).updates if done else 0
+    print(
+        f"{updates} policy updates done; weights {config.weights_dir()}; checkpoints {config.checkpoint_dir()}"
+    )
     ray.get(store.close.remote(), timeout=60)
     return 0
 
