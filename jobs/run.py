@@ -84,7 +84,7 @@ def run_offline_policy(config: RunConfig) -> int:
     done = checkpoint.latest(config.checkpoint_dir())
     updates = checkpoint.read_state(done).updates if done else 0
     print(
-        f"{updates} policy updates done; weights {config.weights_dir()}; checkpoints {config.checkpoint_dir()}"
+        f"{updates} policy updates done; weights in {config.weights_dir()}"
     )
     ray.get(store.close.remote(), timeout=60)
     return 0
