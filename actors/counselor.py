@@ -3,7 +3,8 @@
 Owns one inference backend (from `counselor` config, or `system_agent` config for the plain system
 agent of future simulation) and the Counselor role, behind the crisis-safety check. It serves the
 newest weights published under `runs/<name>/weights` (version 0, the base model, when none are), so a
-restarted actor comes back on the version it had. Every reply carries the version that wrote it. It
+restarted actor comes back on the version it had (with `learner.publish=object_store`, on the newest
+version on disk until the next publish reaches it). Every reply carries the version that wrote it. It
 knows nothing of workers, the store or the learner.
 """
 
@@ -36,14 +37,17 @@ class Counselor:
     def _load(self, version: int, path) -> None:
         if not hasattr(self.backend, "load_weights"):
             raise BackendError(f"backend '{self.backend.name}' cannot load published weights")
-        self.backend.load_weights(version, str(path))
+        self.backend.load_weights(version, path if isinstance(path, bytes) else str(path))
 
-    async def load_weights(self, version: int) -> int:
-        """Serve published weights `version`; replies already being decoded finish on the old ones."""
-        path = self.weights_dir / f"v{version}" / "model.safetensors"
-        if not path.is_file():
-            raise BackendError(f"no published weights for version {version} at {path}")
-        await asyncio.to_thread(self._load, version, path)
+    async def load_weights(self, version: int, data: bytes | None = None) -> int:
+        """Serve published weights `version`, from the shared filesystem or, with `data`, from the
+        safetensors bytes sent through Ray's object store; replies being decoded finish on the old ones."""
+        source = data
+        if source is None:
+            source = self.weights_dir / f"v{version}" / "model.safetensors"
+            if not source.is_file():
+                raise BackendError(f"no published weights for version {version} at {source}")
+        await asyncio.to_thread(self._load, version, source)
         return version
 
     async def respond(self, history: list[dict], seed: int | None = None) -> dict:

@@ -253,6 +253,10 @@ class LearnerConfig(_Section):
     zero_stage: int = Field(
         2, ge=0, le=3, description="DeepSpeed ZeRO stage (strategy deepspeed; 0-2 publish)."
     )
+    publish: Literal["filesystem", "object_store"] = Field(
+        "filesystem",
+        description="How new weights reach counselors: runs/<name>/weights, or Ray's object store.",
+    )
     cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each Ray Train worker.")
     torch_threads: int | None = Field(None, gt=0, description="torch threads per learner worker.")
     max_tokens: int = Field(384, gt=8, le=16384, description="Most prompt + completion tokens per sample.")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
 
 
 def publish(
@@ -63,9 +63,17 @@ def latest(directory: str | Path) -> tuple[int, Path] | None:
     return version, Path(directory) / f"v{version}" / "model.safetensors"
 
 
-def load_into(model: torch.nn.Module, path: str | Path) -> None:
-    """Copy published weights into `model` in place (same architecture; tied weights may be absent)."""
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+def to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
+    """Weights as safetensors bytes, for publishing through Ray's object store (`learner.publish`)."""
+    return save(unique_tensors(state_dict))
+
+
+def load_into(model: torch.nn.Module, source: str | Path | bytes) -> None:
+    """Copy published weights (a safetensors file, or its bytes) into `model` in place (same
+    architecture; tied weights may be absent)."""
+    path = "<bytes>" if isinstance(source, bytes) else source
+    tensors = load(source) if isinstance(source, bytes) else load_file(str(source))
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
     tied = (
         {k for k in missing if "lm_head" in k}
         if getattr(model.config, "tie_word_embeddings", False)

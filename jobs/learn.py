@@ -118,8 +118,12 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     def publish(version: int, state: dict[str, torch.Tensor]) -> None:
         if rank != 0:
             return
-        weights.publish(state, config.weights_dir(), version, model_files)
-        ray.get([c.load_weights.remote(version) for c in counselors], timeout=CALL_TIMEOUT_S)
+        if lc.publish == "object_store":  # one shared copy in the object store, no shared disk needed
+            data = ray.put(weights.to_bytes(state))
+            ray.get([c.load_weights.remote(version, data) for c in counselors], timeout=CALL_TIMEOUT_S)
+        else:
+            weights.publish(state, config.weights_dir(), version, model_files)
+            ray.get([c.load_weights.remote(version) for c in counselors], timeout=CALL_TIMEOUT_S)
         if gate is not None:
             ray.get(gate.set_version.remote(version), timeout=CALL_TIMEOUT_S)
 

@@ -83,9 +83,7 @@ def run_offline_policy(config: RunConfig) -> int:
     _trainer(config, {**loop_config, "reward_model": str(rm_dir.resolve())}).fit()
     done = checkpoint.latest(config.checkpoint_dir())
     updates = checkpoint.read_state(done).updates if done else 0
-    print(
-        f"{updates} policy updates done; weights in {config.weights_dir()}"
-    )
+    print(f"{updates} policy updates done; weights in {config.weights_dir()}")
     ray.get(store.close.remote(), timeout=60)
     return 0
 

@@ -169,9 +169,9 @@ class HFBackend:
         self.stats["prompt_tokens"] += sum(map(len, prompts))
         return results
 
-    def load_weights(self, version: int, path: str) -> None:
-        """Swap in published weights `version` from a safetensors file. Waits for the batch in progress,
-        so every reply is produced entirely by one version (reported on its Generation)."""
+    def load_weights(self, version: int, path: str | bytes) -> None:
+        """Swap in published weights `version` from a safetensors file (or its bytes). Waits for the
+        batch in progress, so every reply is produced entirely by one version (on its Generation)."""
         from esc.weights import load_into
 
         with self._model_lock:

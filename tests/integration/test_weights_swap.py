@@ -9,7 +9,7 @@ from support.ray_helpers import wait_for_new_process
 from actors.counselor import Counselor
 from esc.config import ActorConfig, load_config
 from esc.models import load_model, tiny_random_model
-from esc.weights import publish
+from esc.weights import publish, to_bytes
 from jobs.launcher import remote
 
 TIMEOUT_S = 120
@@ -42,5 +42,12 @@ def test_counselor_swaps_weights_and_reloads_them_after_restart(tmp_path):
         assert ray.get(actor.weights_version.remote(), timeout=TIMEOUT_S) == 2
         again = ray.get(actor.respond.remote(HISTORY, 7), timeout=TIMEOUT_S)
         assert again["policy_version"] == 2 and again["raw"] == new["raw"]  # v2 holds the same weights as v1
+
+        # learner.publish=object_store: the bytes travel through Ray's object store, nothing on disk
+        data = ray.put(to_bytes(tiny_random_model(len(tokenizer), seed=5).state_dict()))
+        assert ray.get(actor.load_weights.remote(3, data), timeout=TIMEOUT_S) == 3
+        third = ray.get(actor.respond.remote(HISTORY, 7), timeout=TIMEOUT_S)
+        assert third["policy_version"] == 3 and third["raw"] != new["raw"]
+        assert not (config.weights_dir() / "v3").exists()
     finally:
         ray.shutdown()
