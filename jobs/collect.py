@@ -23,7 +23,7 @@ WATCH_EVERY_S = 3.0  # how often the driver checks actors for deaths and restart
 PROBE_TIMEOUT_S = 10.0
 
 
-def _driver_metrics(system, total: int, restarts: int) -> int | None:
+def driver_metrics(system, total: int, restarts: int) -> int | None:
     """Record the driver's view of the run and return how many contexts the workers have finished;
     None when an actor is restarting and did not answer in time (the next probe will)."""
     try:
@@ -77,7 +77,7 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
                     tqdm.write(line, file=sys.stderr)
                 restarts += restarted
                 pids = now
-                finished = _driver_metrics(system, len(contexts), restarts)
+                finished = driver_metrics(system, len(contexts), restarts)
                 if finished is not None:
                     bar.update(max(0, min(finished, bar.total) - bar.n))
             for ref in done:
@@ -86,7 +86,7 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
                 pending.pop(ref)
         bar.update(bar.total - bar.n)
     seconds = time.perf_counter() - work_started
-    _driver_metrics(system, len(contexts), restarts)
+    driver_metrics(system, len(contexts), restarts)
     stats = ray.get([w.stats.remote() for w in workers], timeout=60)
     store = ray.get(system.store.stats.remote(), timeout=60)
     tokens = sum(s["completion_tokens"] for s in stats)

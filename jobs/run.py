@@ -26,7 +26,7 @@ from esc.config import ConfigError, RunConfig, load_config
 from esc.contexts import dialogue_context
 from esc.data import load_dialogues
 from jobs import UsageError
-from jobs.collect import WATCH_EVERY_S, _driver_metrics
+from jobs.collect import WATCH_EVERY_S, driver_metrics
 from jobs.launcher import init_ray, remote, report_restarts, start_actors
 from jobs.learn import learner_loop, staleness
 from learner import checkpoint
@@ -175,7 +175,7 @@ def _drive(config: RunConfig, system, contexts, learner: threading.Thread) -> di
                 for line in lines:
                     print(line, file=sys.stderr, flush=True)
                 restarts, pids = restarts + restarted, now
-                _driver_metrics(system, 0, restarts)
+                driver_metrics(system, 0, restarts)
         except KeyboardInterrupt:
             if stopping:
                 raise
