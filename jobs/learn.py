@@ -25,10 +25,10 @@ from esc.config import RunConfig
 from esc.models import load_model
 from learner import checkpoint
 from learner.checkpoint import LearnerState
-from learner.loop import Learner, unwrap
+from learner.loop import Learner
 from learner.lora import add_lora
 from learner.reward_model import RewardModel
-from learner.strategy import deepspeed_engine
+from learner.strategy import deepspeed_engine, unwrap
 
 CALL_TIMEOUT_S = 300.0  # every ray.get here: a store call, a weights load by the counselors
 POLL_S = 0.5  # how often a learner waiting for records asks the store again

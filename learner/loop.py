@@ -168,8 +168,3 @@ class Learner:
         if "kl" in sums:
             out["kl"] = sums["kl"] / total_tokens
         return {**out, "grad_norm": float(grad_norm), "completion_tokens": int(total_tokens)}
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside a DDP (or similar) wrapper."""
-    return getattr(model, "module", model)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from learner.strategy import unwrap
+
 
 def add_lora(model: torch.nn.Module, rank: int) -> torch.nn.Module:
     """`model` with rank-`rank` adapters on every linear layer but the LM head; only adapters train."""
@@ -21,7 +23,7 @@ def add_lora(model: torch.nn.Module, rank: int) -> torch.nn.Module:
 
 def policy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The plain model's weights (DDP / DeepSpeed wrappers removed, LoRA adapters merged)."""
-    model = getattr(model, "module", model)
+    model = unwrap(model)
     if not hasattr(model, "merge_adapter"):
         return model.state_dict()
     model.merge_adapter()

@@ -16,6 +16,11 @@ import torch
 from esc.config import LearnerConfig
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside a DDP wrapper or a DeepSpeed engine (both keep it as `.module`)."""
+    return getattr(model, "module", model)
+
+
 class TorchStep:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float):
         self.model, self.optimizer, self.max_grad_norm = model, optimizer, max_grad_norm

@@ -1,8 +1,8 @@
 """The learner learns: a tiny model, a rule-based reward, a fixed seed, and the mean reward rises.
 
 Generation runs in-process on the same decode loop the counselor actors use, so every candidate
-carries real prompt ids, sampled token ids and behaviour log-probs; each update's weights are loaded
-back into the generating model, as the counselor actors do with published versions.
+carries real prompt ids, sampled token ids and behaviour log-probs. The decode loop and the learner
+share one model object, so every update's weights generate the next batch (fully on-policy).
 """
 
 import pytest
