@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MODEL_STAMP := $(VENV)/.model-ready
 
-.PHONY: run test install model lint clean
+.PHONY: run test install model lint clean docs
 
 install: $(STAMP)
 
@@ -25,20 +25,26 @@ model: $(STAMP)
 
 # The online loop on the embedded model (about 10 minutes on 2 CPUs): train the data-grounded reward
 # model on ESConv surveys once, then a fresh `rlff run` (actors + store + learner on Ray Train); each
-# `make run` starts the online part of runs/local anew and keeps the reward model.
+# `make run` starts the online part of runs/local anew and keeps the reward model. While it trains, the
+# dashboard is at http://127.0.0.1:8000/dashboard and the endpoint at http://127.0.0.1:8000/v1.
 ESCONV ?= ../shared/data/esconv
 RUN_SETS := --set reward_model.data=esconv:$(ESCONV)
 run: model
 	@test -d "$(ESCONV)" || { echo "error: ESConv not found at $(ESCONV); get it (thu-coai/esconv) and run make run ESCONV=PATH"; exit 2; }
 	test -f runs/local/reward_model/reward_model.json || \
 		$(VENV)/bin/rlff train --stage rm --config configs/local.yaml $(RUN_SETS)
-	rm -rf $(addprefix runs/local/,store checkpoints weights learner ray_train metrics.jsonl)
+	rm -rf $(addprefix runs/local/,store checkpoints weights learner ray_train metrics.jsonl dialogues.jsonl tensorboard)
 	$(VENV)/bin/rlff run --config configs/local.yaml $(RUN_SETS)
 	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json)"
 
 test: model
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
+
+# Reference pages generated from the code (a test checks they are up to date).
+docs: $(STAMP)
+	$(VENV)/bin/rlff config reference > docs/configuration.md
+	$(VENV)/bin/rlff config metrics > docs/metrics.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

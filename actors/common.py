@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from esc.config import RunConfig
@@ -16,3 +17,15 @@ def actor_setup(config: dict[str, Any], role: str) -> RunConfig:
 
         torch.set_num_threads(threads)
     return run
+
+
+class Throughput:
+    """Tokens a role actor's backend has processed (prompt + generated) since the actor started."""
+
+    def __init__(self, backend: Any):
+        self.backend, self.started = backend, time.monotonic()
+
+    def __call__(self) -> dict[str, float]:
+        stats = getattr(self.backend, "stats", {})
+        tokens = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
+        return {"tokens": tokens, "elapsed_s": time.monotonic() - self.started}

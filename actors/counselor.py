@@ -14,7 +14,7 @@ import asyncio
 import os
 from typing import Any
 
-from actors.common import actor_setup
+from actors.common import Throughput, actor_setup
 from esc.backends import BackendError, BackendPool
 from esc.roles import Counselor as CounselorRole
 from esc.schemas import Turn
@@ -30,6 +30,7 @@ class Counselor:
         self.pool = BackendPool(seed=run.seed)
         self.counselor = CounselorRole.from_config(run, self.pool)
         self.backend = self.counselor.backend
+        self._throughput = Throughput(self.backend)
         published = None if system_agent else latest(self.weights_dir)
         if published is not None:
             self._load(*published)
@@ -72,6 +73,10 @@ class Counselor:
 
     def stats(self) -> dict:
         return self.pool.report()
+
+    def throughput(self) -> dict[str, float]:
+        """Tokens processed (prompt + generated) and seconds since start: the dashboard's tokens/s."""
+        return self._throughput()
 
     def ready(self) -> int:
         """The actor's process id, once its model has loaded (the launcher waits on it)."""

@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-from actors.common import actor_setup
+from actors.common import Throughput, actor_setup
 from esc.backends import make_backend
 from esc.roles import Judge as JudgeRole
 from esc.schemas import Scenario, Turn
@@ -20,6 +20,7 @@ class Judge:
     def __init__(self, config: dict[str, Any]):
         run = actor_setup(config, "judge")
         self.judge = JudgeRole(make_backend(run.judge, seed=run.seed), run.judge)
+        self._throughput = Throughput(self.judge.backend)
 
     async def rate(self, scenario: dict, history: list[dict], seed: int | None = None) -> dict:
         """The judge's rating of the seeker after `history`: {reward, verdict, probs, samples}."""
@@ -27,6 +28,10 @@ class Judge:
             Scenario.model_validate(scenario), [Turn.model_validate(t) for t in history], seed=seed
         )
         return asdict(result)
+
+    def throughput(self) -> dict[str, float]:
+        """Tokens processed (prompt + generated) and seconds since start: the dashboard's tokens/s."""
+        return self._throughput()
 
     def ready(self) -> int:
         """The actor's process id, once its model has loaded (the launcher waits on it)."""

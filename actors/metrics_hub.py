@@ -1,6 +1,7 @@
 """MetricsHub actor: the one place metric events go; it appends them to runs/<name>/metrics.jsonl.
 
-Every line is a JSON object `{"time": unix seconds, "source": who sent it, <metric>: value, ...}`.
+Every line is a JSON object `{"time": unix seconds, "source": who sent it, <metric>: value, ...}`;
+the same events go to TensorBoard and Prometheus when asked (`actors/metric_sinks.py`).
 Metric names and units are defined once, in `METRICS` below; `record` refuses names not listed there,
 so a typo cannot silently start a new series. It knows nothing of Ray, models or the store.
 """
@@ -10,63 +11,195 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-METRICS: dict[str, tuple[str, str]] = {
-    # name: (unit, meaning)
-    "stage_generate_s": ("s", "time a worker spent getting the G candidate replies of one group"),
-    "stage_future_s": ("s", "time a worker spent on future simulation and judging for one group"),
-    "stage_put_s": ("s", "time a worker waited for the store to accept one group (backpressure shows here)"),
-    "group_tokens": ("tokens", "counselor tokens generated for one group's candidates"),
-    "group_reward_mean": ("reward", "mean future reward of one group's simulated candidates, in [-1, 1]"),
-    "tokens_per_s": ("tokens/s", "counselor tokens per second over the run so far"),
-    "store_size": ("records", "records in the replay store"),
-    "store_unconsumed": ("records", "records no learner has sampled yet (bounded by store.capacity)"),
-    "queue_depth": ("contexts", "contexts handed to workers and not yet finished"),
-    "actor_restarts": ("count", "actor restarts the driver has seen in this run"),
-    "admission_wait_s": ("s", "time a worker waited for the staleness gate before starting one group"),
-    "weights_version": ("version", "policy weights version the learner has published"),
-    "groups_used": ("groups", "candidate groups one update learned from (groups need 2+ sampled replies)"),
-    "reward_mean": ("reward", "mean GRPO reward of one update's candidates: RM score + format - safety"),
-    "rm_score_mean": ("reward", "mean reward-model score of one update's candidates, in [-1, 1]"),
-    "format_rate": ("share", "share of one update's candidates in well-formed <think>/<answer> format"),
-    "unsafe_rate": ("share", "share of one update's candidates the safety check flagged"),
-    "policy_loss": ("loss", "clipped policy-gradient loss of one update (token mean)"),
-    "clip_fraction": ("share", "share of completion tokens where the PPO clip was active"),
-    "is_weight_mean": ("ratio", "mean truncated importance weight current/behaviour policy (1 = on-policy)"),
-    "is_truncated_fraction": (
-        "share",
-        "share of completion tokens whose importance weight hit learner.is_cap",
+from actors.metric_sinks import PrometheusSink, TensorBoardSink
+
+
+class Metric(NamedTuple):
+    """One metric: its unit, what it means, and what a healthy value looks like."""
+
+    unit: str
+    meaning: str
+    good: str
+
+
+# Every metric a run records, by the component that sends it; docs/metrics.md is generated from this.
+METRICS: dict[str, Metric] = {
+    # rollout workers (source worker-<i>), one event per candidate group
+    "stage_generate_s": Metric(
+        "s", "time a worker spent getting the G candidate replies of one group", "falls as batches fill"
     ),
-    "kl": ("nats", "k3 estimate of KL(policy || reference) per token (only when learner.kl_beta > 0)"),
-    "grad_norm": ("norm", "policy gradient norm before clipping"),
-    "completion_tokens": ("tokens", "completion tokens one update learned from"),
-    "stage_sample_s": ("s", "learner stage: waiting for and reading groups from the store"),
-    "stage_score_s": ("s", "learner stage: reward-model, format and safety scoring"),
-    "stage_advantages_s": ("s", "learner stage: group-relative advantages"),
-    "stage_update_s": ("s", "learner stage: forward, backward and optimizer step"),
-    "stage_publish_s": ("s", "learner stage: writing weights and waiting for the counselors to load them"),
-    "staleness_hist": ("groups", "sampled groups per staleness (learner version - policy_version), a map"),
+    "stage_future_s": Metric(
+        "s",
+        "time a worker spent on future simulation and judging for one group",
+        "0 when rollout.future_fraction is 0",
+    ),
+    "stage_put_s": Metric(
+        "s",
+        "time a worker waited for the store to accept one group (backpressure shows here)",
+        "near 0; long waits mean the learner is the bottleneck",
+    ),
+    "group_tokens": Metric(
+        "tokens",
+        "counselor tokens generated for one group's candidates",
+        "G x counselor.max_new_tokens at most",
+    ),
+    "group_reward_mean": Metric(
+        "reward", "mean future reward of one group's simulated candidates, in [-1, 1]", "rising over a run"
+    ),
+    "judge_verdicts": Metric(
+        "candidates",
+        "judge verdicts of one group's simulated candidates, a map",
+        "more better/solved over a run",
+    ),
+    "admission_wait_s": Metric(
+        "s",
+        "time a worker waited for the staleness gate before starting one group",
+        "short; long waits mean the learner is the bottleneck",
+    ),
+    # the driver (source driver), every few seconds
+    "tokens_per_s": Metric(
+        "tokens/s",
+        "counselor tokens the rollout workers got per second, over the run so far",
+        "steady or rising; bench/batched_inference.py measures the ceiling",
+    ),
+    "role_tokens_per_s": Metric(
+        "tokens/s",
+        "tokens each role actor processed (prompt + generated) per second since it started, a map",
+        "steady; a drop to 0 means a stuck actor",
+    ),
+    "store_size": Metric(
+        "records", "records in the replay store", "grows, bounded by store.capacity unconsumed"
+    ),
+    "store_unconsumed": Metric(
+        "records",
+        "records no learner has sampled yet (bounded by store.capacity)",
+        "small: about learner.batch_size x (max_staleness + 1)",
+    ),
+    "queue_depth": Metric(
+        "contexts",
+        "contexts handed to workers and not yet finished (collect)",
+        "0 at the end of a collection",
+    ),
+    "actor_restarts": Metric(
+        "count", "actor restarts the driver has seen in this run", "0; each restart is logged"
+    ),
+    "actors_down": Metric("count", "actors that did not answer the driver's last health probe", "0"),
+    # periodic evaluations (source evaluate), evaluation.every versions apart
+    "sr": Metric(
+        "share",
+        "success rate of a periodic evaluation (PPDPP: mean judge reward > threshold)",
+        "rising; read docs/judges.md first",
+    ),
+    "at": Metric(
+        "turns", "average turns of a periodic evaluation (failures count as evaluation.max_turns)", "falling"
+    ),
+    "eval_format_rate": Metric(
+        "share",
+        "share of a periodic evaluation's counselor turns in <think>/<answer> form",
+        "rising towards 1",
+    ),
+    # the learner (source learner), one event per policy update
+    "weights_version": Metric("version", "policy weights version the learner has published", "+1 per update"),
+    "groups_used": Metric(
+        "groups",
+        "candidate groups one update learned from (groups need 2+ sampled replies)",
+        "learner.batch_size",
+    ),
+    "reward_mean": Metric(
+        "reward", "mean GRPO reward of one update's candidates: RM score + format - safety", "rising"
+    ),
+    "rm_score_mean": Metric(
+        "reward", "mean reward-model score of one update's candidates, in [-1, 1]", "rising"
+    ),
+    "format_rate": Metric(
+        "share", "share of one update's candidates in well-formed <think>/<answer> format", "rising towards 1"
+    ),
+    "unsafe_rate": Metric("share", "share of one update's candidates the safety check flagged", "0"),
+    "policy_loss": Metric(
+        "loss", "clipped policy-gradient loss of one update (token mean)", "near 0, either sign"
+    ),
+    "clip_fraction": Metric("share", "share of completion tokens where the PPO clip was active", "below 0.2"),
+    "is_weight_mean": Metric(
+        "ratio", "mean truncated importance weight current/behaviour policy (1 = on-policy)", "0.9 to 1.1"
+    ),
+    "is_truncated_fraction": Metric(
+        "share", "share of completion tokens whose importance weight hit learner.is_cap", "below 0.05"
+    ),
+    "kl": Metric(
+        "nats",
+        "k3 estimate of KL(policy || reference) per token (only when learner.kl_beta > 0)",
+        "small and slowly rising",
+    ),
+    "policy_kl": Metric(
+        "nats",
+        "k3 estimate of KL(behaviour policy || policy before the step) per token",
+        "below 0.05; large means stale or unstable",
+    ),
+    "grad_norm": Metric(
+        "norm", "policy gradient norm before clipping", "stable; spikes mean too high a learning rate"
+    ),
+    "completion_tokens": Metric(
+        "tokens", "completion tokens one update learned from", "about batch x G x mean reply length"
+    ),
+    "stage_sample_s": Metric(
+        "s",
+        "learner stage: waiting for and reading groups from the store",
+        "short; long means rollouts are the bottleneck",
+    ),
+    "stage_score_s": Metric(
+        "s", "learner stage: reward-model, format and safety scoring", "a small share of an update"
+    ),
+    "stage_advantages_s": Metric("s", "learner stage: group-relative advantages", "milliseconds"),
+    "stage_update_s": Metric("s", "learner stage: forward, backward and optimizer step", "the largest stage"),
+    "stage_publish_s": Metric(
+        "s",
+        "learner stage: writing weights and waiting for the counselors to load them",
+        "about 1 s for 135M",
+    ),
+    "staleness_hist": Metric(
+        "groups",
+        "sampled groups per staleness (learner version - policy_version), a map",
+        "keys 0 to rollout.max_staleness only",
+    ),
 }
 
 
 class MetricsHub:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, tensorboard: bool = False, prometheus: bool = False):
+        """`path`: the metrics.jsonl file; dialogues.jsonl (the dashboard's live feed) sits beside it,
+        and with `tensorboard` the event files go to tensorboard/ there. `prometheus` sets Ray gauges
+        (only inside a Ray process)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # line-buffered, open for the actor's life: every event reaches the file when record() returns
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115
+        self._dialogues = open(self.path.with_name("dialogues.jsonl"), "a", buffering=1)  # noqa: SIM115
         self.latest: dict[str, dict[str, Any]] = {}
+        self.sinks: list[Any] = []
+        if tensorboard:
+            self.sinks.append(TensorBoardSink(self.path.with_name("tensorboard")))
+        if prometheus:
+            self.sinks.append(PrometheusSink(METRICS))
 
-    def record(self, source: str, metrics: dict[str, float]) -> None:
+    def record(self, source: str, metrics: dict[str, Any]) -> None:
         """Append one event; every key must be a name in METRICS."""
         unknown = sorted(set(metrics) - set(METRICS))
         if unknown:
             raise ValueError(
                 f"unknown metric name(s) {unknown}; add them to METRICS in actors/metrics_hub.py"
             )
-        self._file.write(json.dumps({"time": time.time(), "source": source, **metrics}) + "\n")
+        now = time.time()
+        self._file.write(json.dumps({"time": now, "source": source, **metrics}) + "\n")
         self.latest[source] = {**self.latest.get(source, {}), **metrics}
+        for sink in self.sinks:
+            sink.write(source, metrics, now)
+
+    def dialogue(self, source: str, record: dict[str, Any]) -> None:
+        """Append one simulated dialogue (a rollout group or an evaluation episode) to the live feed:
+        `{"time", "source", "kind", ...}` as `DialogueFeed` in serve/dashboard.py reads it."""
+        self._dialogues.write(json.dumps({"time": time.time(), "source": source, **record}) + "\n")
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """The most recent value of every metric, per source."""
@@ -74,3 +207,6 @@ class MetricsHub:
 
     def close(self) -> None:
         self._file.close()
+        self._dialogues.close()
+        for sink in self.sinks:
+            sink.close()

@@ -18,15 +18,18 @@ import hashlib
 import itertools
 import os
 import time
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
 from actors.common import actor_setup
-from esc.episode import Roles, future_reward
+from esc.episode import Roles, future_reward, run_episode
+from esc.metrics import interactive_summary
 from esc.roles import JudgeResult
 from esc.schemas import Candidate, CandidateGroup, Context, Scenario, Turn
 
 FULL_BACKOFF_S = (0.05, 2.0)  # first and largest wait while the store reports 'full'
+FEED_CHARS = 600  # longest text of one turn in the dashboard's feed
 
 
 def group_id(run: str, context_id: str, version: int) -> str:
@@ -63,6 +66,47 @@ class RemoteJudge(_Spread):
     async def rate(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> JudgeResult:
         out = await self.next().rate.remote(scenario.model_dump(), [t.model_dump() for t in history], seed)
         return JudgeResult(**out)
+
+
+def _turns(turns, keep: int | None = None) -> list[dict[str, Any]]:
+    kept = list(turns)[-keep:] if keep else list(turns)
+    return [{"role": t.role, "text": t.text[:FEED_CHARS], "reward": t.reward} for t in kept]
+
+
+def group_feed(group: CandidateGroup) -> dict[str, Any]:
+    """A stored group as the dashboard's feed shows it: the context's last turns and each candidate
+    answer with its simulated future and the judge's verdict where it was simulated."""
+    return {
+        "kind": "group",
+        "policy_version": group.policy_version,
+        "problem": group.scenario.problem_type,
+        "emotion": group.scenario.emotion_type,
+        "context": _turns(group.context, keep=3),
+        "candidates": [
+            {
+                "text": c.text[:FEED_CHARS],
+                "well_formed": c.well_formed,
+                "verdict": c.verdict,
+                "future_reward": c.future_reward,
+                "future": _turns(c.future or ()),
+            }
+            for c in group.candidates
+        ],
+    }
+
+
+def episode_feed(episode, version: int) -> dict[str, Any]:
+    """A periodic-evaluation episode as the dashboard's feed shows it: every turn, the judge's verdict
+    per counselor turn, and whether it succeeded."""
+    return {
+        "kind": "evaluation",
+        "policy_version": version,
+        "problem": episode.dialogue.scenario.problem_type,
+        "emotion": episode.dialogue.scenario.emotion_type,
+        "turns": _turns(episode.dialogue.turns),
+        "verdicts": [r.verdict for r in episode.records],
+        "success": episode.success,
+    }
 
 
 class RolloutWorker:
@@ -127,9 +171,39 @@ class RolloutWorker:
             await self.gate.release.remote(self.worker_id, context.id, outcome == "stored")
         return outcome
 
-    def _metric(self, metrics: dict[str, float]) -> None:
+    def _metric(self, metrics: dict[str, Any]) -> None:
         if self.hub is not None:
             self._metric_refs.append(self.hub.record.remote(self.worker_id, metrics))  # not awaited here
+
+    def _feed(self, record: dict[str, Any]) -> None:
+        if self.hub is not None:
+            self._metric_refs.append(self.hub.dialogue.remote(self.worker_id, record))
+
+    async def evaluate(self, scenarios: list[dict], seed: int) -> dict[str, Any]:
+        """A periodic evaluation on the current policy: PPDPP episodes on `scenarios` with the run's
+        role actors (`evaluation.max_turns` turns at most). Returns {policy_version, sr, at,
+        eval_format_rate}; each episode also goes to the dashboard's feed."""
+        version = await self.counselors[0].weights_version.remote()
+        limits = self.run.episode.model_copy(update={"max_turns": self.run.evaluation.max_turns})
+        episodes = await asyncio.gather(
+            *(
+                run_episode(Scenario.model_validate(s), self.roles, limits, seed=seed + i)
+                for i, s in enumerate(scenarios)
+            )
+        )
+        for episode in episodes:
+            self._feed(episode_feed(episode, version))
+        refs, self._metric_refs = self._metric_refs, []
+        await asyncio.gather(*refs)
+        summary = interactive_summary([(e.success, e.turns) for e in episodes], limits.max_turns)
+        records = [r for e in episodes for r in e.records if not r.crisis]
+        formatted = sum(r.well_formed for r in records) / len(records) if records else 0.0
+        return {
+            "policy_version": version,
+            "sr": summary["sr"],
+            "at": summary["at"],
+            "eval_format_rate": formatted,
+        }
 
     async def _group(self, context: Context) -> str:
         version = await self.counselors[0].weights_version.remote()
@@ -171,7 +245,12 @@ class RolloutWorker:
         rewards = [c.future_reward for c in candidates if c.future_reward is not None]
         if rewards:
             metrics["group_reward_mean"] = sum(rewards) / len(rewards)
+        verdicts = Counter(c.verdict for c in candidates if c.verdict is not None)
+        if verdicts:
+            metrics["judge_verdicts"] = dict(verdicts)
         self._metric(metrics)
+        if status == "stored":
+            self._feed(group_feed(group))
         if status == "stored":
             for c in candidates:
                 if c.label is not None:

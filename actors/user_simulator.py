@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from actors.common import actor_setup
+from actors.common import Throughput, actor_setup
 from esc.backends import make_backend
 from esc.roles import Seeker
 from esc.schemas import Scenario, Turn
@@ -20,6 +20,7 @@ class UserSimulator:
     def __init__(self, config: dict[str, Any]):
         run = actor_setup(config, "seeker")
         self.seeker = Seeker(make_backend(run.seeker, seed=run.seed), run.seeker)
+        self._throughput = Throughput(self.seeker.backend)
 
     async def speak(self, scenario: dict, history: list[dict], seed: int | None = None) -> dict:
         """The seeker's next turn after `history` (Turn dicts), as a Turn dict."""
@@ -27,6 +28,10 @@ class UserSimulator:
             Scenario.model_validate(scenario), [Turn.model_validate(t) for t in history], seed=seed
         )
         return turn.model_dump()
+
+    def throughput(self) -> dict[str, float]:
+        """Tokens processed (prompt + generated) and seconds since start: the dashboard's tokens/s."""
+        return self._throughput()
 
     def ready(self) -> int:
         """The actor's process id, once its model has loaded (the launcher waits on it)."""

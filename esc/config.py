@@ -279,11 +279,43 @@ class SFTConfig(_Section):
     max_examples: int = Field(2000, gt=0, description="Most (context, reply) examples taken (seeded).")
 
 
-class ServeConfig(_Section):
-    """The counselor HTTP endpoint."""
+class EvaluationConfig(_Section):
+    """Periodic evaluations inside `rlff run` (SR/AT on the dashboard); `rlff evaluate` is the full one."""
 
+    every: int = Field(
+        0, ge=0, description="Evaluate at version 0 and every N published versions; 0 = never."
+    )
+    episodes: int = Field(2, gt=0, le=64, description="PPDPP episodes per periodic evaluation.")
+    max_turns: int = Field(4, gt=0, le=64, description="Counselor turns per periodic-evaluation episode.")
+    scenarios: str | None = Field(None, description="Scenario spec to evaluate on; None: data.scenarios.")
+
+
+class ServeConfig(_Section):
+    """The counselor HTTP endpoint (OpenAI-compatible) and the live dashboard, on Ray Serve."""
+
+    enabled: bool = Field(
+        False, description="`rlff run` also serves the endpoint and dashboard while it trains."
+    )
     host: str = Field("127.0.0.1", description="Bind address; loopback unless you mean to expose it.")
     port: int = Field(8000, gt=0, lt=65536, description="TCP port.")
+    replicas: int = Field(1, gt=0, le=64, description="Serve replicas, each with its own copy of the policy.")
+    num_cpus: float = Field(
+        0.0, ge=0.0, description="CPUs Ray reserves per replica (0 shares a small machine)."
+    )
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs Ray reserves per replica.")
+    max_ongoing_requests: int = Field(32, gt=0, description="Requests one replica holds at once.")
+    max_batch_size: int = Field(8, gt=0, le=256, description="Most requests one @serve.batch call answers.")
+    batch_wait_ms: float = Field(10.0, ge=0.0, le=1000.0, description="How long a batch waits to fill up.")
+    poll_s: float = Field(0.2, gt=0.0, le=60.0, description="How often replicas look for newer weights.")
+    max_request_bytes: int = Field(65536, gt=0, description="Largest request body accepted (413 beyond).")
+    max_messages: int = Field(64, gt=0, description="Most messages one request may carry.")
+    max_message_chars: int = Field(4000, gt=0, description="Longest message content, in characters.")
+    max_tokens: int = Field(256, gt=0, le=4096, description="Largest max_tokens a request may ask for.")
+    api_key_env: str = Field(
+        "RLFF_API_KEY",
+        description="Environment variable whose value, when set, is the required bearer token.",
+    )
+    feed_size: int = Field(20, gt=0, le=500, description="Latest simulated dialogues the dashboard lists.")
 
 
 class RunConfig(_Section):
@@ -306,12 +338,22 @@ class RunConfig(_Section):
     reward_model: RewardModelConfig = RewardModelConfig()
     learner: LearnerConfig = LearnerConfig()
     sft: SFTConfig = SFTConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
     def _classifier_needs_logprobs(self) -> RunConfig:
         if self.safety.classifier == "judge" and self.judge.backend == "openai":
             raise ValueError("safety.classifier 'judge' needs log-probs, which judge backend 'openai' lacks")
+        return self
+
+    @model_validator(mode="after")
+    def _live_serving_reads_published_files(self) -> RunConfig:
+        if self.serve.enabled and self.learner.publish == "object_store":
+            raise ValueError(
+                "serve.enabled follows weights published to runs/<name>/weights, so it needs"
+                " learner.publish 'filesystem'"
+            )
         return self
 
     def run_dir(self) -> Path:

@@ -82,23 +82,27 @@ class Counselor:
             return True
         return self.classifier is not None and await self.classifier(text) >= self.safety.classifier_threshold
 
-    async def respond(self, history: list[Turn], seed: int | None = None) -> CounselorOutput:
+    async def respond(
+        self, history: list[Turn], seed: int | None = None, **sampling_overrides: float | int | None
+    ) -> CounselorOutput:
         """Reply to the last seeker turn of `history`.
 
         When the safety check flags the last seeker message, the reply is the crisis reply with
         resources, without calling the model, and the turn is flagged `crisis=True`.
+        `sampling_overrides` (temperature, top_p, max_new_tokens; None keeps the config's) apply to
+        this reply only, e.g. from an API request.
         """
+        overrides = {k: v for k, v in sampling_overrides.items() if v is not None}
+        config = self.config.model_copy(update=overrides) if overrides else self.config
         last = next((t for t in reversed(history) if t.role == "seeker"), None)
         if self.safety.enabled and last is not None and await self.is_crisis(last.text):
             text = crisis_reply(self.safety.region)
             return CounselorOutput(Turn(role="counselor", text=text, crisis=True), text, True, 0)
-        reasoning = self.config.reasoning
+        reasoning = config.reasoning
         # Prefilling "<think>" makes small models far more likely to keep the format; an HTTP
         # chat-completions server cannot prefill, so there the instruction alone asks for it.
         prefill = prompts.THINK_PREFILL if reasoning and self.backend.name != "openai" else ""
-        params = sampling(
-            self.config, seed, prefill=prefill, stop=(prompts.ANSWER_CLOSE,) if reasoning else ()
-        )
+        params = sampling(config, seed, prefill=prefill, stop=(prompts.ANSWER_CLOSE,) if reasoning else ())
         generation = await self.backend.generate(prompts.counselor_messages(history, reasoning), params)
         raw = generation.text
         if generation.stop_sequence == prompts.ANSWER_CLOSE:  # stop strings are cut from the text

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = config_commands.add_parser("show", help="print the resolved config as JSON")
     _add_config_args(show)
+    config_commands.add_parser("reference", help="print the configuration reference (Markdown)")
+    config_commands.add_parser("metrics", help="print the metrics glossary (Markdown)")
 
     chat = commands.add_parser("chat", help="talk to the counselor in the terminal")
     _add_config_args(chat)
@@ -77,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue runs/<name> (its saved config, store, checkpoint)"
     )
 
+    serving = commands.add_parser("serve", help="the OpenAI-compatible counselor endpoint and the dashboard")
+    _add_config_args(serving)
+    serving.add_argument(
+        "--checkpoint", help="serve runs/<name>/weights/v<N>, a model folder or a learner checkpoint"
+    )
+    serving.add_argument(
+        "--follow", action="store_true", help="switch to each version the run's learner publishes"
+    )
+
     trainer = commands.add_parser(
         "train", help="offline phases: reward model, SFT baseline, GRPO on the store"
     )
@@ -101,6 +112,20 @@ def _config(args: argparse.Namespace, extra: list[str] | None = None) -> RunConf
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     print(json.dumps(_config(args).model_dump(), indent=2))
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from jobs.reference import config_reference
+
+    print(config_reference(), end="")
+    return 0
+
+
+def cmd_config_metrics(args: argparse.Namespace) -> int:
+    from jobs.reference import metrics_glossary
+
+    print(metrics_glossary(), end="")
     return 0
 
 
@@ -170,6 +195,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_online(config, resume=bool(args.resume))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from jobs.serve import run_serve
+
+    return run_serve(_config(args), args.checkpoint, args.follow)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.stage == "rm":
@@ -190,11 +221,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 HANDLERS = {
     ("run", None): cmd_run,
     ("train", None): cmd_train,
+    ("serve", None): cmd_serve,
     ("collect", None): cmd_collect,
     ("judge-check", None): cmd_judge_check,
     ("evaluate", None): cmd_evaluate,
     ("prepare", None): cmd_prepare,
     ("config", "show"): cmd_config_show,
+    ("config", "reference"): cmd_config_reference,
+    ("config", "metrics"): cmd_config_metrics,
     ("data", "stats"): cmd_data_stats,
     ("chat", None): cmd_chat,
 }

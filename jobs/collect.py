@@ -23,12 +23,19 @@ WATCH_EVERY_S = 3.0  # how often the driver checks actors for deaths and restart
 PROBE_TIMEOUT_S = 10.0
 
 
-def driver_metrics(system, total: int, restarts: int) -> int | None:
-    """Record the driver's view of the run and return how many contexts the workers have finished;
-    None when an actor is restarting and did not answer in time (the next probe will)."""
+def _numbered(role: str, handles: list) -> list[tuple[str, object]]:
+    return [(f"{role}-{i}", h) for i, h in enumerate(handles)]
+
+
+def driver_metrics(system, total: int, restarts: int, pids: dict[str, int | None]) -> int | None:
+    """Record the driver's view of the run (`pids`: the latest `system.pids()` probe) and return how
+    many contexts the workers have finished; None when an actor is restarting and did not answer in
+    time (the next probe will)."""
     try:
         store = ray.get(system.store.stats.remote(), timeout=PROBE_TIMEOUT_S)
         workers = ray.get([w.stats.remote() for w in system.workers], timeout=PROBE_TIMEOUT_S)
+        roles = {name: h for name, hs in system.roles().items() for name, h in _numbered(name, hs)}
+        rates = ray.get([h.throughput.remote() for h in roles.values()], timeout=PROBE_TIMEOUT_S)
     except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
         return None
     finished = sum(w["done"] for w in workers)
@@ -37,6 +44,10 @@ def driver_metrics(system, total: int, restarts: int) -> int | None:
         "store_unconsumed": store["unconsumed"],
         "queue_depth": max(0, total - finished),
         "actor_restarts": restarts,
+        "actors_down": sum(pid is None for pid in pids.values()),
+    }
+    metrics["role_tokens_per_s"] = {
+        name: round(r["tokens"] / r["elapsed_s"], 2) for name, r in zip(roles, rates) if r["elapsed_s"] > 0
     }
     elapsed = max(w["elapsed_s"] for w in workers)
     if elapsed > 0:
@@ -77,7 +88,7 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
                     tqdm.write(line, file=sys.stderr)
                 restarts += restarted
                 pids = now
-                finished = driver_metrics(system, len(contexts), restarts)
+                finished = driver_metrics(system, len(contexts), restarts, now)
                 if finished is not None:
                     bar.update(max(0, min(finished, bar.total) - bar.n))
             for ref in done:
@@ -86,7 +97,7 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
                 pending.pop(ref)
         bar.update(bar.total - bar.n)
     seconds = time.perf_counter() - work_started
-    driver_metrics(system, len(contexts), restarts)
+    driver_metrics(system, len(contexts), restarts, pids)
     stats = ray.get([w.stats.remote() for w in workers], timeout=60)
     store = ray.get(system.store.stats.remote(), timeout=60)
     tokens = sum(s["completion_tokens"] for s in stats)

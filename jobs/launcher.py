@@ -108,7 +108,9 @@ def start_actors(config: RunConfig, staleness: int | None = None) -> ActorSystem
     plain = config.model_dump()
     a = config.actors
     store = remote(ReplayStore, a.store).remote(str(config.store_dir()), config.store.capacity)
-    hub = remote(MetricsHub, ActorConfig(max_concurrency=1)).remote(str(config.run_dir() / "metrics.jsonl"))
+    hub = remote(MetricsHub, ActorConfig(max_concurrency=1)).remote(
+        str(config.run_dir() / "metrics.jsonl"), tensorboard=True, prometheus=True
+    )
     system = ActorSystem(store=store, hub=hub)
     if staleness is not None:
         held = ray.get(store.stats.remote(), timeout=READY_TIMEOUT_S)["by_kind"].get(

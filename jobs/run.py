@@ -29,6 +29,7 @@ from jobs import UsageError
 from jobs.collect import WATCH_EVERY_S, driver_metrics
 from jobs.launcher import init_ray, remote, report_restarts, start_actors
 from jobs.learn import learner_loop, staleness
+from jobs.serve import check_port_free, start_endpoint
 from learner import checkpoint
 
 
@@ -101,6 +102,8 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     ]
     if not contexts:
         raise UsageError(f"data.scenarios {config.data.scenarios!r} holds no dialogues")
+    if config.serve.enabled:
+        check_port_free(config.serve.host, config.serve.port)
     config.write_resolved()
     init_ray()
     started = time.perf_counter()
@@ -118,7 +121,10 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     outcome: dict[str, Any] = {}
     learner = threading.Thread(target=_fit, args=(trainer, outcome), daemon=True)
     learner.start()
-    totals = _drive(config, system, contexts, learner)
+    if config.serve.enabled:  # deployed while Ray Train starts its workers; it follows what is published
+        start_endpoint(config, follow=True)
+    evaluation = Evaluations(config, system)
+    totals = _drive(config, system, contexts, learner, evaluation)
     learner.join()
     store = ray.get(system.store.stats.remote(), timeout=60)
     gate = ray.get(system.gate.state.remote(), timeout=60)
@@ -144,9 +150,48 @@ def _fit(trainer: TorchTrainer, outcome: dict[str, Any]) -> None:
         outcome["error"] = f"{type(error).__name__}: {error}"
 
 
-def _drive(config: RunConfig, system, contexts, learner: threading.Thread) -> dict[str, int]:
+class Evaluations:
+    """Periodic evaluations (`evaluation.every`): at version 0 and every N versions after, one runs on
+    the first rollout worker with the run's role actors; its SR/AT go to the metrics as source
+    'evaluate'. One at a time; none starts once the run is stopping."""
+
+    def __init__(self, config: RunConfig, system):
+        self.config, self.system, self.next, self.ref = config, system, 0, None
+        spec = config.evaluation.scenarios or config.data.scenarios
+        picked = load_dialogues(spec, seed=config.seed)[: config.evaluation.episodes]
+        self.scenarios = [d.scenario.model_dump() for d in picked] if config.evaluation.every else []
+
+    def refs(self) -> list:
+        return [self.ref] if self.ref is not None else []
+
+    def maybe_start(self) -> None:
+        if not self.scenarios or self.ref is not None:
+            return
+        version = ray.get(self.system.gate.state.remote(), timeout=60)["version"]
+        if version >= self.next:
+            self.ref = self.system.workers[0].evaluate.remote(self.scenarios, self.config.seed)
+            self.next = version + self.config.evaluation.every
+
+    def finish(self, ref) -> bool:
+        """Record the evaluation `ref` (if it is the one running); False for any other ref."""
+        if ref is not self.ref:
+            return False
+        self.ref = None
+        result = ray.get(ref, timeout=60)
+        self.system.hub.record.remote("evaluate", {k: result[k] for k in ("sr", "at", "eval_format_rate")})
+        print(
+            f"evaluation at version {result['policy_version']}: SR {result['sr']:.2f}, AT {result['at']:.2f},"
+            f" format {result['eval_format_rate']:.2f}",
+            flush=True,
+        )
+        return True
+
+
+def _drive(
+    config: RunConfig, system, contexts, learner: threading.Thread, evaluation: Evaluations
+) -> dict[str, int]:
     """Keep every worker busy with `rollout.in_flight` contexts until the learner ends; returns outcome
-    counts. Ctrl-C stops the gate and waits for work in flight."""
+    counts. Ctrl-C stops the gate and waits for work in flight (a periodic evaluation included)."""
     feed = itertools.cycle(contexts)
     chunk = config.rollout.in_flight
     pending: dict[Any, Any] = {}
@@ -162,10 +207,14 @@ def _drive(config: RunConfig, system, contexts, learner: threading.Thread) -> di
                 if not stopping and worker not in busy:
                     batch = [next(feed).model_dump() for _ in range(chunk)]
                     pending[worker.collect.remote(batch)] = worker
-            if not pending and stopping:
+            if not stopping:
+                evaluation.maybe_start()
+            if not pending and not evaluation.refs() and stopping:
                 return totals
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=WATCH_EVERY_S)
+            done, _ = ray.wait([*pending, *evaluation.refs()], num_returns=1, timeout=WATCH_EVERY_S)
             for ref in done:
+                if evaluation.finish(ref):
+                    continue
                 pending.pop(ref)
                 for key, value in ray.get(ref, timeout=60).items():
                     totals[key] += value
@@ -175,7 +224,7 @@ def _drive(config: RunConfig, system, contexts, learner: threading.Thread) -> di
                 for line in lines:
                     print(line, file=sys.stderr, flush=True)
                 restarts, pids = restarts + restarted, now
-                driver_metrics(system, 0, restarts)
+                driver_metrics(system, 0, restarts, now)
         except KeyboardInterrupt:
             if stopping:
                 raise

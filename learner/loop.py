@@ -149,6 +149,8 @@ class Learner:
                 clip_eps=self.config.clip_eps,
                 is_cap=self.config.is_cap,
             )
+            behaviour = part.behaviour_logp.to(logp.device)
+            sums["policy_kl"] += float(kl_k3(behaviour, logp.detach(), mask)) * float(mask.sum())
             if self.ref_model is not None and self.config.kl_beta > 0:
                 with torch.no_grad():
                     ref_logp = completion_logprobs(self.ref_model, part)
@@ -164,7 +166,8 @@ class Learner:
         if grad_norm is None:  # DeepSpeed's step returns nothing; its engine keeps the norm
             grad_norm = self.engine.get_global_grad_norm() or float("nan")
         self.model.eval()
-        out = {k: v for k, v in sums.items() if k != "kl"}
-        if "kl" in sums:
-            out["kl"] = sums["kl"] / total_tokens
+        out = {k: v for k, v in sums.items() if k not in ("kl", "policy_kl")}
+        for key in ("kl", "policy_kl"):  # summed per token above
+            if key in sums:
+                out[key] = sums[key] / total_tokens
         return {**out, "grad_norm": float(grad_norm), "completion_tokens": int(total_tokens)}

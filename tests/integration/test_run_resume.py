@@ -28,8 +28,8 @@ def settings(runs: Path) -> list[str]:
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
     sets += ["rollout.in_flight=2", "rollout.future_fraction=0", "learner.batch_size=2", "learner.lr=1e-3"]
-    sets += ["learner.max_updates=6", "learner.checkpoint_every=2", "reward_model.backbone=tiny-random"]
-    sets += [f"runs_dir={runs}", "name=t"]
+    sets += ["learner.max_updates=8", "learner.checkpoint_every=2", "reward_model.backbone=tiny-random"]
+    sets += [f"runs_dir={runs}", "name=t", "serve.enabled=false", "evaluation.every=0"]
     return [arg for s in sets for arg in ("--set", s)]
 
 
@@ -69,6 +69,7 @@ def test_run_publishes_versions_and_resumes_after_sigkill(tmp_path):
     assert second.wait(RUN_TIMEOUT_S) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
     resumed = [u for u in updates(run) if u["session"] not in killed_sessions]
+    assert resumed, "the killed run had already finished; nothing was resumed"
     after = [rid for u in resumed for rid in u["ids"]]
     assert len(after) == len(set(after)), "a record was consumed twice after resuming"
     assert set(before.consumed).isdisjoint(after)
@@ -76,11 +77,11 @@ def test_run_publishes_versions_and_resumes_after_sigkill(tmp_path):
     assert set(before.consumed) | set(after) == store.ids(consumer="learner-r0")
     store.close()
     final = checkpoint.read_state(checkpoint.latest(run / "checkpoints"))
-    assert final.updates == 6 and final.version == 6
-    assert [u["version"] for u in resumed] == list(range(before.version + 1, 7))
-    assert (run / "weights" / "LATEST").read_text().strip() == "6"
+    assert final.updates == 8 and final.version == 8
+    assert [u["version"] for u in resumed] == list(range(before.version + 1, 9))
+    assert (run / "weights" / "LATEST").read_text().strip() == "8"
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     learner = [e for e in events if e["source"] == "learner"]
     assert learner and all("stage_update_s" in e and "staleness_hist" in e for e in learner)
     versions = [e["weights_version"] for e in learner]
-    assert versions[-1] == 6
+    assert versions[-1] == 8

@@ -1,0 +1,64 @@
+"""`rlff serve`: the counselor endpoint (OpenAI-compatible) and the dashboard on Ray Serve, until Ctrl-C.
+
+Serves the config's base policy, a fixed `--checkpoint`, or with `--follow` every version the learner
+of the config's run publishes. `rlff run` starts the same application itself when `serve.enabled`.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+from esc.config import RunConfig
+from jobs import UsageError
+from jobs.launcher import init_ray
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse early, in one sentence, when something else already listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise UsageError(
+                f"{host}:{port} is already in use; pick another port with --set serve.port=N"
+            ) from None
+
+
+def start_endpoint(config: RunConfig, checkpoint: str | None = None, follow: bool = False) -> str:
+    """Deploy the endpoint on the running Ray instance and print where it is; returns the base URL."""
+    from serve.deployment import deploy
+    from serve.service import CheckpointError, resolve_checkpoint
+
+    if checkpoint is not None:
+        try:
+            resolve_checkpoint(config, checkpoint)
+        except CheckpointError as error:
+            raise UsageError(str(error)) from None
+    check_port_free(config.serve.host, config.serve.port)
+    started = time.perf_counter()
+    url = deploy(config, checkpoint, follow)
+    print(
+        f"endpoint {url}/v1 (OpenAI-compatible) and dashboard {url}/dashboard ready in"
+        f" {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+    return url
+
+
+def run_serve(config: RunConfig, checkpoint: str | None, follow: bool) -> int:
+    config = config.absolute()
+    init_ray()
+    start_endpoint(config, checkpoint, follow)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print("serving until Ctrl-C", flush=True)
+    stop.wait()
+    from ray import serve
+
+    serve.shutdown()
+    return 0

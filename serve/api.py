@@ -1,0 +1,203 @@
+"""Wire types of the counselor endpoint: OpenAI chat-completions requests and responses, and errors.
+
+Pure pydantic, no Ray and no web framework, so every rule here is unit-tested in-process.
+Requests are parsed strictly from the raw JSON bytes: a string where a number belongs is an error,
+not a conversion. Fields of the OpenAI API this endpoint does not use are ignored, as OpenAI-compatible
+servers do; fields it uses are checked, with limits from `ServeConfig`.
+
+Extensions (documented in docs/serving.md):
+- request `"rlff": {"reasoning": true}` also returns the counselor's `<think>` text, as
+  `message.reasoning_content`; by default only the answer leaves the server.
+- every response carries `"rlff": {"weights_version": int, "crisis": bool, "well_formed": bool}`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from esc.config import ServeConfig
+from esc.schemas import Turn
+
+
+class ApiError(Exception):
+    """A request the endpoint refuses: HTTP `status` with an OpenAI-style error body."""
+
+    def __init__(
+        self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind = status, message, param, kind
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ChatMessage(_Lenient):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class RLFFOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reasoning: bool = False
+
+
+class ChatRequest(_Lenient):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    n: int = Field(1, ge=1, le=1)
+    stream: bool = False
+    seed: int | None = Field(None, ge=0, lt=2**31)
+    rlff: RLFFOptions = RLFFOptions()
+
+    def token_budget(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+def parse_request(raw: bytes, limits: ServeConfig) -> ChatRequest:
+    """Validate a request body against the API and the configured limits, or raise ApiError (4xx)."""
+    if len(raw) > limits.max_request_bytes:
+        raise ApiError(413, f"request body is {len(raw)} bytes; the limit is {limits.max_request_bytes}")
+    try:
+        request = ChatRequest.model_validate_json(raw)
+    except ValidationError as error:
+        raise _as_api_error(error) from None
+    if len(request.messages) > limits.max_messages:
+        raise ApiError(
+            400, f"{len(request.messages)} messages; the limit is {limits.max_messages}", "messages"
+        )
+    for i, message in enumerate(request.messages):
+        if not message.content.strip():
+            raise ApiError(400, f"messages[{i}].content is empty", f"messages.{i}.content")
+        if len(message.content) > limits.max_message_chars:
+            raise ApiError(
+                400,
+                f"messages[{i}].content has {len(message.content)} characters; the limit is"
+                f" {limits.max_message_chars}",
+                f"messages.{i}.content",
+            )
+    if request.messages[-1].role != "user":
+        raise ApiError(400, "the last message must come from the user", "messages")
+    budget = request.token_budget()
+    if budget is not None and budget > limits.max_tokens:
+        raise ApiError(
+            400, f"max_tokens {budget} is above this server's limit of {limits.max_tokens}", "max_tokens"
+        )
+    return request
+
+
+def _as_api_error(error: ValidationError) -> ApiError:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "json_invalid":
+        return ApiError(400, "the request body is not valid JSON")
+    if first["type"] == "model_type" and not where:
+        return ApiError(400, "the request body must be a JSON object")
+    if first["type"] == "missing":
+        return ApiError(400, f"'{where}' is required", where)
+    return ApiError(400, f"invalid value for '{where}': {first['msg']}", where)
+
+
+def to_history(messages: list[ChatMessage]) -> list[Turn]:
+    """The conversation as counselor turns: user -> seeker, assistant -> counselor. System messages
+    are dropped: the counselor keeps its own instructions."""
+    roles = {"user": "seeker", "assistant": "counselor"}
+    return [Turn(role=roles[m.role], text=m.content) for m in messages if m.role in roles]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the counselor produced for one request (the endpoint's side of `Counselor.respond`)."""
+
+    text: str
+    reasoning: str | None
+    weights_version: int
+    crisis: bool
+    well_formed: bool
+    prompt_tokens: int
+    completion_tokens: int
+    truncated: bool
+
+
+def _extension(answer: Answer) -> dict[str, Any]:
+    return {
+        "weights_version": answer.weights_version,
+        "crisis": answer.crisis,
+        "well_formed": answer.well_formed,
+    }
+
+
+def completion_body(answer: Answer, model: str, with_reasoning: bool) -> dict[str, Any]:
+    """A `chat.completion` object with the `rlff` extension."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+    if with_reasoning:
+        message["reasoning_content"] = answer.reasoning
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": "length" if answer.truncated else "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        },
+        "rlff": _extension(answer),
+    }
+
+
+def stream_chunks(
+    answer: Answer, model: str, with_reasoning: bool, piece_words: int = 4
+) -> list[dict[str, Any]]:
+    """The same answer as `chat.completion.chunk` objects: a role chunk (with the extension), the
+    reasoning (if asked) and the answer in pieces of a few words, then a chunk with finish_reason.
+    The answer exists whole before the first chunk: it has to be parsed out of the `<think>` reply
+    and pass the crisis check before any of it may be shown."""
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+        return {
+            **body,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "rlff": _extension(answer),
+        }
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if with_reasoning and answer.reasoning:
+        chunks.append(chunk({"reasoning_content": answer.reasoning}))
+    words = answer.text.split(" ")
+    for start in range(0, len(words), piece_words):
+        piece = " ".join(words[start : start + piece_words])
+        chunks.append(chunk({"content": piece if start == 0 else " " + piece}))
+    chunks.append(chunk({}, "length" if answer.truncated else "stop"))
+    return chunks
+
+
+def models_body(model: str, weights_version: int) -> dict[str, Any]:
+    """`GET /v1/models`: the one model this endpoint serves."""
+    entry = {
+        "id": model,
+        "object": "model",
+        "created": 0,
+        "owned_by": "rlff",
+        "rlff": {"weights_version": weights_version},
+    }
+    return {"object": "list", "data": [entry]}

@@ -1,0 +1,133 @@
+"""The counselor behind the endpoint: the same `esc.roles.Counselor.respond` the actors use, on an hf
+backend, plus the weights it serves.
+
+Which weights: the config's base policy (version 0); or a fixed `checkpoint` (a published version
+folder `runs/<name>/weights/v<N>`, any model folder such as an SFT output, or a learner checkpoint
+`runs/<name>/checkpoints/step-<N>`); or, with `follow`, whatever the learner publishes next under
+`runs/<name>/weights` (polled every `serve.poll_s`). A new version is loaded between decode batches
+(the backend's model lock), so a reply is written by one version and no request fails during a switch;
+versions only move forward. Nothing here knows about Ray or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+
+from esc.backends import BackendError, BackendPool
+from esc.config import RunConfig, build_config
+from esc.roles import Counselor
+from esc.weights import latest
+from serve.api import Answer, ChatRequest, to_history
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """`--checkpoint` names something that is not a policy; the message says what to give."""
+
+
+def resolve_checkpoint(config: RunConfig, path: str) -> tuple[RunConfig, int, Path | None]:
+    """(config with the counselor model to load, the version it is, weights to load over that model).
+    Published versions and learner checkpoints keep their version number; other model folders are 0."""
+    folder = Path(path).expanduser().resolve()
+    if (folder / "policy.safetensors").is_file() and (folder / "state.json").is_file():
+        version = int(json.loads((folder / "state.json").read_text())["version"])
+        return config, version, folder / "policy.safetensors"
+    if (folder / "config.json").is_file():
+        match = re.fullmatch(r"v(\d+)", folder.name)
+        moved = build_config(config.model_dump(), [f"counselor.model={folder}"])
+        return moved, int(match.group(1)) if match else 0, None
+    raise CheckpointError(
+        f"{path} is neither a model folder (config.json) nor a learner checkpoint (policy.safetensors);"
+        " give runs/<name>/weights/v<N> or runs/<name>/checkpoints/step-<N>"
+    )
+
+
+class CounselorService:
+    def __init__(self, config: RunConfig, checkpoint: str | None = None, follow: bool = False):
+        version, weights = 0, None
+        if checkpoint is not None:
+            config, version, weights = resolve_checkpoint(config, checkpoint)
+        self.config, self.follow = config, follow
+        self.model_name = f"rlff-{config.name}"
+        self.pool = BackendPool(seed=config.seed)
+        self.counselor = Counselor.from_config(config, self.pool)
+        self.backend = self.counselor.backend
+        if not hasattr(self.backend, "load_weights"):
+            raise BackendError(f"serving needs the hf counselor backend, not '{self.backend.name}'")
+        if weights is not None:
+            self.backend.load_weights(version, str(weights))
+        self.backend.weights_version = version
+        self.weights_dir = config.weights_dir()
+        if follow:
+            self.check_for_weights_sync()
+            self.start_following()
+
+    @property
+    def weights_version(self) -> int:
+        return self.backend.weights_version
+
+    def _newer(self) -> tuple[int, Path] | None:
+        try:
+            found = latest(self.weights_dir)
+        except (OSError, ValueError):  # LATEST mid-replace or unreadable: look again next poll
+            return None
+        if found is None or found[0] <= self.weights_version or not found[1].is_file():
+            return None
+        return found
+
+    def check_for_weights_sync(self) -> int:
+        """Load the newest published version if it is newer than the one served; returns the version."""
+        found = self._newer()
+        if found is not None:
+            self.backend.load_weights(found[0], str(found[1]))
+        return self.weights_version
+
+    def start_following(self) -> threading.Thread:
+        """Poll for published versions every `serve.poll_s` on a daemon thread, for the replica's life.
+        Loading waits for the decode batch in progress (the backend's model lock), not the reverse."""
+
+        def loop() -> None:
+            while True:
+                try:
+                    before = self.weights_version
+                    if self.check_for_weights_sync() != before:
+                        log.info("serving weights version %d", self.weights_version)
+                except (OSError, RuntimeError, ValueError) as error:  # e.g. a run folder being deleted
+                    log.warning("could not load newer weights: %s", error)
+                time.sleep(self.config.serve.poll_s)  # a poll interval, not a wait for another task
+
+        thread = threading.Thread(target=loop, name="follow-weights", daemon=True)
+        thread.start()
+        return thread
+
+    async def answer(self, request: ChatRequest) -> Answer:
+        """The counselor's reply to a validated request."""
+        budget = request.token_budget()
+        output = await self.counselor.respond(
+            to_history(request.messages),
+            seed=request.seed,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_new_tokens=budget,
+        )
+        generation = output.generation
+        limit = budget or self.config.counselor.max_new_tokens
+        version = output.weights_version
+        return Answer(
+            text=output.turn.text,
+            reasoning=output.turn.reasoning,
+            weights_version=self.weights_version if version is None else version,
+            crisis=output.turn.crisis,
+            well_formed=output.well_formed,
+            prompt_tokens=generation.prompt_tokens if generation else 0,
+            completion_tokens=output.completion_tokens,
+            truncated=generation is not None
+            and generation.finish_reason == "length"
+            and output.completion_tokens >= limit,
+        )

@@ -1,0 +1,149 @@
+"""The endpoint's request rules and response shapes (serve/api.py), checked without a server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from esc.config import ServeConfig
+from serve.api import Answer, ApiError, completion_body, models_body, parse_request, stream_chunks, to_history
+
+LONG = "messages.0.content"
+LIMITS = ServeConfig(max_request_bytes=2000, max_messages=4, max_message_chars=50, max_tokens=64)
+
+
+def body(**fields) -> bytes:
+    request = {"messages": [{"role": "user", "content": "I feel low"}], **fields}
+    return json.dumps(request).encode()
+
+
+def refused(raw: bytes) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        parse_request(raw, LIMITS)
+    return caught.value
+
+
+def test_valid_request_keeps_sampling_fields_and_ignores_unused_openai_fields():
+    request = parse_request(body(temperature=0.3, max_tokens=32, presence_penalty=0.5, user="u1"), LIMITS)
+    assert (request.temperature, request.token_budget(), request.stream) == (0.3, 32, False)
+    assert parse_request(body(max_completion_tokens=12), LIMITS).token_budget() == 12
+    assert parse_request(body(rlff={"reasoning": True}), LIMITS).rlff.reasoning is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "param"),
+    [
+        (b"{not json", 400, None),
+        (b"[1, 2]", 400, None),
+        (b'"text"', 400, None),
+        (json.dumps({"model": "x"}).encode(), 400, "messages"),
+        (body(temperature="hot"), 400, "temperature"),
+        (body(temperature=2.5), 400, "temperature"),
+        (body(top_p=0), 400, "top_p"),
+        (body(max_tokens=0), 400, "max_tokens"),
+        (body(max_tokens=65), 400, "max_tokens"),
+        (body(max_tokens="10"), 400, "max_tokens"),
+        (body(n=2), 400, "n"),
+        (body(stream="yes"), 400, "stream"),
+        (body(seed=-1), 400, "seed"),
+        (body(rlff={"reasoning": "yes"}), 400, "rlff.reasoning"),
+        (body(rlff={"unknown": 1}), 400, "rlff.unknown"),
+        (json.dumps({"messages": []}).encode(), 400, "messages"),
+        (json.dumps({"messages": "hi"}).encode(), 400, "messages"),
+        (json.dumps({"messages": [{"role": "robot", "content": "x"}]}).encode(), 400, "messages.0.role"),
+        (json.dumps({"messages": [{"role": "user", "content": 5}]}).encode(), 400, "messages.0.content"),
+        (json.dumps({"messages": [{"role": "user", "content": "  "}]}).encode(), 400, "messages.0.content"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x" * 51}]}).encode(),
+            400,
+            "messages.0.content",
+        ),
+        (json.dumps({"messages": [{"role": "user", "content": "a"}] * 5}).encode(), 400, "messages"),
+        (json.dumps({"messages": [{"role": "assistant", "content": "a"}]}).encode(), 400, "messages"),
+        (b"{" + b" " * 2100 + b"}", 413, None),
+    ],
+)
+def test_bad_requests_get_a_4xx_naming_the_field(raw, status, param):
+    error = refused(raw)
+    assert (error.status, error.param) == (status, param)
+    assert error.body()["error"]["message"] and error.body()["error"]["type"] == "invalid_request_error"
+
+
+def test_history_maps_roles_and_drops_system_messages():
+    request = parse_request(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": "be nice"},
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": "sad"},
+                ]
+            }
+        ).encode(),
+        LIMITS,
+    )
+    assert [(t.role, t.text) for t in to_history(request.messages)] == [
+        ("seeker", "hi"),
+        ("counselor", "hello"),
+        ("seeker", "sad"),
+    ]
+
+
+ANSWER = Answer("one two three four five six", "they are sad", 7, False, True, 40, 12, False)
+
+
+def test_completion_body_hides_reasoning_unless_asked_and_carries_the_extension():
+    plain = completion_body(ANSWER, "m", with_reasoning=False)
+    assert plain["choices"][0]["message"] == {"role": "assistant", "content": ANSWER.text}
+    assert plain["rlff"] == {"weights_version": 7, "crisis": False, "well_formed": True}
+    assert plain["usage"] == {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52}
+    asked = completion_body(ANSWER, "m", with_reasoning=True)
+    assert asked["choices"][0]["message"]["reasoning_content"] == "they are sad"
+
+
+def test_stream_chunks_reassemble_the_answer_and_end_with_finish_reason():
+    chunks = stream_chunks(ANSWER, "m", with_reasoning=False, piece_words=4)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == ANSWER.text
+    assert [c["choices"][0]["finish_reason"] for c in chunks][-2:] == [None, "stop"]
+    assert {c["id"] for c in chunks} == {chunks[0]["id"]}
+    assert all(c["rlff"]["weights_version"] == 7 for c in chunks)
+    assert not any("reasoning_content" in c["choices"][0]["delta"] for c in chunks)
+
+
+def test_models_body_lists_the_one_model():
+    assert models_body("rlff-x", 3)["data"][0]["id"] == "rlff-x"
+
+
+def test_checkpoint_paths_resolve_to_a_model_and_its_version(tmp_path):
+    from esc.config import RunConfig
+    from serve.service import CheckpointError, resolve_checkpoint
+
+    config = RunConfig()
+    published = tmp_path / "weights" / "v7"
+    published.mkdir(parents=True)
+    (published / "config.json").write_text("{}")
+    moved, version, weights = resolve_checkpoint(config, str(published))
+    assert (moved.counselor.model, version, weights) == (str(published), 7, None)
+
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    (sft / "config.json").write_text("{}")
+    assert resolve_checkpoint(config, str(sft))[1] == 0
+
+    step = tmp_path / "checkpoints" / "step-4"
+    step.mkdir(parents=True)
+    (step / "policy.safetensors").write_bytes(b"")
+    (step / "state.json").write_text(json.dumps({"version": 4, "updates": 4, "consumed": []}))
+    same, version, weights = resolve_checkpoint(config, str(step))
+    assert (same.counselor.model, version, weights) == (
+        config.counselor.model,
+        4,
+        step / "policy.safetensors",
+    )
+
+    with pytest.raises(CheckpointError, match="neither a model folder"):
+        resolve_checkpoint(config, str(tmp_path))
