@@ -59,10 +59,9 @@ class PrometheusSink:
 
         for name, key, value in scalars(metrics):
             if name not in self.gauges:
-                unit, meaning = self.meanings[name]
-                self.gauges[name] = Gauge(
-                    f"rlff_{name}", description=f"{meaning} ({unit})", tag_keys=("source", "key")
-                )
+                info = self.meanings[name]
+                description = f"{info.meaning} ({info.unit})"
+                self.gauges[name] = Gauge(f"rlff_{name}", description=description, tag_keys=("source", "key"))
             self.gauges[name].set(value, tags={"source": source, "key": key})
 
     def close(self) -> None:

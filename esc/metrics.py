@@ -12,10 +12,6 @@ import warnings
 from collections import Counter
 from typing import Any
 
-from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU
-from scipy.stats import spearmanr
-
 from esc.parsing import VERDICTS
 
 QUALITY_KEYS: tuple[str, ...] = ("bleu1", "bleu2", "bleu4", "rouge_l", "distinct1", "distinct2")
@@ -43,6 +39,8 @@ def bleu_n(hypotheses: list[str], references: list[str], n: int) -> float:
     _check_pairs(hypotheses, references)
     if n < 1:
         raise ValueError(f"BLEU n-gram order must be at least 1; got {n}.")
+    from sacrebleu.metrics import BLEU
+
     bleu = BLEU(max_ngram_order=n, tokenize="13a", lowercase=True, smooth_method="exp")
     return float(bleu.corpus_score(hypotheses, [references]).score)
 
@@ -50,6 +48,8 @@ def bleu_n(hypotheses: list[str], references: list[str], n: int) -> float:
 def rouge_l(hypotheses: list[str], references: list[str]) -> float:
     """Mean sentence-level ROUGE-L F1 (0-100), rouge_score tokenization with the Porter stemmer."""
     _check_pairs(hypotheses, references)
+    from rouge_score import rouge_scorer  # heavy (nltk); only reports need it, not every actor
+
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     scores = [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(hypotheses, references)]
     return 100.0 * sum(scores) / len(scores)
@@ -144,6 +144,8 @@ def _shares(items: list[str], keys: tuple[str, ...]) -> dict[str, float]:
 
 def _spearman(x: list[float], y: list[float]) -> tuple[float | None, float | None]:
     """Spearman rho and p-value, with None for whatever is undefined (constant input, n < 3)."""
+    from scipy.stats import spearmanr
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on constant input; we report None instead
         result = spearmanr(x, y)

@@ -76,6 +76,10 @@ class ActorSystem:
                 pids[name] = None
         return pids
 
+    def wait_ready(self) -> None:
+        """Block until every role actor has loaded its model."""
+        ray.get([h.ready.remote() for hs in self.roles().values() for h in hs], timeout=READY_TIMEOUT_S)
+
     def roles(self) -> dict[str, list]:
         return {
             "seeker": self.seeker,
@@ -102,9 +106,10 @@ def report_restarts(before: dict[str, int | None], after: dict[str, int | None])
     return lines, restarted
 
 
-def start_actors(config: RunConfig, staleness: int | None = None) -> ActorSystem:
-    """Start store, role actors and rollout workers; return when every model has loaded. With
-    `staleness` (the online loop) a StalenessGate applies admission control to the workers."""
+def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = True) -> ActorSystem:
+    """Start store, role actors and rollout workers; return when every model has loaded (with `wait`;
+    else at once, and `ActorSystem.wait_ready()` waits). With `staleness` (the online loop) a
+    StalenessGate applies admission control to the workers."""
     plain = config.model_dump()
     a = config.actors
     store = remote(ReplayStore, a.store).remote(str(config.store_dir()), config.store.capacity)
@@ -129,5 +134,6 @@ def start_actors(config: RunConfig, staleness: int | None = None) -> ActorSystem
         remote(RolloutWorker, a.rollout_worker).remote(plain, handles, store, f"worker-{i}", hub, system.gate)
         for i in range(config.rollout.num_workers)
     ]
-    ray.get([h.ready.remote() for hs in handles.values() for h in hs], timeout=READY_TIMEOUT_S)
+    if wait:
+        system.wait_ready()
     return system

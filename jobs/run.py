@@ -95,6 +95,11 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
             f"{config.run_dir()} already holds a learner checkpoint; continue it with"
             f" `rlff run --resume {config.run_dir()}` or start a new run with --set name=NEW"
         )
+    if config.counselor.backend != "hf":
+        raise UsageError(
+            f"rlff run needs counselor.backend hf: the {config.counselor.backend} backend cannot load the"
+            " weights the learner publishes yet (see docs/cluster.md)"
+        )
     config = config.absolute()
     rm_dir = reward_model_dir(config)
     contexts = [
@@ -107,8 +112,7 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     config.write_resolved()
     init_ray()
     started = time.perf_counter()
-    system = start_actors(config, staleness=staleness(config))
-    print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
+    system = start_actors(config, staleness=staleness(config), wait=False)
     loop_config = {
         "config": config.model_dump(),
         "store": system.store,
@@ -120,7 +124,9 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     trainer = _trainer(config, loop_config)
     outcome: dict[str, Any] = {}
     learner = threading.Thread(target=_fit, args=(trainer, outcome), daemon=True)
-    learner.start()
+    learner.start()  # Ray Train starts its workers while the actors load their models
+    system.wait_ready()
+    print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
     if config.serve.enabled:  # deployed while Ray Train starts its workers; it follows what is published
         start_endpoint(config, follow=True)
     evaluation = Evaluations(config, system)

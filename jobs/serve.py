@@ -28,9 +28,7 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def start_endpoint(config: RunConfig, checkpoint: str | None = None, follow: bool = False) -> str:
-    """Deploy the endpoint on the running Ray instance and print where it is; returns the base URL."""
-    from serve.deployment import deploy
+def check_checkpoint(config: RunConfig, checkpoint: str | None) -> None:
     from serve.service import CheckpointError, resolve_checkpoint
 
     if checkpoint is not None:
@@ -38,7 +36,12 @@ def start_endpoint(config: RunConfig, checkpoint: str | None = None, follow: boo
             resolve_checkpoint(config, checkpoint)
         except CheckpointError as error:
             raise UsageError(str(error)) from None
-    check_port_free(config.serve.host, config.serve.port)
+
+
+def start_endpoint(config: RunConfig, checkpoint: str | None = None, follow: bool = False) -> str:
+    """Deploy the endpoint on the running Ray instance and print where it is; returns the base URL."""
+    from serve.deployment import deploy
+
     started = time.perf_counter()
     url = deploy(config, checkpoint, follow)
     print(
@@ -51,6 +54,8 @@ def start_endpoint(config: RunConfig, checkpoint: str | None = None, follow: boo
 
 def run_serve(config: RunConfig, checkpoint: str | None, follow: bool) -> int:
     config = config.absolute()
+    check_checkpoint(config, checkpoint)
+    check_port_free(config.serve.host, config.serve.port)
     init_ray()
     start_endpoint(config, checkpoint, follow)
     stop = threading.Event()

@@ -1,7 +1,9 @@
 """The counselor behind the endpoint: the same `esc.roles.Counselor.respond` the actors use, on an hf
 backend, plus the weights it serves.
 
-Which weights: the config's base policy (version 0); or a fixed `checkpoint` (a published version
+It always runs the counselor's model on the hf backend (on the GPU Ray gives the replica, if any),
+whatever `counselor.backend` the rollouts use, because it swaps weights in place. Which weights: the
+config's base policy (version 0); or a fixed `checkpoint` (a published version
 folder `runs/<name>/weights/v<N>`, any model folder such as an SFT output, or a learner checkpoint
 `runs/<name>/checkpoints/step-<N>`); or, with `follow`, whatever the learner publishes next under
 `runs/<name>/weights` (polled every `serve.poll_s`). A new version is loaded between decode batches
@@ -53,6 +55,8 @@ class CounselorService:
         version, weights = 0, None
         if checkpoint is not None:
             config, version, weights = resolve_checkpoint(config, checkpoint)
+        if config.counselor.backend != "hf":  # the endpoint swaps weights in place, which hf does
+            config = build_config(config.model_dump(), ["counselor.backend=hf", "counselor.base_url=null"])
         self.config, self.follow = config, follow
         self.model_name = f"rlff-{config.name}"
         self.pool = BackendPool(seed=config.seed)

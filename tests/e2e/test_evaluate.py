@@ -97,7 +97,8 @@ def test_bad_policy_path_and_limit_are_one_line_errors(tmp_path):
 @pytest.mark.slow
 def test_evaluate_with_the_embedded_model(tmp_path):
     run = rlff(
-        "evaluate", "--config", "configs/local.yaml", "--set", "episode.max_turns=2", "--set",
+        "evaluate", "--config", "configs/local.yaml", "--set", "episode.max_turns=2",
+        "--set", "counselor.max_new_tokens=32", "--set", "seeker.max_new_tokens=24", "--set",
         f"runs_dir={tmp_path}", "--scenarios", "builtin", "--limit", "2",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

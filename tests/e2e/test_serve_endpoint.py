@@ -19,7 +19,7 @@ KEY = "test-key-123"
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
     port = free_port()
-    sets = [f"serve.port={port}", f"runs_dir={folder / 'runs'}", "counselor.max_new_tokens=48"]
+    sets = [f"serve.port={port}", f"runs_dir={folder / 'runs'}", "counselor.max_new_tokens=32"]
     log = folder / "serve.log"
     process = start_rlff(
         ["serve", "--config", "configs/local.yaml", *[a for s in sets for a in ("--set", s)]],

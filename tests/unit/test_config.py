@@ -23,10 +23,19 @@ def test_shipped_configs_validate(path):
     assert config.name in {"local", "gpu"}
 
 
-def test_gpu_config_uses_vllm_and_deepspeed():
+def test_gpu_config_places_every_role_on_gpus():
     config = load_config("configs/gpu.yaml")
-    assert config.counselor.backend == "vllm"
-    assert config.learner.strategy == "deepspeed"
+    assert (config.seeker.backend, config.judge.backend) == ("vllm", "vllm")
+    assert (
+        config.counselor.backend == "hf" and config.counselor.device == "cuda"
+    )  # it loads published weights
+    assert (config.learner.strategy, config.learner.zero_stage, config.learner.use_gpu) == (
+        "deepspeed",
+        2,
+        True,
+    )
+    assert all(getattr(config.actors, r).num_gpus >= 1 for r in ("seeker", "counselor", "judge"))
+    assert config.serve.enabled and config.serve.num_gpus == 1
 
 
 def test_overrides_are_typed():

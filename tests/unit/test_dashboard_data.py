@@ -74,3 +74,16 @@ def test_tensorboard_sink_counts_steps_per_tag(tmp_path):
 
 def test_plotly_is_served_from_the_installed_package():
     assert plotly_js().stat().st_size > 1_000_000
+
+
+def test_prometheus_sink_makes_one_described_gauge_per_metric():
+    from actors.metric_sinks import PrometheusSink
+    from actors.metrics_hub import METRICS
+
+    sink = PrometheusSink(METRICS)
+    sink.write("learner", {"reward_mean": 0.5, "staleness_hist": {"0": 2, "1": 1}}, 0.0)
+    sink.write("learner", {"reward_mean": 0.7}, 1.0)
+    assert sorted(sink.gauges) == ["reward_mean", "staleness_hist"]
+    info = sink.gauges["reward_mean"].info
+    assert info["name"] == "rlff_reward_mean"
+    assert info["description"].startswith(METRICS["reward_mean"].meaning)
