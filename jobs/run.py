@@ -2,7 +2,8 @@
 
 The driver starts the actor system, starts the learner (`jobs/learn.py`) in a Ray Train `TorchTrainer`
 on a background thread, and keeps every rollout worker busy with contexts from the dataset (cycling)
-until the learner finishes `learner.max_updates` or Ctrl-C. Ctrl-C is graceful: the gate stops
+until the learner finishes `learner.max_updates`, Ctrl-C, or a file `runs/<name>/STOP` appears (how
+a Ray job, which has no terminal, is ended gracefully). Ctrl-C and STOP are graceful: the gate stops
 admitting work, workers finish the groups they started, the learner finishes its update (and
 checkpoints on its schedule), the store is flushed and closed. A second Ctrl-C exits at once.
 `--resume runs/<name>` continues a run: its saved config, store, checkpoint and published weights.
@@ -110,6 +111,7 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     if config.serve.enabled:
         check_port_free(config.serve.host, config.serve.port)
     config.write_resolved()
+    (config.run_dir() / "STOP").unlink(missing_ok=True)  # left over from an earlier stop
     init_ray()
     started = time.perf_counter()
     system = start_actors(config, staleness=staleness(config), wait=False)
@@ -200,11 +202,17 @@ def _drive(
     counts. Ctrl-C stops the gate and waits for work in flight (a periodic evaluation included)."""
     feed = itertools.cycle(contexts)
     chunk = config.rollout.in_flight
+    stop_file = config.run_dir() / "STOP"  # how a run without a terminal (a Ray job) is ended gracefully
     pending: dict[Any, Any] = {}
     totals = {"stored": 0, "duplicate": 0, "skipped": 0, "stopped": 0}
     pids, restarts, stopping = system.pids(), 0, False
     while True:
         try:
+            if not stopping and stop_file.exists():
+                stop_file.unlink()
+                print(f"stopping: {stop_file} found; finishing work in flight", file=sys.stderr, flush=True)
+                stopping = True
+                ray.get(system.gate.stop.remote(), timeout=60)
             if not stopping and not learner.is_alive():
                 stopping = True
                 ray.get(system.gate.stop.remote(), timeout=60)

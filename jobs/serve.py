@@ -13,7 +13,6 @@ import time
 
 from esc.config import RunConfig
 from jobs import UsageError
-from jobs.launcher import init_ray
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -56,6 +55,8 @@ def run_serve(config: RunConfig, checkpoint: str | None, follow: bool) -> int:
     config = config.absolute()
     check_checkpoint(config, checkpoint)
     check_port_free(config.serve.host, config.serve.port)
+    from jobs.launcher import init_ray  # Ray loads only once the request is known to be good
+
     init_ray()
     start_endpoint(config, checkpoint, follow)
     stop = threading.Event()

@@ -1,0 +1,105 @@
+"""Collect the benchmark outputs of `bench/run_all.sh` into bench/results.json (one object per figure:
+name, value, unit, goal, met, machine, date, command) and the table in docs/benchmarks.md.
+
+    .venv/bin/python bench/results.py OUT_DIR DATE
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+COMMANDS = {
+    "batched_inference": ".venv/bin/python bench/batched_inference.py",
+    "async_vs_sync": ".venv/bin/python bench/async_vs_sync.py --updates 3",
+    "grpo_vs_trl": ".venv/bin/python bench/grpo_vs_trl.py --iterations 4",
+    "serving": ".venv/bin/python bench/serving.py",
+    "replay_store": ".venv/bin/python bench/replay_store.py",
+    "peak_memory": ".venv/bin/python bench/peak_memory.py make run",
+}
+
+
+def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
+    """(name, value, unit, goal, met) for one benchmark's output."""
+    name = raw["name"]
+    if name == "batched_inference":
+        unit = "x tokens/s, 8 concurrent vs sequential"
+        return [("batched_inference", raw["ratio"], unit, ">= 3", raw["ratio"] >= 3)]
+    if name == "async_vs_sync":
+        s = raw["speedup"]
+        return [("async_vs_sync", s, f"x faster to {raw['updates']} updates", ">= 1.3", s >= 1.3)]
+    if name == "grpo_vs_trl":
+        s, ours, trl = raw["speedup"], raw["ours"], raw["trl"]
+        speed = f"x faster ({ours['median_s']} vs {trl['median_s']} s/iteration)"
+        memory = round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 2)
+        rss = f"x peak RSS ({ours['peak_rss_mb']:.0f} vs {trl['peak_rss_mb']:.0f} MB)"
+        return [
+            ("grpo_iteration_vs_trl", s, speed, ">= 1.2", s >= 1.2),
+            ("grpo_peak_rss_ours_vs_trl", memory, rss, "reported", True),
+        ]
+    if name == "serving":
+        worst, ratio, errors = raw["publish_to_serve_max_s"], raw["throughput_ratio"], raw["errors"]
+        latency = f"s, worst of {len(raw['publish_to_serve_s'])} versions"
+        load = (
+            f"x requests/s vs 1 client (p50 {raw['many_clients_p50_s']} s,"
+            f" p99 {raw['many_clients_p99_s']} s, {errors} errors)"
+        )
+        return [
+            ("publish_to_serve_latency", worst, latency, "<= 2", worst <= 2),
+            ("serve_load_16_clients", ratio, load, ">= 3, 0 errors", ratio >= 3 and errors == 0),
+        ]
+    if name == "replay_store":
+        puts, p99 = raw["single_puts_per_s"], raw["sample_p99_ms"]
+        return [
+            ("replay_store_puts", puts, "durable puts/s, one at a time", ">= 5000", puts >= 5000),
+            (
+                "replay_store_sample_p99",
+                p99,
+                f"ms, sample at {raw['records_held']:,} records",
+                "<= 50",
+                p99 <= 50,
+            ),
+        ]
+    if name == "peak_memory":
+        pss = raw["peak_pss_gb"]
+        unit = (
+            f"GB PSS of `{raw['command']}` (RSS sum {raw['peak_rss_sum_gb']} GB,"
+            f" {raw['max_processes']} processes)"
+        )
+        return [("make_run_peak_memory", pss, unit, "<= 8", pss <= 8 and raw["exit_code"] == 0)]
+    raise ValueError(f"unknown benchmark output {name!r}")
+
+
+def main() -> None:
+    out, date = Path(sys.argv[1]), sys.argv[2]
+    rows = []
+    for path in sorted(out.glob("*.json")):
+        raw = json.loads(path.read_text())
+        for name, value, unit, goal, met in figures(raw):
+            rows.append(
+                {
+                    "name": name, "value": value, "unit": unit, "goal": goal, "met": met,
+                    "machine": raw.get("machine", ""), "date": date, "command": COMMANDS[raw["name"]],
+                }
+            )  # fmt: skip
+    (ROOT / "bench" / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = ["| benchmark | value | unit | goal | met | command |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        met = "yes" if r["met"] else "**no**"
+        table.append(f"| {r['name']} | {r['value']} | {r['unit']} | {r['goal']} | {met} | `{r['command']}` |")
+    machine = rows[0]["machine"] if rows else ""
+    block = "\n".join([BEGIN, f"Measured {date} on {machine}.", "", *table, END])
+    page = ROOT / "docs" / "benchmarks.md"
+    text = page.read_text()
+    start, stop = text.index(BEGIN), text.index(END) + len(END)
+    page.write_text(text[:start] + block + text[stop:])
+    for r in rows:
+        print(f"{r['name']:<28} {r['value']:>10}  {'met' if r['met'] else 'NOT met':<8} (goal {r['goal']})")
+
+
+if __name__ == "__main__":
+    main()
