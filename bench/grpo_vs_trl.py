@@ -128,6 +128,7 @@ def trl(iterations: int) -> list[float]:
         max_steps=iterations,
         use_vllm=False,
         use_cpu=True,
+        bf16=False,  # GRPOConfig turns bf16 on when left unset; on CPU that is autocast, far slower than fp32
         logging_steps=1000,
         save_strategy="no",
         report_to="none",

@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# Every benchmark of docs/benchmarks.md, one after another on this machine (about 30 minutes on 2 cores),
-# then bench/results.json and the table in docs/benchmarks.md. Each script's last line is its JSON.
+# Every benchmark of docs/benchmarks.md, one after another on this machine, then bench/results.json and
+# the table in docs/benchmarks.md. Each script's last line is its JSON. Not yet timed end to end: the
+# parts measured so far took about 12 minutes, plus async vs sync (about 10) and `make run` (about 11).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
-last() { tail -n 1; }
+OUT=${BENCH_OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+# run NAME COMMAND...: show the output, keep it in $OUT/NAME.log and its last line in $OUT/NAME.json
+run() { local name=$1; shift; "$@" | tee "$OUT/$name.log"; tail -n 1 "$OUT/$name.log" > "$OUT/$name.json"; }
 started=$(date +%s)
-echo "== peak memory of make run (trains the reward model on first use)"
-$PY bench/peak_memory.py make run | tee /dev/stderr | last > "$OUT/peak_memory.json"
-echo "== async vs sync"
-$PY bench/async_vs_sync.py --updates 3 | tee /dev/stderr | last > "$OUT/async_vs_sync.json"
-echo "== our GRPO iteration vs TRL GRPOTrainer"
-$PY bench/grpo_vs_trl.py --iterations 4 | tee /dev/stderr | last > "$OUT/grpo_vs_trl.json"
 echo "== serving: publish -> serve latency, 16 clients vs 1"
-$PY bench/serving.py | tee /dev/stderr | last > "$OUT/serving.json"
+run serving $PY bench/serving.py
+echo "== our GRPO iteration vs TRL GRPOTrainer"
+run grpo_vs_trl $PY bench/grpo_vs_trl.py --iterations 4
 echo "== batched actor inference"
-$PY bench/batched_inference.py | tee /dev/stderr | last > "$OUT/batched_inference.json"
+run batched_inference $PY bench/batched_inference.py
 echo "== replay store"
-$PY bench/replay_store.py | tee /dev/stderr | last > "$OUT/replay_store.json"
+run replay_store $PY bench/replay_store.py
+echo "== async vs sync (needs the reward model make run trains; train it first if missing)"
+test -f runs/local/reward_model/reward_model.json || \
+    .venv/bin/rlff train --stage rm --config configs/local.yaml --set reward_model.data=esconv:${ESCONV:-../shared/data/esconv}
+run async_vs_sync $PY bench/async_vs_sync.py --updates 3
+echo "== peak memory of make run"
+run peak_memory $PY bench/peak_memory.py make run
 $PY bench/results.py "$OUT" "$(date -u +%Y-%m-%d)"
 echo "all benchmarks took $(( ($(date +%s) - started) / 60 )) min; bench/results.json and docs/benchmarks.md updated"

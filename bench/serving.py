@@ -5,7 +5,7 @@
 2. load: the same bounded set of requests from 1 client and from 16 concurrent clients (loopback):
    throughput ratio, p50/p99 latency under load, error count.
 
-    .venv/bin/python bench/serving.py [--versions 5] [--requests 48] [--clients 16] [--tokens 16]
+    .venv/bin/python bench/serving.py [--versions 5] [--requests 16] [--clients 16] [--tokens 64] [--batch 16]
 """
 
 from __future__ import annotations
@@ -88,14 +88,16 @@ async def load(url: str, requests: int, clients: int, tokens: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--versions", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=64, help="max_tokens: local.yaml's counselor budget")
+    parser.add_argument("--batch", type=int, default=16, help="serve.max_batch_size and the backend's batch")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="rlff-bench-serve-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     sets = [f"serve.port={port}", f"runs_dir={folder}", "name=bench", "serve.poll_s=0.2"]
+    sets += [f"serve.max_batch_size={args.batch}", f"counselor.max_batch_size={args.batch}"]
     log = folder / "serve.log"
     process = start_rlff(
         ["serve", "--config", "configs/local.yaml", "--follow", *[a for s in sets for a in ("--set", s)]], log
@@ -118,6 +120,7 @@ def main() -> None:
         "requests": args.requests,
         "clients": args.clients,
         "max_tokens": args.tokens,
+        "batch": args.batch,
         "one_client_requests_per_s": round(single["requests_per_s"], 3),
         "many_clients_requests_per_s": round(many["requests_per_s"], 3),
         "throughput_ratio": round(ratio, 2),
