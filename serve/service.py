@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from esc.backends import BackendError, BackendPool
+from esc.backends import BackendPool
 from esc.config import RunConfig, build_config
 from esc.roles import Counselor
 from esc.weights import latest
@@ -57,19 +57,17 @@ class CounselorService:
             config, version, weights = resolve_checkpoint(config, checkpoint)
         if config.counselor.backend != "hf":  # the endpoint swaps weights in place, which hf does
             config = build_config(config.model_dump(), ["counselor.backend=hf", "counselor.base_url=null"])
-        self.config, self.follow = config, follow
+        self.config = config
         self.model_name = f"rlff-{config.name}"
         self.pool = BackendPool(seed=config.seed)
         self.counselor = Counselor.from_config(config, self.pool)
         self.backend = self.counselor.backend
-        if not hasattr(self.backend, "load_weights"):
-            raise BackendError(f"serving needs the hf counselor backend, not '{self.backend.name}'")
         if weights is not None:
             self.backend.load_weights(version, str(weights))
         self.backend.weights_version = version
         self.weights_dir = config.weights_dir()
         if follow:
-            self.check_for_weights_sync()
+            self.load_newer()  # start on the newest version, then keep up with the learner
             self.start_following()
 
     @property
@@ -85,7 +83,7 @@ class CounselorService:
             return None
         return found
 
-    def check_for_weights_sync(self) -> int:
+    def load_newer(self) -> int:
         """Load the newest published version if it is newer than the one served; returns the version."""
         found = self._newer()
         if found is not None:
@@ -100,7 +98,7 @@ class CounselorService:
             while True:
                 try:
                     before = self.weights_version
-                    if self.check_for_weights_sync() != before:
+                    if self.load_newer() != before:
                         log.info("serving weights version %d", self.weights_version)
                 except (OSError, RuntimeError, ValueError) as error:  # e.g. a run folder being deleted
                     log.warning("could not load newer weights: %s", error)
