@@ -1,8 +1,10 @@
 """One GRPO iteration, ours vs TRL's `GRPOTrainer` (no vLLM), on this CPU: same model (SmolLM2-135M,
 fp32), same counselor prompts and chat template, same rule-based reward, 1 prompt x G=4 completions
 per iteration, at most 64 new tokens, temperature 1, no KL term. An iteration is generate -> reward ->
-advantages -> loss -> optimizer step. Each side runs in its own process (for its own peak RSS); the
-first iteration is a warm-up and the median of the rest is reported.
+advantages -> loss -> optimizer step. Ours runs as the system does: the rollout actors' decoding (the
+group's prompt prefilled once, through the prefix cache) and the learner's update (the prompt's
+forward shared by the group, fused AdamW). Each side runs in its own process (for its own peak RSS);
+the first iteration is a warm-up and the median of the rest is reported.
 
     .venv/bin/python bench/grpo_vs_trl.py [--iterations 4]
     .venv/bin/python bench/grpo_vs_trl.py --side ours|trl   (one side; prints its JSON)
@@ -50,12 +52,14 @@ def peak_rss_mb() -> float:
 def ours(iterations: int) -> list[float]:
     from esc.backends.base import SamplingParams
     from esc.backends.hf_decode import CausalLM
+    from esc.backends.prefix_cache import PrefixCache
     from esc.config import LearnerConfig
     from esc.models import load_model
     from learner.loop import Learner
+    from learner.policy import candidate
 
     model, tokenizer = load_model("smollm2-135m")
-    lm = CausalLM(model, tokenizer)
+    lm = CausalLM(model, tokenizer, PrefixCache())  # as in the rollout actors' hf backend
     learner = Learner(
         LearnerConfig(lr=LR, format_weight=1.0, safety_weight=0.0, max_tokens=512),
         model,
@@ -76,16 +80,7 @@ def ours(iterations: int) -> list[float]:
         record = {
             "id": str(step),
             "context": [{"role": "seeker", "text": SITUATIONS[step % len(SITUATIONS)]}],
-            "candidates": [
-                {
-                    "text": o.text,
-                    "raw": o.text,
-                    "prompt_ids": list(o.prompt_ids),
-                    "token_ids": list(o.token_ids),
-                    "token_logprobs": list(o.token_logprobs),
-                }
-                for o in outs
-            ],
+            "candidates": [candidate(o) for o in outs],
             "policy_version": learner.version,
         }
         learner.update(lambda n, r=record: [r], lambda version, state: None, 1)

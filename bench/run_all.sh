@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark of docs/benchmarks.md, one after another on this machine, then bench/results.json and
-# the table in docs/benchmarks.md. Each script's last line is its JSON. Not yet timed end to end: the
-# parts measured so far took about 12 minutes, plus async vs sync (about 10) and `make run` (about 11).
+# the table in docs/benchmarks.md. Each script's last line is its JSON. It prints its own wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

@@ -47,6 +47,9 @@ class RoleConfig(_Section):
     max_new_tokens: int = Field(96, gt=0, le=4096, description="Generation budget per reply, in tokens.")
     max_batch_size: int = Field(8, gt=0, le=512, description="Most requests the backend batches together.")
     max_wait_ms: float = Field(15.0, ge=0.0, le=1000.0, description="How long a batch waits to fill up.")
+    prefix_cache_tokens: int = Field(
+        4096, ge=0, description="Prompt-prefix KV the hf backend keeps for reuse, in tokens; 0 turns it off."
+    )
     timeout_s: float = Field(120.0, gt=0.0, description="Per-request timeout (openai backend).")
     max_retries: int = Field(3, ge=0, le=10, description="Retries with backoff on transient errors (openai).")
 
@@ -162,7 +165,7 @@ class ActorConfig(_Section):
     max_restarts: int = Field(3, ge=-1, description="Restarts after a crash (-1: unlimited).")
     max_concurrency: int = Field(64, gt=0, description="Requests one replica serves at once.")
     torch_threads: int | None = Field(
-        None, gt=0, description="torch threads inside the actor; None: torch's choice."
+        None, gt=0, description="torch threads inside the actor; None: Ray's, one per reserved CPU (min 1)."
     )
 
 
@@ -303,6 +306,9 @@ class ServeConfig(_Section):
         0.0, ge=0.0, description="CPUs Ray reserves per replica (0 shares a small machine)."
     )
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs Ray reserves per replica.")
+    torch_threads: int | None = Field(
+        None, gt=0, description="torch threads per replica; None: one per CPU of the machine."
+    )
     max_ongoing_requests: int = Field(32, gt=0, description="Requests one replica holds at once.")
     max_batch_size: int = Field(8, gt=0, le=256, description="Most requests one @serve.batch call answers.")
     batch_wait_ms: float = Field(10.0, ge=0.0, le=1000.0, description="How long a batch waits to fill up.")

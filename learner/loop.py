@@ -23,7 +23,7 @@ from esc.schemas import Turn
 from learner.lora import policy_state
 from learner.losses import format_reward, group_advantages, kl_k3, policy_loss, safety_penalty
 from learner.policy import build_rows, completion_logprobs, trainable
-from learner.strategy import TorchStep
+from learner.strategy import TorchStep, adamw
 
 Sample = Callable[[int], list[dict[str, Any]]]
 Publish = Callable[[int, dict[str, torch.Tensor]], None]
@@ -67,7 +67,7 @@ class Learner:
         self.version = version
         self.consumed: list[str] = []
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        self.optimizer = adamw(params, config.lr)
         self.engine = engine or TorchStep(model, self.optimizer, config.max_grad_norm)
 
     def update(self, sample: Sample, publish: Publish, groups_wanted: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import asyncio
 import os
 from typing import Any
 
+import torch
 from ray import serve
 
 from actors.common import actor_setup
@@ -29,6 +30,9 @@ APP_NAME = "rlff"
 class CounselorEndpoint:
     def __init__(self, config: dict[str, Any], checkpoint: str | None, follow: bool):
         run = actor_setup(config, "counselor")
+        # Ray gives a replica reserving under 2 CPUs one thread; batched decoding wants the cores (set
+        # before the backend is built: it applies this count in the threads that decode)
+        torch.set_num_threads(run.serve.torch_threads or os.cpu_count() or 1)
         self.service = CounselorService(run, checkpoint=checkpoint, follow=follow)
         self.config, self.model_name = self.service.config, self.service.model_name
         self.api_key = os.environ.get(run.serve.api_key_env) or None

@@ -19,6 +19,7 @@ import torch
 
 from esc.backends.base import BackendError, Generation, Message, SamplingParams
 from esc.backends.hf_decode import CausalLM
+from esc.backends.prefix_cache import PrefixCache
 from esc.models import load_model
 
 
@@ -36,13 +37,24 @@ class HFBackend:
     name = "hf"
     supports_logprobs = True
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 8, max_wait_ms: float = 15.0):
-        self.lm = CausalLM(model, tokenizer)
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_batch_size: int = 8,
+        max_wait_ms: float = 15.0,
+        prefix_cache_tokens: int = 4096,
+    ):
+        cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
+        self.lm = CausalLM(model, tokenizer, cache)
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_positions = getattr(model.config, "max_position_embeddings", 2048)
         self._model_lock = threading.Lock()  # one batch at a time; torch already uses every core
+        # OpenMP's thread count is per thread: batches run in worker threads, which would otherwise get
+        # OMP_NUM_THREADS (1 in a Ray actor reserving under 2 CPUs) whatever the actor set
+        self.torch_threads = torch.get_num_threads()
         self.weights_version = 0  # 0 = the weights it was built with; load_weights moves it
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -62,7 +74,13 @@ class HFBackend:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tokenizer = load_model(role_config.model, device=device, dtype=role_config.dtype, seed=seed)
-        return cls(model, tokenizer, role_config.max_batch_size, role_config.max_wait_ms)
+        return cls(
+            model,
+            tokenizer,
+            role_config.max_batch_size,
+            role_config.max_wait_ms,
+            role_config.prefix_cache_tokens,
+        )
 
     def encode_prompt(self, messages: list[Message], prefill: str = "") -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -151,6 +169,7 @@ class HFBackend:
     def generate_batch(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Generation]:
         """Decode a batch synchronously. prompts: token ids per row; returns one Generation per row."""
         with self._model_lock:
+            torch.set_num_threads(self.torch_threads)
             started = time.perf_counter()
             results = [
                 replace(g, weights_version=self.weights_version) for g in self.lm.decode(prompts, params)
@@ -162,6 +181,7 @@ class HFBackend:
 
     def score_batch(self, prompts: list[list[int]], tails: list[list[list[int]]]) -> list[list[float]]:
         with self._model_lock:
+            torch.set_num_threads(self.torch_threads)
             started = time.perf_counter()
             results = self.lm.score(prompts, tails)
             self.stats["score_s"] += time.perf_counter() - started
@@ -176,6 +196,8 @@ class HFBackend:
 
         with self._model_lock:
             load_into(self.model, path)
+            if self.lm.prefix_cache is not None:  # its entries were computed by the old weights
+                self.lm.prefix_cache.entries.clear()
             self.weights_version = version
 
     def report(self) -> dict[str, float]:
@@ -185,6 +207,7 @@ class HFBackend:
             **{k: round(v, 2) for k, v in self.stats.items()},
             "decode_batches": len(sizes),
             "mean_decode_batch": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+            "prefix_reused_tokens": self.lm.prefix_cache.reused_tokens if self.lm.prefix_cache else 0,
         }
 
     def score_continuations(self, messages: list[Message], continuations: list[str]) -> list[float]:

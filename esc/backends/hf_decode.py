@@ -3,6 +3,10 @@
 Prompts are left-padded so every row's last real token sits in the last column; position ids come
 from the attention mask so padding never shifts positions. Decoding is our own KV-cached loop rather
 than `model.generate`, because each row keeps its own sampling params and its own seeded RNG.
+
+With a `PrefixCache`, the prompts' common start is not prefilled per row: its KV comes from the cache
+(computed once, at batch 1) and is repeated over the rows; only the rest of each prompt is prefilled,
+left-padded after the shared part, so the padding sits between the prefix and each row's own tokens.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from typing import Any
 import torch
 
 from esc.backends.base import Generation, SamplingParams
+from esc.backends.prefix_cache import PrefixCache, shared_length
 
 
 class CausalLM:
     """A model and tokenizer plus what batched decoding needs to know about them."""
 
-    def __init__(self, model: Any, tokenizer: Any):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model: Any, tokenizer: Any, prefix_cache: PrefixCache | None = None):
+        self.model, self.tokenizer, self.prefix_cache = model, tokenizer, prefix_cache
         self.device = next(model.parameters()).device
         self.pad = tokenizer.pad_token_id
         eos = model.generation_config.eos_token_id
@@ -48,21 +53,50 @@ class CausalLM:
         )
         return out.logits, getattr(out, self.cache_kw)
 
+    def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Last-position logits, KV cache, attention mask and positions after reading every prompt."""
+        cached = self.prefix_cache
+        shared = min(shared_length(prompts[0], p) for p in prompts)
+        shared = min(shared, min(map(len, prompts)) - 1)  # every row keeps a token of its own to read
+        if cached is None or shared < cached.min_tokens:
+            ids, mask, positions = self._left_pad(prompts)
+            logits, cache = self._forward(ids, mask, positions)
+            return logits, cache, mask, positions
+        cache = self._prefix_kv(tuple(prompts[0][:shared]))
+        cache.batch_repeat_interleave(len(prompts))
+        ids, own_mask, own_positions = self._left_pad([p[shared:] for p in prompts])
+        ones = torch.ones((len(prompts), shared), dtype=own_mask.dtype, device=self.device)
+        mask, positions = torch.cat([ones, own_mask], dim=1), own_positions + shared
+        logits, cache = self._forward(ids, mask, positions, cache)
+        return logits, cache, mask, positions
+
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> Any:
+        """A private batch-1 KV cache of `prefix`: the cached part copied, the rest computed (and kept)."""
+        cached = self.prefix_cache
+        cached.check_weights(self.model)
+        cache, done = cached.closest(prefix)
+        if done < len(prefix):
+            ids = torch.tensor([prefix[done:]], device=self.device)
+            mask = torch.ones((1, len(prefix)), dtype=torch.long, device=self.device)
+            positions = torch.arange(done, len(prefix), device=self.device).unsqueeze(0)
+            cache = self._forward(ids, mask, positions, cache)[1]
+            cached.put(prefix, cache)
+        return cache
+
     @torch.inference_mode()
     def decode(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Generation]:
         """Generate one reply per prompt (token ids), each under its own SamplingParams."""
         rows = len(prompts)
-        step_ids, mask, positions = self._left_pad(prompts)
-        step_pos = positions
+        logits, cache, mask, positions = self._prefill(prompts)
+        step_pos = positions[:, -1:]
         generators = [torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in params]
         out_ids: list[list[int]] = [[] for _ in range(rows)]
         sampled: list[list[int]] = [[] for _ in range(rows)]  # out_ids plus a final end-of-turn token
         sampled_lp: list[list[float]] = [[] for _ in range(rows)]
         finish, texts = [""] * rows, [""] * rows
         stops: list[str | None] = [None] * rows
-        cache = None
-        for _ in range(max(p.max_new_tokens for p in params)):
-            logits, cache = self._forward(step_ids, mask, step_pos, cache)
+        budget = max(p.max_new_tokens for p in params)
+        for step in range(budget):
             logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
             next_ids = []
             for i in range(rows):
@@ -84,11 +118,12 @@ class CausalLM:
                         continue
                 if len(out_ids[i]) >= params[i].max_new_tokens:
                     finish[i] = "length"
-            if all(finish):
+            if all(finish) or step == budget - 1:
                 break
             step_ids = torch.tensor(next_ids, device=self.device).unsqueeze(1)
             mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=self.device)], dim=1)
-            step_pos = step_pos[:, -1:] + 1
+            step_pos = step_pos + 1
+            logits, cache = self._forward(step_ids, mask, step_pos, cache)
         return [
             Generation(
                 params[i].prefill + (texts[i] or self.tokenizer.decode(out_ids[i], skip_special_tokens=True)),
@@ -110,8 +145,7 @@ class CausalLM:
         One forward pass over the left-padded prompts gives every tail's first token; the prompts'
         KV cache is then gathered once per multi-token tail for a second, short pass.
         """
-        ids, mask, positions = self._left_pad(prompts)
-        logits, cache = self._forward(ids, mask, positions)
+        logits, cache, mask, positions = self._prefill(prompts)
         first = torch.log_softmax(logits[:, -1].float(), dim=-1)
         scores = [[float(first[b, t[0]]) for t in row] for b, row in enumerate(tails)]
         pairs = [(b, j) for b, row in enumerate(tails) for j, t in enumerate(row) if len(t) > 1]

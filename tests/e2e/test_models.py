@@ -1,6 +1,7 @@
 """Model loading and the hf backend with real models (tiny-random, and the embedded SmolLM2)."""
 
 import asyncio
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ from conftest import REPO
 from esc import models
 from esc.backends.base import SamplingParams
 from esc.backends.hf import HFBackend
+from esc.backends.hf_decode import CausalLM
+from esc.backends.prefix_cache import PrefixCache
 from esc.models import ModelNotFoundError, load_model
 
 CHAT = [{"role": "user", "content": "I feel lonely since I moved."}]
@@ -83,6 +86,48 @@ def test_continuation_logprobs_match_a_manual_forward(tiny, labels):
         manual = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(tail))
         assert score == pytest.approx(manual, abs=1e-4)
     assert len(set(scores)) == len(scores)
+
+
+SYSTEM = {"role": "system", "content": "You are a calm, warm counselor who listens before advising. " * 3}
+
+
+def test_prefix_cache_changes_no_token_and_no_logprob(tiny):
+    plain = CausalLM(tiny.model, tiny.tokenizer)
+    cached = CausalLM(tiny.model, tiny.tokenizer, PrefixCache())
+    texts = ("I feel lonely.", "Work is too much and I cannot sleep at night.", "Hi")
+    prompts = [tiny.encode_prompt([SYSTEM, {"role": "user", "content": t}]) for t in texts]
+    shared = min(len(os.path.commonprefix([prompts[0], p])) for p in prompts)
+    greedy = [SamplingParams(temperature=0.0, max_new_tokens=8)] * 3
+    expected = plain.decode(prompts, greedy)
+    for _ in range(2):  # the first call fills the cache, the second reads the system prompt from it
+        got = cached.decode(prompts, greedy)
+        assert [g.token_ids for g in got] == [g.token_ids for g in expected]
+        for g, e in zip(got, expected, strict=True):
+            assert g.token_logprobs == pytest.approx(e.token_logprobs, abs=1e-4)
+    assert cached.prefix_cache.reused_tokens >= shared > 30
+    for prompt, want in zip(prompts, expected, strict=True):  # one by one: entries cropped to the system part
+        assert cached.decode([prompt], greedy[:1])[0].token_ids == want.token_ids
+    group = [SamplingParams(temperature=1.0, max_new_tokens=8, seed=s) for s in range(4)]  # a GRPO group
+    assert [g.token_ids for g in cached.decode([prompts[1]] * 4, group)] == [
+        g.token_ids for g in plain.decode([prompts[1]] * 4, group)
+    ]
+    tails = [[[5, 6, 7], [8]]] * 3
+    for got_row, want_row in zip(cached.score(prompts, tails), plain.score(prompts, tails), strict=True):
+        assert got_row == pytest.approx(want_row, abs=1e-4)
+
+
+def test_prefix_cache_forgets_entries_when_the_weights_change():
+    model, tokenizer = load_model("tiny-random", seed=5)
+    plain, cached = CausalLM(model, tokenizer), CausalLM(model, tokenizer, PrefixCache())
+    prompt = tokenizer.apply_chat_template([SYSTEM, *CHAT], tokenize=False, add_generation_prompt=True)
+    ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    greedy = [SamplingParams(temperature=0.0, max_new_tokens=6)]
+    cached.decode(ids, greedy)
+    with torch.no_grad():  # what an optimizer step does: in-place writes to the parameters
+        for parameter in model.parameters():
+            parameter.mul_(1.5)
+    after = cached.decode(ids, greedy)[0]
+    assert after.token_logprobs == pytest.approx(plain.decode(ids, greedy)[0].token_logprobs, abs=1e-4)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from esc.backends.hf_decode import CausalLM
 from esc.config import LearnerConfig
 from esc.models import load_model
 from learner.loop import Learner
-from learner.policy import build_rows, completion_logprobs
+from learner.policy import build_rows, candidate, completion_logprobs
 
 pytestmark = pytest.mark.gpu
 
@@ -21,16 +21,7 @@ pytestmark = pytest.mark.gpu
 def _groups(lm: CausalLM, prompt: list[int]) -> list[dict]:
     params = [SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=i) for i in range(4)]
     outs = lm.decode([prompt] * 4, params)
-    candidates = [
-        {
-            "text": o.text,
-            "raw": o.text,
-            "prompt_ids": list(o.prompt_ids),
-            "token_ids": list(o.token_ids),
-            "token_logprobs": list(o.token_logprobs),
-        }
-        for o in outs
-    ]
+    candidates = [candidate(o) for o in outs]
     return [
         {
             "id": "g",

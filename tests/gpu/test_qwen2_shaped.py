@@ -16,6 +16,7 @@ from esc.backends.hf_decode import CausalLM
 from esc.config import LearnerConfig
 from esc.models import load_tokenizer
 from learner.loop import Learner
+from learner.policy import candidate
 
 pytestmark = pytest.mark.gpu
 BATCH, NEW_TOKENS = 16, 64
@@ -87,13 +88,9 @@ def test_learner_step_on_gpu(qwen2):
     record = {
         "id": "g",
         "context": [{"role": "seeker", "text": "Work has been overwhelming lately."}],
-        "candidates": [
-            {"text": o.text, "raw": o.text, "prompt_ids": list(o.prompt_ids), "token_ids": list(o.token_ids),
-             "token_logprobs": list(o.token_logprobs)}
-            for o in outs
-        ],
+        "candidates": [candidate(o) for o in outs],
         "policy_version": 0,
-    }  # fmt: skip
+    }
     rewards = [float(i % 2) for i in range(8)]
     config = LearnerConfig(lr=1e-5, format_weight=0.0, safety_weight=0.0, use_gpu=True, max_tokens=512)
     learner = Learner(config, model, tokenizer.pad_token_id, lambda c, a, i: rewards)

@@ -16,6 +16,7 @@ from esc.parsing import parse_counselor
 from esc.prompts import counselor_messages
 from esc.schemas import Turn
 from learner.loop import Learner
+from learner.policy import candidate
 
 pytestmark = pytest.mark.slow
 
@@ -60,16 +61,7 @@ def test_mean_reward_rises_with_a_fixed_seed():
                 for i in range(GROUP)
             ]
             outs = lm.decode([prompt] * GROUP, params)
-            candidates = [
-                {
-                    "text": parse_counselor(o.text).answer,
-                    "raw": o.text,
-                    "prompt_ids": list(o.prompt_ids),
-                    "token_ids": list(o.token_ids),
-                    "token_logprobs": list(o.token_logprobs),
-                }
-                for o in outs
-            ]
+            candidates = [candidate(o, parse_counselor(o.text).answer) for o in outs]
             context = [t.model_dump() for t in context]
             records.append(
                 {
