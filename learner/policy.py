@@ -135,7 +135,7 @@ def completion_logprobs(model: torch.nn.Module, rows: TokenRows, share_prefix: b
     cache = getattr(head, cache_kw)
     cache.batch_repeat_interleave(len(rows))
     own = rows.attention.sum(1) - shared  # each row's tokens after the shared part
-    width = int(own.max())
+    width = max(int(own.max()), cols + 1)  # a micro-batch's completions may all be shorter than C
     ids = rows.ids[:, -width:]  # rows are left-padded: each row's own tokens are its last columns
     attention = (torch.arange(width) >= width - own.view(-1, 1)).to(rows.attention.dtype)
     ones = torch.ones((len(rows), shared), dtype=attention.dtype)

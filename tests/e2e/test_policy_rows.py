@@ -48,6 +48,14 @@ def test_shared_prefix_pass_matches_the_plain_pass(model, groups):
         assert torch.allclose(shared_grads[name], grad, atol=1e-5, rtol=1e-4), name
 
 
+def test_a_micro_batch_whose_completions_are_all_shorter_than_the_batch_widest(model):
+    groups = [_group(PROMPT, [list(range(5, 25))]), _group(PROMPT + [50], [[5, 6], [7]])]
+    part = build_rows(groups, max_tokens=512, pad_id=0).select(slice(1, 3))  # the learner's micro-batching
+    mask = part.completion_mask.bool()
+    plain = completion_logprobs(model, part, share_prefix=False)
+    assert torch.allclose(completion_logprobs(model, part, share_prefix=True)[mask], plain[mask], atol=1e-5)
+
+
 def test_rows_without_a_long_shared_start_take_the_plain_pass(model):
     rows = build_rows([_group([1, 2, 3], [[4, 5]]) + _group([9, 2, 3], [[6]])], max_tokens=512, pad_id=0)
     shared = completion_logprobs(model, rows, share_prefix=True)
