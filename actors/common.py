@@ -1,7 +1,8 @@
-"""What every role actor does on start-up: read its config, size torch's thread pool."""
+"""What every role actor does on start-up: read its config, size torch's thread pool, set its priority."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -9,13 +10,16 @@ from esc.config import RunConfig
 
 
 def actor_setup(config: dict[str, Any], role: str) -> RunConfig:
-    """Validate the run config an actor was given (a plain dict) and apply its torch threads."""
+    """Validate the run config an actor was given (a plain dict), apply its torch threads and lower its
+    CPU priority by `actors.<role>.nice` (on a small machine the learner then wins contended cores)."""
     run = RunConfig.model_validate(config)
-    threads = getattr(run.actors, role).torch_threads
-    if threads:
+    actor = getattr(run.actors, role)
+    if actor.torch_threads:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(actor.torch_threads)
+    if actor.nice:
+        os.nice(actor.nice)  # raising niceness needs no privilege; Ray starts workers at 15, capped at 19
     return run
 
 

@@ -56,6 +56,7 @@ def run(mode: str, updates: int, reward_model: Path, folder: Path) -> dict:
         "mode": mode,
         "command_wall_s": round(wall, 1),
         "to_n_updates_s": round(learner[-1]["time"] - events[0]["time"], 1),
+        "update_times_s": [round(e["time"] - events[0]["time"], 1) for e in learner],
         "updates": len(learner),
         "stage_totals_s": {k: round(v, 1) for k, v in stages.items()},
         "staleness": [e.get("staleness_hist") for e in learner],
@@ -80,6 +81,7 @@ def main() -> None:
             f"{mode:>5}: {r['to_n_updates_s']} s to {r['updates']} updates ({r['command_wall_s']} s command)"
         )
         print("       " + ", ".join(f"{k} {v}" for k, v in r["stage_totals_s"].items()))
+        print(f"       updates at {r['update_times_s']} s")
     print(f"async is {ratio:.2f}x faster to {args.updates} updates")
     print(
         json.dumps(

@@ -29,15 +29,20 @@ def tree(root: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def sample(processes: list[psutil.Process]) -> tuple[int, int, int]:
+def sample(processes: list[psutil.Process]) -> tuple[int, int, int, list[tuple[str, int]]]:
+    """Summed RSS and PSS, how many processes, and (process, PSS) for each."""
     rss = pss = count = 0
+    each = []
     for p in processes:
         try:
             info = p.memory_full_info()
+            label = (p.cmdline() or [p.name()])[0].rsplit("/", 1)[-1][:40]
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        rss, pss, count = rss + info.rss, pss + getattr(info, "pss", info.rss), count + 1
-    return rss, pss, count
+        own = getattr(info, "pss", info.rss)
+        rss, pss, count = rss + info.rss, pss + own, count + 1
+        each.append((label, own))
+    return rss, pss, count, each
 
 
 def main() -> None:
@@ -48,14 +53,20 @@ def main() -> None:
     child = subprocess.Popen(args.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = psutil.Process(child.pid)
     peak_rss = peak_pss = most = 0
+    at_peak: list[tuple[str, int]] = []
     while child.poll() is None:
-        rss, pss, count = sample(tree(root))
+        rss, pss, count, each = sample(tree(root))
+        if pss > peak_pss:
+            at_peak = sorted(each, key=lambda e: -e[1])
         peak_rss, peak_pss, most = max(peak_rss, rss), max(peak_pss, pss), max(most, count)
         time.sleep(0.5)  # a sampling interval
     seconds = time.perf_counter() - started
     gb = 2**30
     print(f"`{' '.join(args.command)}` exited {child.returncode} after {seconds:.0f} s")
     print(f"peak PSS {peak_pss / gb:.2f} GB, peak RSS sum {peak_rss / gb:.2f} GB, up to {most} processes")
+    print("at the peak, by PSS:")
+    for label, own in at_peak[:12]:
+        print(f"  {own / gb:6.2f} GB  {label}")
     print(
         json.dumps(
             {
@@ -68,6 +79,9 @@ def main() -> None:
                 "peak_pss_gb": round(peak_pss / gb, 2),
                 "peak_rss_sum_gb": round(peak_rss / gb, 2),
                 "max_processes": most,
+                "largest_at_peak_gb": {
+                    f"{i}:{label}": round(own / gb, 2) for i, (label, own) in enumerate(at_peak[:8])
+                },
             }
         )
     )

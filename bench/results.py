@@ -20,6 +20,7 @@ COMMANDS = {
     "serving": ".venv/bin/python bench/serving.py",
     "replay_store": ".venv/bin/python bench/replay_store.py",
     "peak_memory": ".venv/bin/python bench/peak_memory.py make run",
+    "run_all": "bash bench/run_all.sh",
 }
 
 
@@ -72,6 +73,9 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
             f" {raw['max_processes']} processes)"
         )
         return [("make_run_peak_memory", pss, unit, "<= 8", pss <= 8 and raw["exit_code"] == 0)]
+    if name == "run_all":
+        minutes = raw["minutes"]
+        return [("run_all_wall_time", minutes, "minutes for all of the above", "<= 30", minutes <= 30)]
     raise ValueError(f"unknown benchmark output {name!r}")
 
 

@@ -167,6 +167,12 @@ class ActorConfig(_Section):
     torch_threads: int | None = Field(
         None, gt=0, description="torch threads inside the actor; None: Ray's, one per reserved CPU (min 1)."
     )
+    nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Added to the actor's niceness: CPU the learner's critical path needs comes first.",
+    )
 
 
 class ActorsConfig(_Section):

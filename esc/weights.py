@@ -7,13 +7,17 @@ a half-written version. Version 0 is the base model and is never published.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
-from safetensors.torch import load, load_file, save, save_file
+from safetensors import safe_open
+from safetensors.torch import load, save
 
 
 def publish(
@@ -31,7 +35,7 @@ def publish(
     final = directory / f"v{version}"
     partial = directory / f".v{version}.partial"
     partial.mkdir(parents=True, exist_ok=True)
-    save_file(unique_tensors(state_dict), partial / "model.safetensors")
+    write_safetensors(unique_tensors(state_dict), partial / "model.safetensors")
     if extras is not None:
         extras(partial)
     if final.exists():  # a resumed learner re-publishes the versions after its checkpoint
@@ -41,6 +45,36 @@ def publish(
     pointer.write_text(f"{version}\n")
     os.replace(pointer, directory / "LATEST")
     return final / "model.safetensors"
+
+
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}  # fmt: skip
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write `tensors` (contiguous, CPU) in the safetensors format one tensor at a time: an 8-byte
+    little-endian header length, a JSON header of dtypes, shapes and byte offsets, then the raw data.
+    `safetensors.torch.save_file` first turns every tensor into bytes, a second copy of the model."""
+    header, offset = {}, 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(encoded)))
+        out.write(encoded)
+        for tensor in tensors.values():
+            if tensor.numel():
+                out.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
 
 
 def unique_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -70,17 +104,35 @@ def to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
 
 def load_into(model: torch.nn.Module, source: str | Path | bytes) -> None:
     """Copy published weights (a safetensors file, or its bytes) into `model` in place (same
-    architecture; tied weights may be absent)."""
+    architecture; tied weights may be absent). A file is read one tensor at a time, so loading needs
+    one tensor's worth of extra memory, not a second copy of the model."""
     path = "<bytes>" if isinstance(source, bytes) else source
-    tensors = load(source) if isinstance(source, bytes) else load_file(str(source))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    tied = (
-        {k for k in missing if "lm_head" in k}
-        if getattr(model.config, "tie_word_embeddings", False)
-        else set()
-    )
-    if unexpected or set(missing) - tied:
-        raise ValueError(
-            f"weights at {path} do not fit the model (missing {sorted(missing)[:3]},"
-            f" unexpected {unexpected[:3]})"
+    targets = model.state_dict()  # shares storage with the parameters
+    with ExitStack() as stack:
+        if isinstance(source, bytes):
+            tensors = load(source)
+            get, shapes = tensors.__getitem__, {k: tuple(t.shape) for k, t in tensors.items()}
+        else:
+            file = stack.enter_context(safe_open(str(source), framework="pt"))
+            get, shapes = file.get_tensor, {k: tuple(file.get_slice(k).get_shape()) for k in file.keys()}  # noqa: SIM118
+        names = set(shapes)
+        missing, unexpected = set(targets) - names, sorted(names - set(targets))
+        tied = (
+            {k for k in missing if "lm_head" in k}
+            if getattr(model.config, "tie_word_embeddings", False)
+            else set()
         )
+        if unexpected or missing - tied:
+            raise ValueError(
+                f"weights at {path} do not fit the model (missing {sorted(missing - tied)[:3]},"
+                f" unexpected {unexpected[:3]})"
+            )
+        wrong = [k for k in sorted(names) if shapes[k] != tuple(targets[k].shape)]
+        if wrong:  # checked before anything is copied, so a bad file leaves the model as it was
+            raise ValueError(
+                f"weights at {path} do not fit the model ({wrong[0]} is {shapes[wrong[0]]},"
+                f" the model's {tuple(targets[wrong[0]].shape)})"
+            )
+        with torch.no_grad():
+            for name in names:
+                targets[name].copy_(get(name))

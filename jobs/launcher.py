@@ -127,7 +127,10 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
         )
     system.seeker = [remote(UserSimulator, a.seeker).remote(plain) for _ in range(a.seeker.replicas)]
     system.counselor = [remote(Counselor, a.counselor).remote(plain) for _ in range(a.counselor.replicas)]
-    system.system_agent = [remote(Counselor, a.counselor).remote(plain, system_agent=True)]
+    # the system agent continues conversations for future rewards: every candidate in `rlff collect`,
+    # `rollout.future_fraction` of them online; none means no actor (and one model less in memory)
+    if staleness is None or config.rollout.future_fraction > 0:
+        system.system_agent = [remote(Counselor, a.counselor).remote(plain, system_agent=True)]
     system.judge = [remote(Judge, a.judge).remote(plain) for _ in range(a.judge.replicas)]
     handles = system.roles()
     system.workers = [

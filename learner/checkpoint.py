@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from esc.weights import load_into, unique_tensors
+from esc.weights import load_into, unique_tensors, write_safetensors
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def save(
     partial = directory / f".step-{state.updates}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file(unique_tensors(model.state_dict()), partial / "policy.safetensors")
+    write_safetensors(unique_tensors(model.state_dict()), partial / "policy.safetensors")
     torch.save(optimizer.state_dict(), partial / "optimizer.pt")
     save_file({"torch": torch.get_rng_state()}, partial / "rng.safetensors")
     body = {

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from ray import serve
 
-from actors.common import actor_setup
 from esc.config import RunConfig
 from serve.api import Answer, ChatRequest
 from serve.app import build_app
@@ -29,7 +28,7 @@ APP_NAME = "rlff"
 @serve.ingress()
 class CounselorEndpoint:
     def __init__(self, config: dict[str, Any], checkpoint: str | None, follow: bool):
-        run = actor_setup(config, "counselor")
+        run = RunConfig.model_validate(config)
         # Ray gives a replica reserving under 2 CPUs one thread; batched decoding wants the cores (set
         # before the backend is built: it applies this count in the threads that decode)
         torch.set_num_threads(run.serve.torch_threads or os.cpu_count() or 1)

@@ -1,8 +1,9 @@
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from esc.models import load_model, tiny_random_model
-from esc.weights import latest, load_into, publish
+from esc.weights import latest, load_into, publish, to_bytes, write_safetensors
 
 
 def test_publish_then_latest_then_load(tmp_path):
@@ -23,6 +24,46 @@ def test_version_zero_and_mismatched_weights_are_refused(tmp_path):
     path = publish({"not.a.weight": torch.zeros(2)}, tmp_path, 1)
     with pytest.raises(ValueError, match="do not fit the model"):
         load_into(tiny_random_model(100), path)
+
+
+def test_a_wrong_shape_is_refused_before_anything_is_copied(tmp_path):
+    source, target = tiny_random_model(100, seed=1), tiny_random_model(100, seed=2)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    last = list(state)[-1]
+    state[last] = torch.zeros(3, 3)  # every other tensor fits
+    path = publish(state, tmp_path, 1)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    for bad in (path, to_bytes(state)):
+        with pytest.raises(ValueError, match=f"{last} is \\(3, 3\\)"):
+            load_into(target, bad)
+        assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+def test_bytes_and_file_load_the_same_weights(tmp_path):
+    source = tiny_random_model(100, seed=1)
+    path = publish(source.state_dict(), tmp_path, 1)
+    from_file, from_bytes = tiny_random_model(100, seed=2), tiny_random_model(100, seed=3)
+    load_into(from_file, path)
+    load_into(from_bytes, to_bytes(source.state_dict()))
+    for name, weight in source.state_dict().items():
+        assert torch.equal(from_file.state_dict()[name], weight)
+        assert torch.equal(from_bytes.state_dict()[name], weight)
+
+
+def test_our_safetensors_writer_is_read_back_by_safetensors(tmp_path):
+    tensors = {
+        "f32": torch.randn(3, 5),
+        "bf16": torch.randn(4, 2).to(torch.bfloat16),
+        "i64": torch.arange(7),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 3),
+        "flag": torch.tensor([True, False, True]),
+    }
+    write_safetensors(tensors, tmp_path / "w.safetensors")
+    back = load_file(str(tmp_path / "w.safetensors"))
+    assert back.keys() == tensors.keys()
+    for name, tensor in tensors.items():
+        assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
 
 
 def test_a_published_version_with_extras_is_a_model_folder(tmp_path):
