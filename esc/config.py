@@ -1,6 +1,7 @@
 """The one typed configuration of a run.
 
-One pydantic model per component, composed into `RunConfig`. Every field carries a one-line doc,
+One pydantic model per component, composed into `RunConfig` (the LLM roles' sections are in
+`esc/config_roles.py`). Every field carries a one-line doc,
 constraints live on the fields, cross-field rules in validators, unknown keys are errors. Defaults
 live here and nowhere else. This module imports neither torch nor ray (a test checks), so any
 process can validate a config cheaply.
@@ -16,95 +17,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from esc.config_roles import (  # noqa: F401  (re-exported: the roles' sections are part of the config)
+    BackendKind,
+    CounselorConfig,
+    JudgeConfig,
+    RoleConfig,
+    Section,
+    SeekerConfig,
+    SystemAgentConfig,
+)
 
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message is one sentence for a person."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-BackendKind = Literal["hf", "openai", "vllm"]
-
-
-class RoleConfig(_Section):
-    """An LLM role: which model answers, on which backend, with which sampling settings."""
-
-    backend: BackendKind = Field("hf", description="Inference backend: hf, openai or vllm.")
-    model: str = Field(
-        "smollm2-135m",
-        description="Model spec: 'smollm2-135m' (embedded), 'tiny-random', a HF model id or a local folder.",
-    )
-    base_url: str | None = Field(None, description="OpenAI-compatible server URL (backend openai only).")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
-    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="Where the hf backend runs.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="hf weights dtype.")
-    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy.")
-    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    max_new_tokens: int = Field(96, gt=0, le=4096, description="Generation budget per reply, in tokens.")
-    max_batch_size: int = Field(8, gt=0, le=512, description="Most requests the backend batches together.")
-    max_wait_ms: float = Field(15.0, ge=0.0, le=1000.0, description="How long a batch waits to fill up.")
-    prefix_cache_tokens: int = Field(
-        4096, ge=0, description="Prompt-prefix KV the hf backend keeps for reuse, in tokens; 0 turns it off."
-    )
-    timeout_s: float = Field(120.0, gt=0.0, description="Per-request timeout (openai backend).")
-    max_retries: int = Field(3, ge=0, le=10, description="Retries with backoff on transient errors (openai).")
-
-    @model_validator(mode="after")
-    def _openai_needs_url(self) -> RoleConfig:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend 'openai' needs base_url, e.g. http://127.0.0.1:8001/v1")
-        return self
-
-
-class SeekerConfig(RoleConfig):
-    """The user simulator that role-plays the help-seeker."""
-
-    max_new_tokens: int = Field(40, gt=0, le=4096, description="Seeker replies are 1-2 sentences.")
-
-
-class CounselorConfig(RoleConfig):
-    """The counselor policy."""
-
-    reasoning: bool = Field(True, description="Reply as <think>..</think><answer>..</answer>; false = plain.")
-    max_new_tokens: int = Field(96, gt=0, le=4096, description="Budget for reasoning plus answer.")
-
-
-class SystemAgentConfig(CounselorConfig):
-    """The counselor that continues conversations during future simulation (plain replies)."""
-
-    reasoning: bool = Field(False, description="Plain replies; the simulated future needs no reasoning.")
-    max_new_tokens: int = Field(64, gt=0, le=4096, description="Budget per simulated counselor reply.")
-
-
-class JudgeConfig(RoleConfig):
-    """The judge that rates the seeker's state after a counselor turn (PPDPP verdicts)."""
-
-    scorer: Literal["likelihood", "sample"] = Field(
-        "likelihood", description="likelihood: expected reward under label probabilities; sample: parse N."
-    )
-    num_samples: int = Field(10, gt=0, le=64, description="Samples averaged by the 'sample' scorer.")
-    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Temperature of the 'sample' scorer.")
-    max_new_tokens: int = Field(8, gt=0, le=256, description="A verdict is one word.")
-
-    @model_validator(mode="after")
-    def _likelihood_needs_logprobs(self) -> JudgeConfig:
-        if self.scorer == "likelihood" and self.backend == "openai":
-            raise ValueError("judge.scorer 'likelihood' needs label log-probs, which backend 'openai' lacks")
-        return self
-
-
-class EpisodeConfig(_Section):
+class EpisodeConfig(Section):
     """Interactive conversations (evaluation and rollouts)."""
 
     max_turns: int = Field(8, gt=0, le=64, description="Counselor turns before an episode counts as failed.")
     success_threshold: float = Field(0.5, ge=-1.0, le=1.0, description="Success when reward is above this.")
 
 
-class FutureConfig(_Section):
+class FutureConfig(Section):
     """Future simulation: the future-oriented reward of a candidate reply."""
 
     horizon: int = Field(2, ge=0, le=16, description="k: seeker/system-agent exchanges simulated after it.")
@@ -120,7 +57,7 @@ class FutureConfig(_Section):
         return self
 
 
-class SafetyConfig(_Section):
+class SafetyConfig(Section):
     """The crisis-safety check on every seeker or user message."""
 
     enabled: bool = Field(True, description="Run the crisis check on every seeker/user message.")
@@ -133,13 +70,13 @@ class SafetyConfig(_Section):
     classifier_threshold: float = Field(0.5, gt=0.0, le=1.0, description="p(yes) at which it flags a crisis.")
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where scenarios and dialogues come from."""
 
     scenarios: str = Field("builtin", description="'builtin', 'esconv:PATH[#split]' or 'extes:PATH[#split]'.")
 
 
-class RolloutConfig(_Section):
+class RolloutConfig(Section):
     """Rollout workers and candidate groups."""
 
     group_size: int = Field(4, ge=2, le=64, description="G: candidate replies per context for GRPO.")
@@ -154,7 +91,7 @@ class RolloutConfig(_Section):
     )
 
 
-class ActorConfig(_Section):
+class ActorConfig(Section):
     """Ray placement and fault tolerance of one actor role."""
 
     num_cpus: float = Field(
@@ -175,7 +112,7 @@ class ActorConfig(_Section):
     )
 
 
-class ActorsConfig(_Section):
+class ActorsConfig(Section):
     """Placement of every actor role."""
 
     seeker: ActorConfig = ActorConfig()
@@ -185,7 +122,7 @@ class ActorsConfig(_Section):
     store: ActorConfig = ActorConfig(max_concurrency=1)
 
 
-class StoreConfig(_Section):
+class StoreConfig(Section):
     """The durable replay store."""
 
     path: str | None = Field(None, description="Store folder; default runs/<name>/store.")
@@ -194,7 +131,7 @@ class StoreConfig(_Section):
     )
 
 
-class RewardModelConfig(_Section):
+class RewardModelConfig(Section):
     """The future-oriented reward model: a classification (or ranking) head on a transformer backbone."""
 
     backbone: str = Field("smollm2-135m", description="Model spec of the backbone (see esc/models.py).")
@@ -243,7 +180,7 @@ class RewardModelConfig(_Section):
         return [-1.0 + 2.0 * k / (n - 1) for k in range(n)]
 
 
-class LearnerConfig(_Section):
+class LearnerConfig(Section):
     """The learner (reward model and GRPO policy updates)."""
 
     strategy: Literal["ddp", "deepspeed"] = Field("ddp", description="ddp: gloo/nccl DDP; deepspeed: ZeRO.")
@@ -277,7 +214,7 @@ class LearnerConfig(_Section):
     sample_timeout_s: float = Field(600.0, gt=0.0, description="Longest wait for a batch from the store.")
 
 
-class SFTConfig(_Section):
+class SFTConfig(Section):
     """The supervised baseline: fine-tune the counselor on ESConv replies with TRL's SFTTrainer."""
 
     data: str | None = Field(None, description="esconv:PATH[#split] of dialogues to imitate (train split).")
@@ -288,7 +225,7 @@ class SFTConfig(_Section):
     max_examples: int = Field(2000, gt=0, description="Most (context, reply) examples taken (seeded).")
 
 
-class EvaluationConfig(_Section):
+class EvaluationConfig(Section):
     """Periodic evaluations inside `rlff run` (SR/AT on the dashboard); `rlff evaluate` is the full one."""
 
     every: int = Field(
@@ -299,7 +236,7 @@ class EvaluationConfig(_Section):
     scenarios: str | None = Field(None, description="Scenario spec to evaluate on; None: data.scenarios.")
 
 
-class ServeConfig(_Section):
+class ServeConfig(Section):
     """The counselor HTTP endpoint (OpenAI-compatible) and the live dashboard, on Ray Serve."""
 
     enabled: bool = Field(
@@ -330,7 +267,7 @@ class ServeConfig(_Section):
     feed_size: int = Field(20, gt=0, le=500, description="Latest simulated dialogues the dashboard lists.")
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """Everything a run needs; written resolved to runs/<name>/config.json."""
 
     name: str = Field("local", pattern=r"^[A-Za-z0-9._-]+$", description="Run name; folder under runs_dir.")
