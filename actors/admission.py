@@ -5,7 +5,11 @@ The AReaL rule. With learner version `v`, batch size `B` (groups per update) and
 
     accepted + running + 1 <= (eta + v + 1) * B
 
-where `accepted` counts groups the store has taken and `running` counts groups being generated. The
+where `accepted` counts groups the store has taken and `running` counts groups being generated, and,
+with `rollout.max_generating`, only while `running + 1 <= max_generating`. On a machine whose cores
+the rollouts share, generating two batches at once delays the first: the learner waits for a batch
+that finished later than it would alone. With the cap set to one batch, the next batch is generated
+while the learner trains on the current one. The
 learner consumes B groups per version, so at most (eta + 1) * B groups can exist that the learner has
 not yet reached: a group started now is consumed by version v + eta at the latest. What the gate
 cannot prevent (a slow group that finishes late) the store's staleness filter and the loss's
@@ -24,17 +28,35 @@ import asyncio
 import os
 
 
-def admits(accepted: int, running: int, version: int, max_staleness: int, batch_size: int) -> bool:
-    """The AReaL admission rule: may one more group start now?"""
+def admits(
+    accepted: int,
+    running: int,
+    version: int,
+    max_staleness: int,
+    batch_size: int,
+    max_running: int | None = None,
+) -> bool:
+    """The AReaL admission rule, plus at most `max_running` groups generating at once: may one more
+    group start now?"""
+    if max_running is not None and running + 1 > max_running:
+        return False
     return accepted + running + 1 <= (max_staleness + version + 1) * batch_size
 
 
 class StalenessGate:
-    def __init__(self, batch_size: int, max_staleness: int, accepted: int = 0, version: int = 0):
-        """`accepted`: unconsumed groups already in the store; `version`: the learner's (see `rebase`)."""
+    def __init__(
+        self,
+        batch_size: int,
+        max_staleness: int,
+        accepted: int = 0,
+        version: int = 0,
+        max_running: int | None = None,
+    ):
+        """`accepted`: unconsumed groups already in the store; `version`: the learner's (see `rebase`);
+        `max_running`: most groups generating at once (None: only the staleness rule)."""
         if batch_size <= 0 or max_staleness < 0 or accepted < 0 or version < 0:
             raise ValueError("batch_size must be positive; max_staleness, accepted and version non-negative")
-        self.batch_size, self.max_staleness = batch_size, max_staleness
+        self.batch_size, self.max_staleness, self.max_running = batch_size, max_staleness, max_running
         self.accepted, self.version = accepted, version
         self.leases: set[tuple[str, str]] = set()
         self.waits = 0  # acquire calls that had to wait
@@ -73,7 +95,14 @@ class StalenessGate:
         return self.stopping
 
     def _admits(self) -> bool:
-        return admits(self.accepted, len(self.leases), self.version, self.max_staleness, self.batch_size)
+        return admits(
+            self.accepted,
+            len(self.leases),
+            self.version,
+            self.max_staleness,
+            self.batch_size,
+            self.max_running,
+        )
 
     async def release(self, worker: str, group: str, accepted: bool) -> None:
         """End a lease; `accepted` when the store took the group (a new record)."""

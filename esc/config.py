@@ -83,6 +83,11 @@ class RolloutConfig(Section):
     max_staleness: int = Field(1, ge=0, le=100, description="Most policy versions a sample may lag.")
     num_workers: int = Field(1, gt=0, le=256, description="RolloutWorker actors.")
     in_flight: int = Field(4, gt=0, le=1024, description="Contexts one worker works on at once.")
+    max_generating: int | None = Field(
+        None,
+        gt=0,
+        description="Online loop: most groups generating at once, over all workers (None: no cap).",
+    )
     future_fraction: float = Field(
         1.0,
         ge=0.0,

@@ -123,7 +123,10 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
         )
         gate_actor = ActorConfig(max_restarts=0, max_concurrency=1000)
         system.gate = remote(StalenessGate, gate_actor).remote(
-            config.learner.batch_size, staleness, accepted=held["unconsumed"]
+            config.learner.batch_size,
+            staleness,
+            accepted=held["unconsumed"],
+            max_running=config.rollout.max_generating,
         )
     system.seeker = [remote(UserSimulator, a.seeker).remote(plain) for _ in range(a.seeker.replicas)]
     system.counselor = [remote(Counselor, a.counselor).remote(plain) for _ in range(a.counselor.replicas)]

@@ -17,6 +17,31 @@ def test_rule_by_hand():
     assert not admits(accepted=4, running=0, version=0, max_staleness=0, batch_size=4)
 
 
+def test_generating_cap_by_hand():
+    # B = 2, eta = 1: the staleness rule alone admits a 4th running group; a cap of 2 does not
+    assert admits(accepted=0, running=3, version=0, max_staleness=1, batch_size=2)
+    assert not admits(accepted=0, running=2, version=0, max_staleness=1, batch_size=2, max_running=2)
+    # with one batch done (accepted 2) the next batch may start while the learner trains on it
+    assert admits(accepted=2, running=1, version=0, max_staleness=1, batch_size=2, max_running=2)
+    # the cap never admits what the staleness rule refuses
+    assert not admits(accepted=4, running=0, version=0, max_staleness=1, batch_size=2, max_running=2)
+
+
+def test_gate_with_a_cap_starts_the_next_batch_when_one_finishes():
+    async def scenario():
+        gate = StalenessGate(batch_size=2, max_staleness=1, max_running=2)  # staleness limit 4
+        await gate.acquire("w", "a")
+        await gate.acquire("w", "b")
+        third = asyncio.create_task(gate.acquire("w", "c"))
+        await asyncio.sleep(0)
+        assert not third.done()  # the staleness rule would admit it; the cap does not
+        await gate.release("w", "a", accepted=True)
+        assert await asyncio.wait_for(third, 5) == 0  # no learner step needed
+        assert gate.state()["running"] == 2
+
+    asyncio.run(scenario())
+
+
 def test_gate_blocks_until_the_learner_moves():
     async def scenario():
         gate = StalenessGate(batch_size=2, max_staleness=0)  # limit 2 at version 0
