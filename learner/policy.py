@@ -8,12 +8,12 @@ completion ends in the last column and one `logits_to_keep` covers every complet
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from esc.backends.hf_decode import cache_keyword
 from esc.backends.prefix_cache import shared_length
 from learner.losses import token_logprobs
 from learner.strategy import unwrap
@@ -124,7 +124,7 @@ def completion_logprobs(model: torch.nn.Module, rows: TokenRows, share_prefix: b
         logits = out.logits[:, :-1]  # position t predicts token t + 1: the last C + 1 logits cover C tokens
         return token_logprobs(logits, rows.ids[:, -cols:].to(device))
     first = rows.ids[0][rows.attention[0].bool()][:shared].view(1, -1).to(device)
-    cache_kw = "cache" if "cache" in inspect.signature(plain.forward).parameters else "past_key_values"
+    cache_kw = cache_keyword(plain)
     # the plain module, so a DDP wrapper sees one forward (its gradient hooks still fire once per weight)
     head = plain(
         input_ids=first,

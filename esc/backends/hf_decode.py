@@ -30,10 +30,7 @@ class CausalLM:
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
-        # transformers renamed `past_key_values` to `cache` (5.x); speak whichever this version knows.
-        self.cache_kw = (
-            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        )
+        self.cache_kw = cache_keyword(model)
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
@@ -167,6 +164,11 @@ class CausalLM:
         for row, (b, j) in enumerate(pairs):
             scores[b][j] += sum(float(logprobs[row, k, token]) for k, token in enumerate(tails[b][j][1:]))
         return scores
+
+
+def cache_keyword(model: Any) -> str:
+    """The forward() keyword for a KV cache: transformers renamed `past_key_values` to `cache` (5.x)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
