@@ -18,6 +18,7 @@ import torch
 
 from esc.backends.base import Generation, SamplingParams
 from esc.backends.prefix_cache import PrefixCache, shared_length
+from esc.backends.sampling import sample_tokens, uniform_draws
 
 
 class CausalLM:
@@ -94,15 +95,18 @@ class CausalLM:
         stops: list[str | None] = [None] * rows
         budget = max(p.max_new_tokens for p in params)
         for step in range(budget):
-            logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
+            last = logits[:, -1].float()
+            tokens = sample_tokens(last, params, uniform_draws(generators))
+            chosen = torch.log_softmax(last, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+            tokens, chosen = tokens.tolist(), chosen.tolist()  # the step's only device->host copies
             next_ids = []
             for i in range(rows):
-                token = self.pad if finish[i] else sample_token(logits[i, -1], params[i], generators[i])
+                token = self.pad if finish[i] else tokens[i]
                 next_ids.append(token)
                 if finish[i]:
                     continue
                 sampled[i].append(token)
-                sampled_lp[i].append(float(logprobs[i, token]))
+                sampled_lp[i].append(chosen[i])
                 if token in self.eos_ids:
                     finish[i] = "stop"
                     continue
@@ -143,7 +147,7 @@ class CausalLM:
         KV cache is then gathered once per multi-token tail for a second, short pass.
         """
         logits, cache, mask, positions = self._prefill(prompts)
-        first = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        first = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
         scores = [[float(first[b, t[0]]) for t in row] for b, row in enumerate(tails)]
         pairs = [(b, j) for b, row in enumerate(tails) for j, t in enumerate(row) if len(t) > 1]
         if not pairs:
@@ -160,24 +164,15 @@ class CausalLM:
         )
         more_pos = positions[rows, -1:] + 1 + torch.arange(width, device=self.device)
         logits = self._forward(more, more_mask, more_pos, cache, last_only=False)[0]
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        targets = torch.tensor(
+            [tails[b][j][1:] + [0] * (width - len(tails[b][j]) + 1) for b, j in pairs], device=self.device
+        )
+        picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
         for row, (b, j) in enumerate(pairs):
-            scores[b][j] += sum(float(logprobs[row, k, token]) for k, token in enumerate(tails[b][j][1:]))
+            scores[b][j] += float(picked[row, : len(tails[b][j]) - 1].sum())
         return scores
 
 
 def cache_keyword(model: Any) -> str:
     """The forward() keyword for a KV cache: transformers renamed `past_key_values` to `cache` (5.x)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """Pick the next token id from one row of logits (vocab,) under the request's params."""
-    if params.temperature <= 0.0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))

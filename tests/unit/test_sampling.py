@@ -1,0 +1,58 @@
+"""The batched sampler: greedy rows, the nucleus, the sampled frequencies, and per-row seeds."""
+
+import math
+
+import pytest
+import torch
+
+from esc.backends.base import SamplingParams
+from esc.backends.sampling import sample_tokens, uniform_draws
+
+PROBS = [0.5, 0.3, 0.15, 0.05]
+LOGITS = torch.tensor([[math.log(p) for p in PROBS]])
+
+
+def _draw_many(params: SamplingParams, n: int = 4000) -> list[int]:
+    generator = torch.Generator().manual_seed(0)
+    logits = LOGITS.expand(n, -1)
+    draws = torch.rand(n, generator=generator)
+    return sample_tokens(logits, [params] * n, draws).tolist()
+
+
+def test_temperature_zero_takes_the_argmax_whatever_the_draw():
+    logits = torch.tensor([[0.1, 2.0, 0.3], [5.0, 1.0, 0.0]])
+    greedy = SamplingParams(temperature=0.0)
+    for draw in (0.0, 0.5, 0.999):
+        assert sample_tokens(logits, [greedy] * 2, torch.tensor([draw, draw])).tolist() == [1, 0]
+
+
+def test_sampled_frequencies_follow_the_softmax():
+    tokens = _draw_many(SamplingParams(temperature=1.0, top_p=1.0))
+    for token, p in enumerate(PROBS):
+        assert tokens.count(token) / len(tokens) == pytest.approx(p, abs=0.03)
+
+
+def test_top_p_keeps_only_the_nucleus_renormalised():
+    tokens = _draw_many(SamplingParams(temperature=1.0, top_p=0.7))  # 0.5 + 0.3 reach 0.7: tokens 0 and 1
+    assert set(tokens) == {0, 1}
+    assert tokens.count(0) / len(tokens) == pytest.approx(0.5 / 0.8, abs=0.03)
+
+
+def test_a_low_temperature_sharpens_towards_the_top_token():
+    tokens = _draw_many(SamplingParams(temperature=0.25, top_p=1.0))
+    assert tokens.count(0) / len(tokens) > 0.85
+
+
+def test_rows_mix_params_and_the_draw_edges_stay_in_the_vocabulary():
+    params = [SamplingParams(temperature=0.0), SamplingParams(temperature=1.0, top_p=0.5)]
+    logits = LOGITS.expand(2, -1)
+    assert sample_tokens(logits, params, torch.tensor([0.9999999, 0.9999999])).tolist() == [0, 0]
+    assert sample_tokens(LOGITS, params[1:], torch.tensor([0.0])).tolist() == [0]
+    top = SamplingParams(temperature=1.0, top_p=1.0)
+    assert sample_tokens(LOGITS, [top], torch.tensor([0.9999999])).tolist() == [3]
+
+
+def test_a_seeded_row_draws_the_same_number_whatever_its_neighbours():
+    alone = uniform_draws([torch.Generator().manual_seed(7)])
+    mixed = uniform_draws([None, torch.Generator().manual_seed(7), torch.Generator().manual_seed(1)])
+    assert mixed[1] == alone[0] and mixed[2] != alone[0]
