@@ -91,13 +91,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64, help="max_tokens: local.yaml's counselor budget")
-    parser.add_argument("--batch", type=int, default=16, help="serve.max_batch_size and the backend's batch")
+    parser.add_argument("--batch", type=int, default=16, help="serve.max_batch_size: rows decoded together")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="rlff-bench-serve-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     sets = [f"serve.port={port}", f"runs_dir={folder}", "name=bench", "serve.poll_s=0.2"]
-    sets += [f"serve.max_batch_size={args.batch}", f"counselor.max_batch_size={args.batch}"]
+    sets += [f"serve.max_batch_size={args.batch}"]
     log = folder / "serve.log"
     process = start_rlff(
         ["serve", "--config", "configs/local.yaml", "--follow", *[a for s in sets for a in ("--set", s)]], log
@@ -108,6 +108,7 @@ def main() -> None:
         latency = publish_latency(url, folder / "bench" / "weights", args.versions)
         single = asyncio.run(load(url, args.requests, 1, args.tokens))
         many = asyncio.run(load(url, args.requests, args.clients, args.tokens))
+        batches = httpx.get(f"{url}/healthz", timeout=30).json()["decode_batches"]
     finally:
         stop(process)
     ratio = many["requests_per_s"] / single["requests_per_s"]
@@ -128,6 +129,7 @@ def main() -> None:
         "many_clients_p99_s": round(percentile(many["latencies"], 99), 3),
         "one_client_p50_s": round(percentile(single["latencies"], 50), 3),
         "errors": single["errors"] + many["errors"],
+        "decode_batches_last": batches,
     }
     median, worst = result["publish_to_serve_median_s"], result["publish_to_serve_max_s"]
     print(f"publish -> serve: median {median} s, max {worst} s")
@@ -135,7 +137,7 @@ def main() -> None:
         f"{args.clients} clients vs 1: {result['many_clients_requests_per_s']} vs"
         f" {result['one_client_requests_per_s']} requests/s = {ratio:.2f}x;"
         f" p50 {result['many_clients_p50_s']} s, p99 {result['many_clients_p99_s']} s;"
-        f" errors {result['errors']}"
+        f" errors {result['errors']}; last decode batches {batches[-4:]}"
     )
     print(json.dumps(result))
 

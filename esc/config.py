@@ -258,8 +258,10 @@ class ServeConfig(Section):
         None, gt=0, description="torch threads per replica; None: one per CPU of the machine."
     )
     max_ongoing_requests: int = Field(32, gt=0, description="Requests one replica holds at once.")
-    max_batch_size: int = Field(8, gt=0, le=256, description="Most requests one @serve.batch call answers.")
-    batch_wait_ms: float = Field(10.0, ge=0.0, le=1000.0, description="How long a batch waits to fill up.")
+    max_batch_size: int = Field(8, gt=0, le=256, description="Most requests a replica decodes together.")
+    batch_wait_ms: float = Field(
+        10.0, ge=0.0, le=1000.0, description="How long an idle replica waits for company to start a batch."
+    )
     poll_s: float = Field(0.2, gt=0.0, le=60.0, description="How often replicas look for newer weights.")
     max_request_bytes: int = Field(65536, gt=0, description="Largest request body accepted (413 beyond).")
     max_messages: int = Field(64, gt=0, description="Most messages one request may carry.")

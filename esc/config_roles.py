@@ -33,8 +33,10 @@ class RoleConfig(Section):
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy.")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(96, gt=0, le=4096, description="Generation budget per reply, in tokens.")
-    max_batch_size: int = Field(8, gt=0, le=512, description="Most requests the backend batches together.")
-    max_wait_ms: float = Field(15.0, ge=0.0, le=1000.0, description="How long a batch waits to fill up.")
+    max_batch_size: int = Field(8, gt=0, le=512, description="Most rows the backend decodes together.")
+    max_wait_ms: float = Field(
+        15.0, ge=0.0, le=1000.0, description="How long an idle backend waits for company to start a batch."
+    )
     prefix_cache_tokens: int = Field(
         4096, ge=0, description="Prompt-prefix KV the hf backend keeps for reuse, in tokens; 0 turns it off."
     )

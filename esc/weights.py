@@ -102,10 +102,15 @@ def to_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
     return save(unique_tensors(state_dict))
 
 
-def load_into(model: torch.nn.Module, source: str | Path | bytes) -> None:
+def load_into(model: torch.nn.Module, source: str | Path | bytes, share_pages: bool = False) -> None:
     """Copy published weights (a safetensors file, or its bytes) into `model` in place (same
     architecture; tied weights may be absent). A file is read one tensor at a time, so loading needs
-    one tensor's worth of extra memory, not a second copy of the model."""
+    one tensor's worth of extra memory, not a second copy of the model.
+
+    With `share_pages`, CPU tensors of the file's dtype are not copied: the parameters take the file's
+    memory-mapped pages, which every process serving the same version shares (the rollout counselor and
+    the endpoint's replicas). The mapping is private: a later in-place write copies the page it
+    touches, never the file."""
     path = "<bytes>" if isinstance(source, bytes) else source
     targets = model.state_dict()  # shares storage with the parameters
     with ExitStack() as stack:
@@ -135,4 +140,14 @@ def load_into(model: torch.nn.Module, source: str | Path | bytes) -> None:
             )
         with torch.no_grad():
             for name in names:
-                targets[name].copy_(get(name))
+                tensor, target = get(name), targets[name]
+                if share_pages and target.device.type == "cpu" and tensor.dtype == target.dtype:
+                    _slot(model, name).data = tensor
+                else:
+                    target.copy_(tensor)
+
+
+def _slot(model: torch.nn.Module, name: str) -> torch.Tensor:
+    """The parameter or buffer object a state_dict key names."""
+    owner, _, attribute = name.rpartition(".")
+    return getattr(model.get_submodule(owner), attribute)

@@ -93,7 +93,12 @@ def build_app(endpoint: Endpoint) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "model": endpoint.model_name, "weights_version": endpoint.weights_version}
+        return {
+            "status": "ok",
+            "model": endpoint.model_name,
+            "weights_version": endpoint.weights_version,
+            "decode_batches": endpoint.recent_batches,
+        }
 
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:

@@ -1,15 +1,17 @@
 """The Ray Serve application: `CounselorEndpoint` replicas, each with its own counselor model, behind
 Serve's HTTP proxy on `serve.host:serve.port`.
 
-Requests that arrive together are answered together: `@serve.batch` (sizes from `serve.max_batch_size`
-and `serve.batch_wait_ms`) hands a batch to the counselor, whose hf backend decodes it as one batch.
+Each request goes straight to the counselor; its hf backend batches them (continuous batching, sizes
+from `serve.max_batch_size` and `serve.batch_wait_ms`): a request joins the batch being decoded at the
+next step, and each reply returns as soon as it is written. (`@serve.batch` is not used: it returns a
+batch's replies together and starts the next batch only after, which split 16 concurrent requests into
+four batches run one after another.)
 Replicas, CPUs and GPUs per replica come from `ServeConfig`. `deploy()` is what `rlff serve` and
 `rlff run` (with `serve.enabled`) call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -35,22 +37,19 @@ class CounselorEndpoint:
         self.service = CounselorService(run, checkpoint=checkpoint, follow=follow)
         self.config, self.model_name = self.service.config, self.service.model_name
         self.api_key = os.environ.get(run.serve.api_key_env) or None
-        self.answer_batch.set_max_batch_size(run.serve.max_batch_size)
-        self.answer_batch.set_batch_wait_timeout_s(run.serve.batch_wait_ms / 1000)
 
     @property
     def weights_version(self) -> int:
         return self.service.weights_version
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def answer_batch(self, requests: list[ChatRequest]) -> list[Answer | BaseException]:
-        return await asyncio.gather(*(self.service.answer(r) for r in requests), return_exceptions=True)
+    @property
+    def recent_batches(self) -> list[int]:
+        """Rows decoding together after each of this replica's last 32 joins (on /healthz: is load
+        being batched?)."""
+        return self.service.backend.batch_sizes[-32:]
 
     async def answer(self, request: ChatRequest) -> Answer:
-        result = await self.answer_batch(request)
-        if isinstance(result, BaseException):  # one request's failure stays that request's
-            raise result
-        return result
+        return await self.service.answer(request)
 
     def __serve_build_asgi_app__(self):
         return build_app(self)

@@ -55,8 +55,12 @@ class CounselorService:
         version, weights = 0, None
         if checkpoint is not None:
             config, version, weights = resolve_checkpoint(config, checkpoint)
-        if config.counselor.backend != "hf":  # the endpoint swaps weights in place, which hf does
-            config = build_config(config.model_dump(), ["counselor.backend=hf", "counselor.base_url=null"])
+        # the endpoint runs hf, which swaps weights in place, and batches requests as `serve` says
+        s = config.serve
+        sets = [f"counselor.max_batch_size={s.max_batch_size}", f"counselor.max_wait_ms={s.batch_wait_ms}"]
+        if config.counselor.backend != "hf":
+            sets += ["counselor.backend=hf", "counselor.base_url=null"]
+        config = build_config(config.model_dump(), sets)
         self.config = config
         self.model_name = f"rlff-{config.name}"
         self.pool = BackendPool(seed=config.seed)

@@ -1,11 +1,11 @@
 """transformers backend: batched generation and scoring on CPU or GPU, behind an asyncio batcher.
 
-Callers await `generate` and `continuation_logprobs` concurrently; one worker task takes whatever
-requests arrived within `max_wait_ms` (up to `max_batch_size`) and runs them as one scoring batch
-and one decoding batch in a worker thread, so the event loop stays free. Batching judge scoring
-with generation keeps many concurrent conversations moving in step, so later batches stay full.
-A seeded request yields the same text whatever it was batched with (up to float rounding).
-"""
+Callers await `generate` and `continuation_logprobs` concurrently. One worker task runs the model in
+worker threads, so the event loop stays free, with continuous batching: requests that arrive within
+`max_wait_ms` of an idle backend start a batch together; requests arriving while it decodes join it
+between two decode steps (up to `max_batch_size` rows), and each row is answered as soon as it is done.
+Scoring requests run between steps. A seeded request yields the same text whatever it was batched
+with (up to float rounding)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from esc.backends.base import BackendError, Generation, Message, SamplingParams
+from esc.backends.decode_batch import DecodeBatch
 from esc.backends.hf_decode import CausalLM
 from esc.backends.prefix_cache import PrefixCache
 from esc.models import load_model
@@ -52,6 +53,9 @@ class HFBackend:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_positions = getattr(model.config, "max_position_embeddings", 2048)
         self._model_lock = threading.Lock()  # one batch at a time; torch already uses every core
+        self._idle = threading.Condition(self._model_lock)  # notified when the running batch empties
+        self._running = DecodeBatch()  # rows being decoded (continuous batching), touched under the lock
+        self._swaps_waiting = 0  # load_weights calls waiting for the running batch to drain
         # OpenMP's thread count is per thread: batches run in worker threads, which would otherwise get
         # OMP_NUM_THREADS (1 in a Ray actor reserving under 2 CPUs) whatever the actor set
         self.torch_threads = torch.get_num_threads()
@@ -139,19 +143,65 @@ class HFBackend:
                 break
         return batch
 
+    def _arrived(self) -> list[_Request]:
+        """Whatever is queued, without waiting (the batch is decoding)."""
+        arrived = []
+        while not self._queue.empty():
+            arrived.append(self._queue.get_nowait())
+        return arrived
+
     async def _serve(self) -> None:
-        while True:
-            batch = await self._next_batch()
-            scoring = [r for r in batch if r.params is None]
-            decoding = [r for r in batch if r.params is not None]
-            if scoring:
-                await self._run(
-                    scoring, self.score_batch, [r.prompt_ids for r in scoring], [r.tails for r in scoring]
-                )
-            if decoding:
-                self.batch_sizes.append(len(decoding))
-                prompts, params = [r.prompt_ids for r in decoding], [r.params for r in decoding]
-                await self._run(decoding, self.generate_batch, prompts, params)
+        """Continuous batching: between decode steps, queued requests join the running batch (up to
+        `max_batch_size` rows) and scoring requests run; finished rows are answered at once. While a
+        weight swap waits, no row joins, so the batch drains within one reply's length."""
+        waiting: list[_Request] = []
+        try:
+            while True:
+                idle = not self._running and not waiting
+                arrived = await self._next_batch() if idle else self._arrived()
+                scoring = [r for r in arrived if r.params is None]
+                waiting += [r for r in arrived if r.params is not None]
+                if scoring:
+                    prompts, tails = [r.prompt_ids for r in scoring], [r.tails for r in scoring]
+                    await self._run(scoring, self.score_batch, prompts, tails)
+                room = self.max_batch_size - len(self._running)
+                if waiting and self._swaps_waiting:
+                    if not self._running:
+                        await asyncio.to_thread(self._wait_for_swaps)
+                elif waiting and room > 0 and self._running.can_join():
+                    joining, waiting = waiting[:room], waiting[room:]
+                    await self._run_rows(joining, self._admit, joining)
+                if self._running:
+                    await self._run_rows(self._running_requests(), self._step)
+        finally:  # cancelled (its event loop closed) or failed: nothing may wait on these rows
+            with self._idle:
+                pending = [*waiting, *self._running_requests()]
+                self._running = DecodeBatch()
+                self._idle.notify_all()
+            error = BackendError("the hf backend's batching worker stopped before answering")
+            for request in pending:
+                if not request.future.done():
+                    request.future.set_exception(error)
+
+    def _running_requests(self) -> list[_Request]:
+        return [row.key for row in self._running.rows]
+
+    async def _run_rows(self, requests: list[_Request], fn, *args) -> None:
+        """Run a decode stage in a thread; answer the rows it finished, or fail `requests` if it raised."""
+        try:
+            finished = await asyncio.to_thread(fn, *args)
+        except Exception as error:  # a failed stage fails the rows it touched, not the worker
+            with self._idle:
+                gone = {id(r) for r in requests}
+                self._running.keep([i for i, r in enumerate(self._running.rows) if id(r.key) not in gone])
+                self._idle.notify_all()
+            for request in requests:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            return
+        for request, generation in finished or []:
+            if not request.future.done():
+                request.future.set_result(generation)
 
     async def _run(self, requests: list[_Request], fn, *args) -> None:
         try:
@@ -166,8 +216,37 @@ class HFBackend:
             else:
                 request.future.set_result(result)
 
+    def _admit(self, requests: list[_Request]) -> None:
+        """Prefill `requests` and join them to the running batch (in a worker thread)."""
+        with self._idle:
+            torch.set_num_threads(self.torch_threads)
+            started = time.perf_counter()
+            prompts, params = [r.prompt_ids for r in requests], [r.params for r in requests]
+            self.lm.admit(self._running, prompts, params, requests)
+            self.stats["decode_s"] += time.perf_counter() - started
+        self.batch_sizes.append(len(self._running))
+        self.stats["prompt_tokens"] += sum(map(len, prompts))
+
+    def _step(self) -> list[tuple[_Request, Generation]]:
+        """One token for every running row (in a worker thread); returns the rows that finished."""
+        with self._idle:
+            torch.set_num_threads(self.torch_threads)
+            started = time.perf_counter()
+            done = self.lm.step(self._running)
+            self.stats["decode_s"] += time.perf_counter() - started
+            if not self._running:
+                self._idle.notify_all()  # a weight swap may be waiting for the batch to drain
+            version = self.weights_version  # fixed while rows run: swaps wait for an empty batch
+        finished = [(r.key, replace(r.generation(self.tokenizer), weights_version=version)) for r in done]
+        self.stats["completion_tokens"] += sum(g.completion_tokens for _, g in finished)
+        return finished
+
+    def _wait_for_swaps(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: not self._swaps_waiting)
+
     def generate_batch(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Generation]:
-        """Decode a batch synchronously. prompts: token ids per row; returns one Generation per row."""
+        """Decode a batch synchronously, on its own. prompts: token ids per row; one Generation per row."""
         with self._model_lock:
             torch.set_num_threads(self.torch_threads)
             started = time.perf_counter()
@@ -191,14 +270,21 @@ class HFBackend:
 
     def load_weights(self, version: int, path: str | bytes) -> None:
         """Swap in published weights `version` from a safetensors file (or its bytes). Waits for the
-        batch in progress, so every reply is produced entirely by one version (on its Generation)."""
+        running batch to drain (no row joins it meanwhile), so every reply is produced entirely by one
+        version (on its Generation). Call it from a thread other than the backend's event loop."""
         from esc.weights import load_into
 
-        with self._model_lock:
-            load_into(self.model, path)
-            if self.lm.prefix_cache is not None:  # its entries were computed by the old weights
-                self.lm.prefix_cache.entries.clear()
-            self.weights_version = version
+        with self._idle:
+            self._swaps_waiting += 1  # no row joins the running batch meanwhile, so it drains
+            try:
+                self._idle.wait_for(lambda: not self._running)
+                load_into(self.model, path, share_pages=not isinstance(path, bytes))
+                if self.lm.prefix_cache is not None:  # its entries were computed by the old weights
+                    self.lm.prefix_cache.entries.clear()
+                self.weights_version = version
+            finally:
+                self._swaps_waiting -= 1
+                self._idle.notify_all()
 
     def report(self) -> dict[str, float]:
         """Counters since construction: tokens, seconds in decoding and scoring, batch sizes."""

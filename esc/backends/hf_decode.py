@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from esc.backends.base import Generation, SamplingParams
+from esc.backends.decode_batch import DecodeBatch, Row
 from esc.backends.prefix_cache import PrefixCache, shared_length
 from esc.backends.sampling import sample_tokens, uniform_draws
 
@@ -84,60 +85,41 @@ class CausalLM:
     @torch.inference_mode()
     def decode(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Generation]:
         """Generate one reply per prompt (token ids), each under its own SamplingParams."""
-        rows = len(prompts)
-        logits, cache, mask, positions = self._prefill(prompts)
-        step_pos = positions[:, -1:]
-        generators = [torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in params]
-        out_ids: list[list[int]] = [[] for _ in range(rows)]
-        sampled: list[list[int]] = [[] for _ in range(rows)]  # out_ids plus a final end-of-turn token
-        sampled_lp: list[list[float]] = [[] for _ in range(rows)]
-        finish, texts = [""] * rows, [""] * rows
-        stops: list[str | None] = [None] * rows
-        budget = max(p.max_new_tokens for p in params)
-        for step in range(budget):
-            last = logits[:, -1].float()
-            tokens = sample_tokens(last, params, uniform_draws(generators))
-            chosen = torch.log_softmax(last, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
-            tokens, chosen = tokens.tolist(), chosen.tolist()  # the step's only device->host copies
-            next_ids = []
-            for i in range(rows):
-                token = self.pad if finish[i] else tokens[i]
-                next_ids.append(token)
-                if finish[i]:
-                    continue
-                sampled[i].append(token)
-                sampled_lp[i].append(chosen[i])
-                if token in self.eos_ids:
-                    finish[i] = "stop"
-                    continue
-                out_ids[i].append(token)
-                if params[i].stop:
-                    text = self.tokenizer.decode(out_ids[i], skip_special_tokens=True)
-                    hits = sorted((text.index(s), s) for s in params[i].stop if s in text)
-                    if hits:
-                        texts[i], finish[i], stops[i] = text[: hits[0][0]], "stop", hits[0][1]
-                        continue
-                if len(out_ids[i]) >= params[i].max_new_tokens:
-                    finish[i] = "length"
-            if all(finish) or step == budget - 1:
-                break
-            step_ids = torch.tensor(next_ids, device=self.device).unsqueeze(1)
-            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=self.device)], dim=1)
-            step_pos = step_pos + 1
-            logits, cache = self._forward(step_ids, mask, step_pos, cache)
-        return [
-            Generation(
-                params[i].prefill + (texts[i] or self.tokenizer.decode(out_ids[i], skip_special_tokens=True)),
-                len(prompts[i]),
-                len(out_ids[i]),
-                finish[i] or "length",
-                stops[i],
-                prompt_ids=tuple(prompts[i]),
-                token_ids=tuple(sampled[i]),
-                token_logprobs=tuple(sampled_lp[i]),
-            )
-            for i in range(rows)
+        batch, done = DecodeBatch(), {}
+        self.admit(batch, prompts, params, list(range(len(prompts))))
+        while batch:
+            done.update((row.key, row.generation(self.tokenizer)) for row in self.step(batch))
+        return [done[i] for i in range(len(prompts))]
+
+    @torch.inference_mode()
+    def admit(
+        self, batch: DecodeBatch, prompts: list[list[int]], params: list[SamplingParams], keys: list
+    ) -> None:
+        """Prefill `prompts` and add them to `batch` as rows named by `keys` (see `batch.can_join`)."""
+        rows = [
+            Row(key, list(prompt), p, torch.Generator().manual_seed(p.seed) if p.seed is not None else None)
+            for key, prompt, p in zip(keys, prompts, params, strict=True)
         ]
+        logits, cache, mask, positions = self._prefill(prompts)
+        batch.join(rows, logits[:, -1:], cache, mask, positions[:, -1:])
+
+    @torch.inference_mode()
+    def step(self, batch: DecodeBatch) -> list[Row]:
+        """Sample one token for every row of `batch`; returns the rows that finished (and left it)."""
+        last = batch.logits[:, -1].float()
+        rows = batch.rows
+        tokens = sample_tokens(last, [r.params for r in rows], uniform_draws([r.generator for r in rows]))
+        chosen = torch.log_softmax(last, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+        for row, token, logprob in zip(rows, tokens.tolist(), chosen.tolist(), strict=True):
+            row.take(token, logprob, self.eos_ids, self.tokenizer)  # the lists: the step's only host copies
+        done = [row for row in rows if row.finish]
+        batch.keep([i for i, row in enumerate(rows) if not row.finish])
+        if batch:
+            step_ids = torch.tensor([[row.sampled[-1]] for row in batch.rows], device=self.device)
+            ones = torch.ones((len(batch), 1), dtype=batch.mask.dtype, device=self.device)
+            batch.mask, batch.positions = torch.cat([batch.mask, ones], dim=1), batch.positions + 1
+            batch.logits, batch.cache = self._forward(step_ids, batch.mask, batch.positions, batch.cache)
+        return done
 
     @torch.inference_mode()
     def score(self, prompts: list[list[int]], tails: list[list[list[int]]]) -> list[list[float]]:

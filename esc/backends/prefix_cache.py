@@ -23,9 +23,10 @@ def shared_length(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]
     return len(os.path.commonprefix([a, b]))
 
 
-def weights_fingerprint(model: torch.nn.Module) -> tuple[int, ...]:
-    """Changes whenever any parameter is modified in place (torch counts in-place writes per tensor)."""
-    return tuple(p._version for p in model.parameters())
+def weights_fingerprint(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """Changes whenever a parameter is written in place (torch counts in-place writes per tensor) or
+    given new memory (`load_into` with shared pages)."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
 
 
 class PrefixCache:

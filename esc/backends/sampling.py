@@ -19,9 +19,7 @@ def uniform_draws(generators: list[torch.Generator | None]) -> torch.Tensor:
     return torch.cat([torch.rand(1, generator=g) for g in generators])
 
 
-def sample_tokens(
-    logits: torch.Tensor, params: list[SamplingParams], draws: torch.Tensor
-) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], draws: torch.Tensor) -> torch.Tensor:
     """Token ids (rows,) for logits (rows, vocab): argmax where temperature is 0, else a sample from
     softmax(logits / temperature), limited to the top_p nucleus, at the row's uniform draw."""
     device = logits.device

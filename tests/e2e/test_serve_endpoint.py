@@ -186,3 +186,16 @@ def test_hostile_requests_get_4xx_errors_and_the_endpoint_keeps_answering(server
     client = OpenAI(base_url=f"{server}/v1", api_key=KEY)
     completion = ask(client, "Thank you for listening to me.", max_tokens=32).parse()
     assert completion.choices[0].message.content.strip()
+
+
+def test_concurrent_requests_are_decoded_together_and_each_gets_its_own_reply(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = OpenAI(base_url=f"{server}/v1", api_key=KEY)
+    texts = ["My dog died last week.", "I failed my exam.", "I can't sleep at night.", "I miss home."]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        replies = list(pool.map(lambda t: ask(client, t, seed=5, max_tokens=24).parse(), texts))
+    assert all(r.choices[0].message.content.strip() for r in replies)
+    alone = ask(client, texts[2], seed=5, max_tokens=24).parse()  # seeded: the same reply unbatched
+    assert alone.choices[0].message.content == replies[2].choices[0].message.content
+    assert max(httpx.get(f"{server}/healthz").json()["decode_batches"]) >= 2

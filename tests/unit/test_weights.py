@@ -79,3 +79,34 @@ def test_a_published_version_with_extras_is_a_model_folder(tmp_path):
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def _mapped_from(tensor: torch.Tensor, path) -> bool:
+    """Whether the tensor's memory lies in a mapping of `path` (Linux /proc/self/maps)."""
+    address = tensor.data_ptr()
+    with open("/proc/self/maps") as maps:
+        lines = maps.read().splitlines()
+    for line in lines:
+        span, *_, name = line.split(maxsplit=5)
+        start, end = (int(x, 16) for x in span.split("-"))
+        if start <= address < end:
+            return name.strip() == str(path)
+    return False
+
+
+def test_shared_pages_serve_the_file_and_writes_stay_private(tmp_path):
+    source, target = tiny_random_model(100, seed=1), tiny_random_model(100, seed=2)
+    path = publish(source.state_dict(), tmp_path, 1)
+    parameters = dict(target.named_parameters())
+    load_into(target, path, share_pages=True)
+    assert dict(target.named_parameters()) == parameters  # the same Parameter objects (optimizers hold them)
+    for name, weight in source.state_dict().items():
+        assert torch.equal(target.state_dict()[name], weight), name
+    embedding = target.get_input_embeddings().weight
+    assert _mapped_from(embedding, path.resolve())
+    assert target.get_output_embeddings().weight is embedding  # tied weights stay tied
+    with torch.no_grad():
+        embedding.add_(1.0)  # copy-on-write: the file keeps the published weights
+    published = load_file(str(path))["model.embed_tokens.weight"]
+    assert torch.equal(published, source.get_input_embeddings().weight)
+    assert not torch.equal(embedding, published)

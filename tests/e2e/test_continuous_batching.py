@@ -1,0 +1,112 @@
+"""Continuous batching on a real (tiny-random) model: rows that join a running batch, or leave it early,
+get the tokens they get alone; requests arriving mid-decode join the batch; a weight swap waits for
+the rows it would otherwise split between two versions."""
+
+import asyncio
+import threading
+
+import pytest
+import torch
+
+from esc.backends.base import SamplingParams
+from esc.backends.decode_batch import DecodeBatch
+from esc.backends.hf import HFBackend
+from esc.backends.hf_decode import CausalLM
+from esc.backends.prefix_cache import PrefixCache
+from esc.models import load_model
+from esc.weights import publish
+
+SYSTEM = {"role": "system", "content": "You are a calm counselor who listens before advising."}
+
+
+def _chat(text: str) -> list[dict]:
+    return [SYSTEM, {"role": "user", "content": text}]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny-random", seed=6)
+
+
+@pytest.mark.parametrize("prefix_cache", [None, PrefixCache()])
+def test_rows_joining_and_leaving_get_the_tokens_they_get_alone(tiny, prefix_cache):
+    model, tokenizer = tiny
+    backend = HFBackend(model, tokenizer)
+    lm = CausalLM(model, tokenizer, prefix_cache)
+    first = backend.encode_prompt(_chat("Hi"))
+    later = [backend.encode_prompt(_chat(t)) for t in ("Work keeps me up at night and I cannot rest.", "Ok")]
+    greedy = [SamplingParams(temperature=0.0, max_new_tokens=n) for n in (12, 9, 3)]
+    alone = [lm.decode([p], [g])[0] for p, g in zip([first, *later], greedy, strict=True)]
+    batch, done = DecodeBatch(), {}
+    lm.admit(batch, [first], greedy[:1], ["a"])
+    for _ in range(4):  # the first row is 4 tokens in when the others arrive
+        done.update((r.key, r) for r in lm.step(batch))
+    assert not done and len(batch) == 1
+    lm.admit(batch, later, greedy[1:], ["b", "c"])  # one wider than the running cache, one narrower
+    sizes = []
+    while batch:
+        sizes.append(len(batch))
+        done.update((r.key, r) for r in lm.step(batch))
+    assert sizes[0] == 3 and sizes[-1] == 1  # "c" left after 3 tokens; the others went on without it
+    for key, want in zip("abc", alone, strict=True):
+        got = done[key].generation(tokenizer)
+        assert got.token_ids == want.token_ids, key
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+
+
+def _first_step_signal(backend: HFBackend) -> threading.Event:
+    """An event set once the backend has decoded its first token (wraps the model's step)."""
+    stepped, step = threading.Event(), backend.lm.step
+
+    def step_and_signal(batch):
+        finished = step(batch)
+        stepped.set()
+        return finished
+
+    backend.lm.step = step_and_signal
+    return stepped
+
+
+def test_a_request_arriving_mid_decode_joins_the_running_batch(tiny):
+    model, tokenizer = tiny
+    backend = HFBackend(model, tokenizer, max_batch_size=4, max_wait_ms=1)
+    stepped = _first_step_signal(backend)
+    long, short = (SamplingParams(temperature=1.0, max_new_tokens=n, seed=n) for n in (24, 6))
+
+    async def run():
+        running = asyncio.ensure_future(backend.generate(_chat("I feel lonely."), long))
+        assert await asyncio.to_thread(stepped.wait, 60)
+        joined = await backend.generate(_chat("Exams scare me."), short)
+        assert not running.done()  # answered while the first row is still being written
+        return await running, joined
+
+    first, second = asyncio.run(run())
+    assert backend.batch_sizes == [1, 2]
+    assert first.completion_tokens == 24 and 0 < second.completion_tokens <= 6
+    plain = CausalLM(model, tokenizer)
+    for got, prompt, params in ((first, "I feel lonely.", long), (second, "Exams scare me.", short)):
+        want = plain.decode([backend.encode_prompt(_chat(prompt))], [params])[0]
+        assert got.token_ids == want.token_ids
+
+
+def test_a_weight_swap_waits_for_the_running_rows(tiny, tmp_path):
+    model, tokenizer = load_model("tiny-random", seed=7)
+    backend = HFBackend(model, tokenizer, max_wait_ms=1)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=16)
+    prompt = backend.encode_prompt(_chat("I lost my job."))
+    before = CausalLM(model, tokenizer).decode([prompt], [greedy])[0]
+    changed = {k: v * 1.5 for k, v in model.state_dict().items()}
+    path = publish(changed, tmp_path, 1)
+    stepped = _first_step_signal(backend)
+
+    async def run():
+        running = asyncio.ensure_future(backend.generate(_chat("I lost my job."), greedy))
+        assert await asyncio.to_thread(stepped.wait, 60)
+        await asyncio.to_thread(backend.load_weights, 1, str(path))  # waits for the running row
+        return await running, await backend.generate(_chat("I lost my job."), greedy)
+
+    old, new = asyncio.run(run())
+    assert old.weights_version == 0 and old.token_ids == before.token_ids
+    assert new.weights_version == 1
+    with torch.no_grad():
+        assert torch.equal(model.get_input_embeddings().weight, changed["model.embed_tokens.weight"])
