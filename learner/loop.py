@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from esc.config import LearnerConfig
+from esc.memory import release_free_memory
 from esc.parsing import parse_counselor
 from esc.schemas import Turn
 from learner.lora import policy_state
@@ -91,6 +92,7 @@ class Learner:
             self.version += 1
             self.consumed.extend(r["id"] for r in records)
             publish(self.version, policy_state(self.model))
+        release_free_memory()  # activations and gradients are freed; other processes can have the pages
         staleness = Counter(self.version - 1 - r["policy_version"] for r in records)
         return {
             "weights_version": self.version,

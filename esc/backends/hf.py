@@ -21,7 +21,10 @@ from esc.backends.base import BackendError, Generation, Message, SamplingParams
 from esc.backends.decode_batch import DecodeBatch
 from esc.backends.hf_decode import CausalLM
 from esc.backends.prefix_cache import PrefixCache
+from esc.memory import release_free_memory
 from esc.models import load_model
+
+TRIM_EVERY_STEPS = 64  # under steady load the batch never drains: give freed memory back this often
 
 
 @dataclass
@@ -56,6 +59,7 @@ class HFBackend:
         self._idle = threading.Condition(self._model_lock)  # notified when the running batch empties
         self._running = DecodeBatch()  # rows being decoded (continuous batching), touched under the lock
         self._swaps_waiting = 0  # load_weights calls waiting for the running batch to drain
+        self._steps = 0
         # OpenMP's thread count is per thread: batches run in worker threads, which would otherwise get
         # OMP_NUM_THREADS (1 in a Ray actor reserving under 2 CPUs) whatever the actor set
         self.torch_threads = torch.get_num_threads()
@@ -237,6 +241,9 @@ class HFBackend:
             if not self._running:
                 self._idle.notify_all()  # a weight swap may be waiting for the batch to drain
             version = self.weights_version  # fixed while rows run: swaps wait for an empty batch
+        self._steps += 1
+        if not self._running or self._steps % TRIM_EVERY_STEPS == 0:
+            release_free_memory()  # the finished rows' KV and the step's temporaries
         finished = [(r.key, replace(r.generation(self.tokenizer), weights_version=version)) for r in done]
         self.stats["completion_tokens"] += sum(g.completion_tokens for _, g in finished)
         return finished
