@@ -39,7 +39,7 @@ run: model
 
 test: model
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=10
 
 # Reference pages generated from the code (a test checks they are up to date).
 docs: $(STAMP)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,6 +64,11 @@ class HFBackend:
         # OpenMP's thread count is per thread: batches run in worker threads, which would otherwise get
         # OMP_NUM_THREADS (1 in a Ray actor reserving under 2 CPUs) whatever the actor set
         self.torch_threads = torch.get_num_threads()
+        # every batch stage runs on this one thread: one OpenMP team and one heap, where a pool of
+        # threads would leave idle teams spinning on the cores the working one needs
+        self._model_thread = ThreadPoolExecutor(
+            1, "hf-model", initializer=torch.set_num_threads, initargs=(self.torch_threads,)
+        )
         self.weights_version = 0  # 0 = the weights it was built with; load_weights moves it
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -193,7 +199,7 @@ class HFBackend:
     async def _run_rows(self, requests: list[_Request], fn, *args) -> None:
         """Run a decode stage in a thread; answer the rows it finished, or fail `requests` if it raised."""
         try:
-            finished = await asyncio.to_thread(fn, *args)
+            finished = await self._on_model_thread(fn, *args)
         except Exception as error:  # a failed stage fails the rows it touched, not the worker
             with self._idle:
                 gone = {id(r) for r in requests}
@@ -209,7 +215,7 @@ class HFBackend:
 
     async def _run(self, requests: list[_Request], fn, *args) -> None:
         try:
-            results = await asyncio.to_thread(fn, *args)
+            results = await self._on_model_thread(fn, *args)
         except Exception as error:  # a failed batch fails its requests, not the worker
             results = [error] * len(requests)
         for request, result in zip(requests, results, strict=True):
@@ -220,10 +226,12 @@ class HFBackend:
             else:
                 request.future.set_result(result)
 
+    async def _on_model_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)
+
     def _admit(self, requests: list[_Request]) -> None:
         """Prefill `requests` and join them to the running batch (in a worker thread)."""
         with self._idle:
-            torch.set_num_threads(self.torch_threads)
             started = time.perf_counter()
             prompts, params = [r.prompt_ids for r in requests], [r.params for r in requests]
             self.lm.admit(self._running, prompts, params, requests)
@@ -234,7 +242,6 @@ class HFBackend:
     def _step(self) -> list[tuple[_Request, Generation]]:
         """One token for every running row (in a worker thread); returns the rows that finished."""
         with self._idle:
-            torch.set_num_threads(self.torch_threads)
             started = time.perf_counter()
             done = self.lm.step(self._running)
             self.stats["decode_s"] += time.perf_counter() - started
