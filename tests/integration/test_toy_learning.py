@@ -35,7 +35,9 @@ def test_mean_reward_rises_with_a_fixed_seed():
     model, tokenizer = load_model("tiny-random", seed=0)
     lm = CausalLM(model, tokenizer)
     learner = Learner(
-        LearnerConfig(lr=3e-3, format_weight=0.0, safety_weight=0.0, max_tokens=256),
+        # a random tiny model moves little per update: at lr 3e-3 twelve updates were noise, and whether
+        # the mean rose depended on the seed; at 0.1 it rises for each seed and sampler tried
+        LearnerConfig(lr=1e-1, format_weight=0.0, safety_weight=0.0, max_tokens=256),
         model,
         tokenizer.pad_token_id,
         opens_like_a_sentence,
@@ -80,4 +82,4 @@ def test_mean_reward_rises_with_a_fixed_seed():
         # on-policy samples: the behaviour log-probs match the weights that sampled them
         assert metrics["is_weight_mean"] == pytest.approx(1.0, abs=1e-3)
     first, last = sum(means[:3]) / 3, sum(means[-3:]) / 3
-    assert last > first + 0.05, means
+    assert last > first + 0.2, means
