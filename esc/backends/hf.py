@@ -197,7 +197,8 @@ class HFBackend:
         return [row.key for row in self._running.rows]
 
     async def _run_rows(self, requests: list[_Request], fn, *args) -> None:
-        """Run a decode stage in a thread; answer the rows it finished, or fail `requests` if it raised."""
+        """Run a decode stage on the model thread; answer the rows it finished, or fail `requests` if it
+        raised."""
         try:
             finished = await self._on_model_thread(fn, *args)
         except Exception as error:  # a failed stage fails the rows it touched, not the worker
@@ -230,7 +231,7 @@ class HFBackend:
         return await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)
 
     def _admit(self, requests: list[_Request]) -> None:
-        """Prefill `requests` and join them to the running batch (in a worker thread)."""
+        """Prefill `requests` and join them to the running batch (on the model thread)."""
         with self._idle:
             started = time.perf_counter()
             prompts, params = [r.prompt_ids for r in requests], [r.params for r in requests]
@@ -240,7 +241,7 @@ class HFBackend:
         self.stats["prompt_tokens"] += sum(map(len, prompts))
 
     def _step(self) -> list[tuple[_Request, Generation]]:
-        """One token for every running row (in a worker thread); returns the rows that finished."""
+        """One token for every running row (on the model thread); returns the rows that finished."""
         with self._idle:
             started = time.perf_counter()
             done = self.lm.step(self._running)
