@@ -41,7 +41,7 @@ def sample(processes: list[psutil.Process]) -> tuple[int, int, int, list[tuple[s
             continue
         own = getattr(info, "pss", info.rss)
         rss, pss, count = rss + info.rss, pss + own, count + 1
-        each.append((label, own))
+        each.append((f"{label} [{p.pid}]", own))
     return rss, pss, count, each
 
 
@@ -53,20 +53,24 @@ def main() -> None:
     child = subprocess.Popen(args.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = psutil.Process(child.pid)
     peak_rss = peak_pss = most = 0
+    peak_at = 0.0
     at_peak: list[tuple[str, int]] = []
+    own_peak: dict[str, int] = {}  # each process's own largest PSS, whenever it came
     while child.poll() is None:
         rss, pss, count, each = sample(tree(root))
+        for label, own in each:
+            own_peak[label] = max(own, own_peak.get(label, 0))
         if pss > peak_pss:
-            at_peak = sorted(each, key=lambda e: -e[1])
+            at_peak, peak_at = sorted(each, key=lambda e: -e[1]), time.perf_counter() - started
         peak_rss, peak_pss, most = max(peak_rss, rss), max(peak_pss, pss), max(most, count)
         time.sleep(0.5)  # a sampling interval
     seconds = time.perf_counter() - started
     gb = 2**30
     print(f"`{' '.join(args.command)}` exited {child.returncode} after {seconds:.0f} s")
     print(f"peak PSS {peak_pss / gb:.2f} GB, peak RSS sum {peak_rss / gb:.2f} GB, up to {most} processes")
-    print("at the peak, by PSS:")
+    print(f"at the peak ({peak_at:.0f} s in), by PSS, and each process's own peak:")
     for label, own in at_peak[:12]:
-        print(f"  {own / gb:6.2f} GB  {label}")
+        print(f"  {own / gb:6.2f} GB  (own peak {own_peak[label] / gb:5.2f})  {label}")
     print(
         json.dumps(
             {
@@ -79,6 +83,7 @@ def main() -> None:
                 "peak_pss_gb": round(peak_pss / gb, 2),
                 "peak_rss_sum_gb": round(peak_rss / gb, 2),
                 "max_processes": most,
+                "peak_at_s": round(peak_at),
                 "largest_at_peak_gb": {
                     f"{i}:{label}": round(own / gb, 2) for i, (label, own) in enumerate(at_peak[:8])
                 },

@@ -1,7 +1,7 @@
 """LoRA for the policy (`learner.lora_rank > 0`, via peft): train low-rank adapters, publish full weights.
 
 Counselor actors and the Serve endpoint load plain model weights, so `policy_state` merges the adapters
-into a copy of the weights for publishing and leaves the training model unmerged. Checkpoints hold the
+into copies of the weights they adapt for publishing and leaves the training model unmerged. Checkpoints hold the
 adapter-wrapped state as it is (base and adapter tensors), which `checkpoint.restore` loads back into
 the same wrapped model.
 """
@@ -22,15 +22,21 @@ def add_lora(model: torch.nn.Module, rank: int) -> torch.nn.Module:
 
 
 def policy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The plain model's weights (DDP / DeepSpeed wrappers removed, LoRA adapters merged)."""
+    """The plain model's weights (DDP / DeepSpeed wrappers removed, LoRA adapters merged).
+
+    Each adapted weight is merged into a new tensor (base + the adapters' delta); the base weights are
+    never written, so they stay the model file's shared, memory-mapped pages (`esc.models.load_model`)."""
     model = unwrap(model)
-    if not hasattr(model, "merge_adapter"):
+    if not hasattr(model, "get_base_model"):
         return model.state_dict()
-    model.merge_adapter()
-    try:
-        merged = model.get_base_model().state_dict()
-        return {
-            k.replace(".base_layer", ""): v.detach().clone() for k, v in merged.items() if "lora_" not in k
-        }
-    finally:
-        model.unmerge_adapter()
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    state = {k.replace(".base_layer", ""): v for k, v in base.state_dict().items() if "lora_" not in k}
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if isinstance(module, LoraLayer):
+                weight = module.get_base_layer().weight
+                deltas = [module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A]
+                state[f"{name}.weight"] = weight + sum(deltas).to(weight.dtype)
+    return state

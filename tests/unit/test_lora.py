@@ -20,7 +20,11 @@ def test_merged_weights_reproduce_the_adapted_model(tmp_path):
     ids = torch.tensor([tokenizer("I feel lonely lately")["input_ids"]])
     with torch.no_grad():
         adapted = lora(input_ids=ids).logits
+    base_before = {k: v.clone() for k, v in lora.get_base_model().state_dict().items() if "lora_" not in k}
     path = publish(policy_state(lora), tmp_path, version=1)
+    for name, weight in lora.get_base_model().state_dict().items():
+        if name in base_before:  # publishing never writes the base weights (they are shared file pages)
+            assert torch.equal(weight, base_before[name]), name
     plain, _ = load_model("tiny-random", seed=1)  # other random weights: everything must come from the file
     load_into(plain, path)
     with torch.no_grad():
