@@ -23,19 +23,25 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py)
 model: $(STAMP)
 	$(VENV)/bin/rlff prepare
 
-# The online loop on the embedded model (about 10 minutes on 2 CPUs): train the data-grounded reward
-# model on ESConv surveys once, then a fresh `rlff run` (actors + store + learner on Ray Train); each
-# `make run` starts the online part of runs/local anew and keeps the reward model. While it trains, the
+# The online loop on the embedded model (2 CPUs): train the data-grounded reward model on ESConv and
+# the cold-start counselor (a short SFT on ESConv replies in the <think>/<answer> format), then a fresh
+# `rlff run` (actors + store + learner on Ray Train) whose GRPO starts from that counselor. Both
+# training stages are always called and skip themselves while their inputs (settings, data) are
+# unchanged; each `make run` starts the online part of runs/local anew. While it trains, the
 # dashboard is at http://127.0.0.1:8000/dashboard and the endpoint at http://127.0.0.1:8000/v1.
 ESCONV ?= ../shared/data/esconv
-RUN_SETS := --set reward_model.data=esconv:$(ESCONV)
+# rollouts on ESConv train contexts, the held-out report on its valid split, the seeker grounded in
+# real seekers' turns of the train split
+RUN_SETS := --set reward_model.data=esconv:$(ESCONV) --set sft.data=esconv:$(ESCONV)\#train \
+	--set data.scenarios=esconv:$(ESCONV)\#train --set evaluation.heldout=esconv:$(ESCONV)\#valid \
+	--set seeker.examples=esconv:$(ESCONV)\#train
 run: model
 	@test -d "$(ESCONV)" || { echo "error: ESConv not found at $(ESCONV); get it (thu-coai/esconv) and run make run ESCONV=PATH"; exit 2; }
-	test -f runs/local/reward_model/reward_model.json || \
-		$(VENV)/bin/rlff train --stage rm --config configs/local.yaml $(RUN_SETS)
-	rm -rf $(addprefix runs/local/,store checkpoints weights learner ray_train metrics.jsonl dialogues.jsonl tensorboard)
+	$(VENV)/bin/rlff train --stage rm --config configs/local.yaml $(RUN_SETS)
+	$(VENV)/bin/rlff train --stage sft --config configs/local.yaml $(RUN_SETS)
+	rm -rf $(addprefix runs/local/,store checkpoints weights learner ray_train metrics.jsonl dialogues.jsonl tensorboard run.log)
 	$(VENV)/bin/rlff run --config configs/local.yaml $(RUN_SETS)
-	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json)"
+	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json, sft/report.json)"
 
 test: model
 	$(VENV)/bin/ruff check .

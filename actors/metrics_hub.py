@@ -100,8 +100,46 @@ METRICS: dict[str, Metric] = {
         "share of a periodic evaluation's counselor turns in <think>/<answer> form",
         "rising towards 1",
     ),
+    # held-out learning report (source heldout, jobs/heldout.py): one event per evaluation point, each
+    # metric with the 2.5/97.5 percentiles of its bootstrap over contexts (heldout_<metric>_lo/_hi)
+    **{
+        f"heldout_{name}{suffix}": Metric(unit, f"{meaning}{bound}", good)
+        for name, unit, meaning, good in (
+            (
+                "format_rate",
+                "share",
+                "held-out replies in exact <think>R</think><answer>A</answer> form",
+                "rising towards 1",
+            ),
+            ("reward", "reward", "held-out GRPO reward: RM score + format reward - safety penalty", "rising"),
+            ("rm_score", "reward", "held-out reward-model score of the answers", "rising"),
+            ("format_reward", "reward", "held-out graded format reward, in [0, 1]", "rising towards 1"),
+            (
+                "answer_tokens",
+                "tokens",
+                "held-out answer length in counselor tokens",
+                "steady, not collapsing",
+            ),
+            (
+                "distinct2",
+                "share",
+                "held-out Distinct-2 of each context's G answers, mean over contexts",
+                "not below version 0's",
+            ),
+            ("rouge_l", "F1 x 100", "held-out ROUGE-L F1 of each answer against the real reply", "rising"),
+        )
+        for suffix, bound in (
+            ("", " (mean over contexts)"),
+            ("_lo", ": lower bound of the 95% bootstrap CI"),
+            ("_hi", ": upper bound of the 95% bootstrap CI"),
+        )
+    },
     # the learner (source learner), one event per policy update
-    "weights_version": Metric("version", "policy weights version the learner has published", "+1 per update"),
+    "weights_version": Metric(
+        "version",
+        "policy weights version the learner has published (source heldout: the version a point measured)",
+        "+1 per update",
+    ),
     "groups_used": Metric(
         "groups",
         "candidate groups one update learned from (groups need 2+ sampled replies)",

@@ -137,52 +137,36 @@ class StoreConfig(Section):
 
 
 class RewardModelConfig(Section):
-    """The future-oriented reward model: a classification (or ranking) head on a transformer backbone."""
+    """The future-oriented reward model: a bounded scoring head on frozen transformer features."""
 
     backbone: str = Field("smollm2-135m", description="Model spec of the backbone (see esc/models.py).")
-    formulation: Literal["classification", "ranking"] = Field(
-        "classification", description="classification: CE over reward classes; ranking: Bradley-Terry pairs."
-    )
     labels: Literal["data", "simulated"] = Field(
-        "data", description="data: ESConv survey outcomes (needs `data`); simulated: store future rewards."
+        "data", description="data: ESConv future-oriented reply labels (needs `data`); simulated: store."
     )
     data: str | None = Field(
-        None, description="esconv:PATH with seeker surveys, for data-grounded labels (train/valid splits)."
+        None, description="esconv:PATH, for data-grounded labels (train split to train, valid to report)."
     )
-    improvement_edges: list[float] = Field(
-        [1.5, 2.5], description="Ascending cut points on survey improvement (initial - final intensity)."
+    future_turns: int = Field(
+        3, ge=1, le=20, description="k: seeker turns after a reply whose affect change labels the reply."
     )
-    class_values: list[float] | None = Field(
-        None, description="Reward of each class; default evenly spaced from -1 to 1."
+    survey_weight: float = Field(
+        0.0, ge=0.0, le=1.0, description="Weight of the dialogue's survey improvement blended into labels."
     )
-    negatives: float = Field(
-        0.0, ge=0.0, le=1.0, description="Share of extra examples: a context with another's reply, class 0."
+    other_replies: int = Field(
+        3, ge=0, le=20, description="Replies from other dialogues added to each context group as negatives."
     )
-    train: Literal["head", "full"] = Field(
-        "head", description="head: frozen backbone, train the head on cached features; full: fine-tune all."
+    max_contexts: int = Field(500, gt=0, description="Most training contexts (seeded choice).")
+    valid_contexts: int = Field(250, gt=0, description="Most held-out contexts in the report (valid split).")
+    hidden: int = Field(0, ge=0, le=4096, description="Width of the head's hidden layer; 0: a linear head.")
+    label_weight: float = Field(
+        1.0, ge=0.0, description="Weight of the label regression next to the ranking loss in training."
     )
-    epochs: int = Field(30, gt=0, le=10_000, description="Passes over the training examples.")
-    lr: float = Field(1e-4, gt=0.0, lt=1.0, description="Reward-model learning rate.")
-    batch_size: int = Field(32, gt=0, description="Examples per reward-model step.")
-    max_tokens: int = Field(256, gt=8, le=8192, description="Context + reply tokens kept (the end is kept).")
-    max_examples: int = Field(600, gt=0, description="Most training examples (seeded choice).")
+    epochs: int = Field(60, gt=0, le=100_000, description="Full-batch passes of the head over the examples.")
+    lr: float = Field(1e-3, gt=0.0, lt=1.0, description="Learning rate of the head.")
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW decoupled weight decay of the head.")
+    max_tokens: int = Field(48, gt=8, le=8192, description="Tokens of each encoded text (the end is kept).")
+    layers: int = Field(0, ge=0, description="Backbone layers run (the first n, for speed); 0: all of them.")
     weight: float = Field(1.0, ge=0.0, description="Weight of the RM score in the policy reward.")
-
-    @model_validator(mode="after")
-    def _check(self) -> RewardModelConfig:
-        edges = self.improvement_edges
-        if any(b <= a for a, b in zip(edges, edges[1:])):
-            raise ValueError("reward_model.improvement_edges must be strictly ascending")
-        if self.class_values is not None and len(self.class_values) != len(edges) + 1:
-            raise ValueError("reward_model.class_values needs len(improvement_edges) + 1 values")
-        return self
-
-    def values(self) -> list[float]:
-        """The reward of each class, lowest class first."""
-        if self.class_values is not None:
-            return list(self.class_values)
-        n = len(self.improvement_edges) + 1
-        return [-1.0 + 2.0 * k / (n - 1) for k in range(n)]
 
 
 class LearnerConfig(Section):
@@ -220,7 +204,7 @@ class LearnerConfig(Section):
 
 
 class SFTConfig(Section):
-    """The supervised baseline: fine-tune the counselor on ESConv replies with TRL's SFTTrainer."""
+    """The cold-start SFT: fine-tune the counselor on ESConv replies in its own format (jobs/train_sft.py)."""
 
     data: str | None = Field(None, description="esconv:PATH[#split] of dialogues to imitate (train split).")
     max_steps: int = Field(60, gt=0, description="Optimizer steps.")
@@ -228,6 +212,15 @@ class SFTConfig(Section):
     batch_size: int = Field(4, gt=0, description="Examples per step.")
     max_tokens: int = Field(384, gt=8, le=16384, description="Most prompt + reply tokens per example.")
     max_examples: int = Field(2000, gt=0, description="Most (context, reply) examples taken (seeded).")
+    max_answer_tokens: int = Field(
+        40, gt=0, le=4096, description="Longer replies keep their leading sentences within this many tokens."
+    )
+    lora_rank: int = Field(
+        0, ge=0, le=1024, description="> 0: LoRA adapters of this rank, merged when saved; 0: every weight."
+    )
+    cold_start: bool = Field(
+        False, description="`rlff run` starts the counselor from runs/<name>/sft (`rlff train --stage sft`)."
+    )
 
 
 class EvaluationConfig(Section):
@@ -239,6 +232,17 @@ class EvaluationConfig(Section):
     episodes: int = Field(2, gt=0, le=64, description="PPDPP episodes per periodic evaluation.")
     max_turns: int = Field(4, gt=0, le=64, description="Counselor turns per periodic-evaluation episode.")
     scenarios: str | None = Field(None, description="Scenario spec to evaluate on; None: data.scenarios.")
+    heldout: str | None = Field(
+        None,
+        description="Held-out contexts for the learning report, e.g. esconv:PATH#valid (never trained on);"
+        " None: no held-out report.",
+    )
+    heldout_contexts: int = Field(
+        48, gt=0, le=4096, description="Held-out contexts per report point (one per dialogue, in file order)."
+    )
+    heldout_samples: int | None = Field(
+        None, gt=0, le=64, description="Sampled replies per held-out context; None: rollout.group_size."
+    )
 
 
 class ServeConfig(Section):

@@ -54,6 +54,19 @@ class SeekerConfig(RoleConfig):
     """The user simulator that role-plays the help-seeker."""
 
     max_new_tokens: int = Field(40, gt=0, le=4096, description="Seeker replies are 1-2 sentences.")
+    examples: str | None = Field(
+        None,
+        description="Data spec whose real seeker turns ground the simulator, e.g. 'esconv:PATH#train': "
+        "style examples in the prompt, and the role checker that resamples out-of-role turns; "
+        "None: prompt only.",
+    )
+    num_examples: int = Field(4, ge=0, le=16, description="Real seeker turns shown as style examples.")
+    openers: bool = Field(
+        True, description="Start each turn with a common two-word opening of real seeker turns ('I feel')."
+    )
+    max_resamples: int = Field(
+        2, ge=0, le=8, description="Extra tries when the role checker reads a turn as a counselor's."
+    )
 
 
 class CounselorConfig(RoleConfig):

@@ -45,14 +45,20 @@ def bleu_n(hypotheses: list[str], references: list[str], n: int) -> float:
     return float(bleu.corpus_score(hypotheses, [references]).score)
 
 
-def rouge_l(hypotheses: list[str], references: list[str]) -> float:
-    """Mean sentence-level ROUGE-L F1 (0-100), rouge_score tokenization with the Porter stemmer."""
+def rouge_l_each(hypotheses: list[str], references: list[str]) -> list[float]:
+    """Sentence-level ROUGE-L F1 (0-100) of each hypothesis against its reference, rouge_score
+    tokenization with the Porter stemmer."""
     _check_pairs(hypotheses, references)
     from rouge_score import rouge_scorer  # heavy (nltk); only reports need it, not every actor
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(hypotheses, references)]
-    return 100.0 * sum(scores) / len(scores)
+    return [100.0 * scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(hypotheses, references)]
+
+
+def rouge_l(hypotheses: list[str], references: list[str]) -> float:
+    """Mean sentence-level ROUGE-L F1 (0-100), as `rouge_l_each`."""
+    scores = rouge_l_each(hypotheses, references)
+    return sum(scores) / len(scores)
 
 
 def distinct_n(texts: list[str], n: int) -> float:

@@ -1,7 +1,7 @@
 """Prompt templates of the three LLM roles, in one place.
 
 - Seeker simulator: role-plays the help-seeker of a Scenario; opens with their situation, answers in
-  1-2 sentences, never acts as the counselor.
+  1-2 sentences, never acts as the counselor; optionally shown real seekers' turns as style examples.
 - Counselor: replies to the seeker. With reasoning it writes `<think>private reasoning</think>
   <answer>what the seeker sees</answer>`; in plain mode it writes the reply only.
 - Judge: reads the conversation and says how the seeker feels now compared with the start of the
@@ -12,6 +12,8 @@ of view: the other party's turns are "user" messages and the role's own turns "a
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from esc.schemas import Scenario, Turn
 
@@ -38,17 +40,36 @@ def counselor_messages(history: list[Turn], reasoning: bool = True) -> list[dict
     return merge_consecutive(messages)
 
 
-def seeker_messages(scenario: Scenario, history: list[Turn]) -> list[dict[str, str]]:
-    """Messages for the simulated seeker's next line (the opening line when history is empty)."""
+SEEKER_OPENING = "Hi, what would you like to talk about today?"
+
+
+def seeker_system(scenario: Scenario, examples: Sequence[str] = ()) -> str:
+    """The seeker's system prompt: who they are, what they bring, how they talk; `examples` (real
+    seeker turns from other conversations) are listed as style examples."""
     system = (
-        f"You are a person seeking emotional support, talking to a counselor. You feel "
-        f"{scenario.emotion_type} because of {scenario.problem_type}. Your situation: {scenario.situation} "
-        "Speak as yourself in the first person, in 1-2 short sentences. Never give advice or act as "
-        "the counselor."
+        "You are a person seeking emotional support: you have a problem and talk to a counselor. You feel "
+        f"{scenario.emotion_type} because of {scenario.problem_type}. Your situation: {scenario.situation}\n"
+        "You are the one who needs help. Talk about your own problem, your feelings and what happened to "
+        "you, in the first person, in 1-2 short sentences. Answer the counselor's questions about yourself; "
+        "you do not comfort or advise them, and you do not ask how they feel."
     )
+    if examples:
+        listed = "\n".join(f'- "{" ".join(text.split())}"' for text in examples)
+        system += f"\nThis is how people seeking support talk:\n{listed}"
+    return system
+
+
+def seeker_messages(
+    scenario: Scenario, history: list[Turn], examples: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """Messages for the simulated seeker's next line (the opening line when history is empty).
+
+    `examples`: real help-seekers' turns shown as style examples in the system prompt (only seeker
+    text belongs there; see `esc.seeker_check.SeekerExamples`). Empty: the prompt alone.
+    """
     messages = [
-        {"role": "system", "content": system},
-        {"role": "user", "content": "Hi, I'm here to listen. What would you like to talk about?"},
+        {"role": "system", "content": seeker_system(scenario, examples)},
+        {"role": "user", "content": SEEKER_OPENING},
     ]
     for turn in history:
         messages.append({"role": "assistant" if turn.role == "seeker" else "user", "content": turn.text})

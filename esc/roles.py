@@ -15,15 +15,42 @@ from dataclasses import dataclass
 from esc import prompts
 from esc.backends import BackendPool
 from esc.backends.base import Generation, InferenceBackend, SamplingParams
-from esc.config import CounselorConfig, JudgeConfig, RoleConfig, RunConfig, SafetyConfig
+from esc.config import CounselorConfig, JudgeConfig, RoleConfig, RunConfig, SafetyConfig, SeekerConfig
 from esc.metrics import verdict_from_probs
 from esc.parsing import VERDICTS, parse_counselor, parse_verdict, parse_verdict_word
 from esc.safety import check_message, crisis_reply
 from esc.safety_model import LLMCrisisClassifier
 from esc.schemas import Scenario, Turn
+from esc.seeker_check import SeekerGrounding
 
 _ROLE_LABEL = re.compile(r"^(?:seeker|me|user|client)\s*:\s*", re.IGNORECASE)
 FALLBACK_ANSWER = "I hear you. Could you tell me a little more about how you are feeling?"
+_OPEN = re.compile(r"<\s*(think|answer)\s*>", re.IGNORECASE)
+_CLOSE = re.compile(r"<\s*/\s*(think|answer)\s*>", re.IGNORECASE)
+
+
+def used_fallback(raw: str) -> bool:
+    """Whether a (non-crisis) counselor output `raw` had no usable answer, so that the seeker was
+    sent FALLBACK_ANSWER in its place (`Counselor.respond` parses `raw` the same way)."""
+    return not parse_counselor(raw).answer
+
+
+def malformed_reason(raw: str) -> str:
+    """In a few words, why `raw` is not a `<think>R</think><answer>A</answer>` reply (for people
+    reading the dashboard); call it only for outputs that were not well formed."""
+    opened = {m.lower() for m in _OPEN.findall(raw)}
+    closed = {m.lower() for m in _CLOSE.findall(raw)}
+    if not raw.strip() or raw.strip().lower() == prompts.THINK_PREFILL:
+        return "empty output"
+    if "answer" not in opened:
+        if "think" in opened and "think" not in closed:
+            return "no <answer>: the output ran out inside <think>"
+        return "no <answer> tag"
+    if not parse_counselor(raw).answer:
+        return "empty <answer>"
+    if "answer" not in closed:
+        return "<answer> never closed"
+    return "text outside the <think>/<answer> tags"
 
 
 def sampling(config: RoleConfig, seed: int | None, **extra) -> SamplingParams:
@@ -45,6 +72,8 @@ class JudgeResult:
 @dataclass(frozen=True)
 class CounselorOutput:
     """One counselor turn: `turn.text` is the answer only; `raw` is the model's full text.
+    `well_formed` False with an empty parsed answer means `turn.text` is FALLBACK_ANSWER, a stand-in
+    so the conversation goes on, never the model's words (`used_fallback(raw)` tells it from `raw`).
     `weights_version`: the policy weights that wrote it (None for crisis replies and backends that
     do not track versions)."""
 
@@ -124,17 +153,52 @@ class Counselor:
 
 
 class Seeker:
-    """The user simulator: role-plays the help-seeker of a scenario."""
+    """The user simulator: role-plays the help-seeker of a scenario.
 
-    def __init__(self, backend: InferenceBackend, config: RoleConfig):
+    With grounding (`config.examples` names dialogues, or `grounding` is passed) the prompt shows
+    `num_examples` real seekers' turns of the scenario's problem type, and a turn the role checker
+    reads as a counselor's is sampled again up to `max_resamples` times (the most seeker-like try is
+    kept; greedy decoding is not resampled); with `openers`, each try starts with a common two-word
+    opening of real seekers' turns ("I feel", "My job"). Without grounding, the prompt alone.
+    `generations` / `turns` count backend calls and turns spoken, so the resampling cost is
+    `generations / turns - 1`; `first_in_role` counts turns whose first try was already in role.
+    """
+
+    def __init__(
+        self, backend: InferenceBackend, config: SeekerConfig, grounding: SeekerGrounding | None = None
+    ):
         self.backend, self.config = backend, config
+        if grounding is None and config.examples:
+            grounding = SeekerGrounding.from_spec(config.examples)
+        self.grounding = grounding
+        self.generations = self.turns = self.first_in_role = 0
 
     async def speak(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> Turn:
         """The seeker's next line (their opening line when history is empty)."""
-        params = sampling(self.config, seed, stop=("\n\n", "Counselor:"))
-        generation = await self.backend.generate(prompts.seeker_messages(scenario, history), params)
-        text = _ROLE_LABEL.sub("", generation.text.strip()).strip() or scenario.situation
-        return Turn(role="seeker", text=text)
+        grounding, config = self.grounding, self.config
+        examples = grounding.examples.pick(scenario, config.num_examples) if grounding else []
+        messages = prompts.seeker_messages(scenario, history, examples)
+        best, best_p = "", -1.0
+        # a greedy decoder would repeat itself: resample only when sampling
+        tries = 1 + config.max_resamples if grounding and config.temperature > 0 else 1
+        # an HTTP chat-completions server cannot prefill an opener
+        openers = grounding is not None and config.openers and self.backend.name != "openai"
+        for attempt in range(tries):
+            attempt_seed = None if seed is None else seed + 7919 * attempt
+            prefill = grounding.opener(scenario, len(history), attempt) if openers else ""
+            generation = await self.backend.generate(
+                messages, sampling(config, attempt_seed, prefill=prefill, stop=("\n\n", "Counselor:"))
+            )
+            self.generations += 1
+            text = _ROLE_LABEL.sub("", generation.text.strip()).strip() or scenario.situation
+            p = grounding.checker.seeker_probability(text) if grounding else 1.0
+            if p > best_p:
+                best, best_p = text, p
+            if grounding is None or p >= grounding.checker.threshold:
+                self.first_in_role += attempt == 0
+                break
+        self.turns += 1
+        return Turn(role="seeker", text=best)
 
 
 class Judge:

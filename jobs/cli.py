@@ -95,6 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--stage", required=True, choices=["rm", "sft", "policy"], help="what to train")
     trainer.add_argument("--out", help="output folder (rm: runs/<name>/reward_model, sft: runs/<name>/sft)")
 
+    report = commands.add_parser(
+        "report", help="docs/results.md from a run: base model vs SFT vs RLFF on held-out contexts"
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="runs/<name> of a finished `rlff run`")
+    report.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override of the run's config, e.g. --set evaluation.heldout=esconv:PATH#valid",
+    )
+    report.add_argument("--out", help="write the Markdown here (default: docs/results.md)")
+    report.add_argument("--base", help="base model spec to compare (default: the run's counselor.model)")
+    report.add_argument(
+        "--interactive", nargs="+", default=[], metavar="FILE", help="`rlff evaluate` report JSONs for SR/AT"
+    )
+    report.add_argument(
+        "--episodes", type=int, default=0, help="also run N interactive episodes for base and final"
+    )
+
     prepare = commands.add_parser("prepare", help="cache the embedded model as safetensors (once)")
     prepare.add_argument("--model", default="smollm2-135m", help="model spec to prepare")
 
@@ -195,6 +216,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_online(config, resume=bool(args.resume))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from jobs.report import run_report
+
+    if args.episodes < 0:
+        raise UsageError("--episodes must be 0 or a positive number of episodes")
+    command = shlex.join(["rlff", *args.argv])
+    return run_report(
+        args.run_dir, args.overrides, args.out, args.base, args.interactive, args.episodes, command
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from jobs.serve import run_serve
 
@@ -226,6 +260,7 @@ HANDLERS = {
     ("judge-check", None): cmd_judge_check,
     ("evaluate", None): cmd_evaluate,
     ("prepare", None): cmd_prepare,
+    ("report", None): cmd_report,
     ("config", "show"): cmd_config_show,
     ("config", "reference"): cmd_config_reference,
     ("config", "metrics"): cmd_config_metrics,
@@ -236,6 +271,7 @@ HANDLERS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `rlff report` writes it into its output
     action = getattr(args, f"{args.command}_command", None)
     handler = HANDLERS[(args.command, action)]
     from esc.backends.base import BackendError

@@ -26,14 +26,17 @@ from esc.config import ActorConfig, RunConfig
 READY_TIMEOUT_S = 600.0  # first start converts and loads models
 
 
-def init_ray() -> None:
-    """Join the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local instance."""
+def init_ray(quiet: bool = False) -> None:
+    """Join the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local instance.
+
+    `quiet`: actors' and Ray Train workers' output stays in Ray's session logs instead of being copied
+    to this terminal (`rlff run` prints its own progress lines and says where those logs are)."""
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=not quiet)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=not quiet)
 
 
 def remote(cls: type, actor: ActorConfig, retries: bool = True):

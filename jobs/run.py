@@ -7,6 +7,8 @@ a Ray job, which has no terminal, is ended gracefully). Ctrl-C and STOP are grac
 admitting work, workers finish the groups they started, the learner finishes its update (and
 checkpoints on its schedule), the store is flushed and closed. A second Ctrl-C exits at once.
 `--resume runs/<name>` continues a run: its saved config, store, checkpoint and published weights.
+With `evaluation.heldout` set, the policy answers held-out contexts before the first rollout, every
+`evaluation.every` versions and at the end (`jobs/heldout.py`), and the run ends with the learning table.
 """
 
 from __future__ import annotations
@@ -28,10 +30,26 @@ from esc.contexts import dialogue_context
 from esc.data import load_dialogues
 from jobs import UsageError
 from jobs.collect import WATCH_EVERY_S, driver_metrics
+from jobs.console import Progress, quiet_libraries
+from jobs.heldout import Heldout
 from jobs.launcher import init_ray, remote, report_restarts, start_actors
 from jobs.learn import learner_loop, staleness
 from jobs.serve import check_port_free, start_endpoint
+from jobs.train_sft import cold_start
 from learner import checkpoint
+
+RAY_LOGS = "/tmp/ray/session_latest/logs"  # where Ray keeps every worker's output on a node
+
+
+def seeker_checker(config: RunConfig) -> None:
+    """Save the seeker-role checker (`esc.seeker_check`) where the dashboard looks for it
+    (runs/<name>/seeker_checker.json), when the simulator is grounded in data (`seeker.examples`)."""
+    if not config.seeker.examples:
+        return
+    from esc.seeker_check import SeekerGrounding
+    from serve.dashboard import CHECKER_FILE
+
+    SeekerGrounding.from_spec(config.seeker.examples).checker.save(config.run_dir() / CHECKER_FILE)
 
 
 def resume_config(folder: str, overrides: list[str]) -> RunConfig:
@@ -101,7 +119,7 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
             f"rlff run needs counselor.backend hf: the {config.counselor.backend} backend cannot load the"
             " weights the learner publishes yet (see docs/cluster.md)"
         )
-    config = config.absolute()
+    config = cold_start(config.absolute())
     rm_dir = reward_model_dir(config)
     contexts = [
         dialogue_context(d, config.seed) for d in load_dialogues(config.data.scenarios, seed=config.seed)
@@ -110,9 +128,13 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         raise UsageError(f"data.scenarios {config.data.scenarios!r} holds no dialogues")
     if config.serve.enabled:
         check_port_free(config.serve.host, config.serve.port)
+    log_file = quiet_libraries(config.run_dir() / "run.log")
+    heldout = Heldout(config, rm_dir, resume) if config.evaluation.heldout else None
     config.write_resolved()
     (config.run_dir() / "STOP").unlink(missing_ok=True)  # left over from an earlier stop
-    init_ray()
+    seeker_checker(config)
+    init_ray(quiet=True)
+    print(f"logs: {log_file} (libraries); actors and learner: {RAY_LOGS} on each node", flush=True)
     started = time.perf_counter()
     system = start_actors(config, staleness=staleness(config), wait=False)
     loop_config = {
@@ -126,14 +148,20 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     trainer = _trainer(config, loop_config)
     outcome: dict[str, Any] = {}
     learner = threading.Thread(target=_fit, args=(trainer, outcome), daemon=True)
-    learner.start()  # Ray Train starts its workers while the actors load their models
+    if heldout is None:
+        learner.start()  # Ray Train starts its workers while the actors load their models
     system.wait_ready()
     print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
     if config.serve.enabled:  # deployed while Ray Train starts its workers; it follows what is published
         start_endpoint(config, follow=True)
+    if heldout is not None:  # version 0 before the learner starts, so its first wait for groups
+        heldout.first(system)  # (learner.sample_timeout_s) does not include this point
+        learner.start()
     evaluation = Evaluations(config, system)
-    totals = _drive(config, system, contexts, learner, evaluation)
+    totals = _drive(config, system, contexts, learner, evaluation, heldout)
     learner.join()
+    if heldout is not None and "error" not in outcome:
+        heldout.last()  # the final point, learning.json and the table
     store = ray.get(system.store.stats.remote(), timeout=60)
     gate = ray.get(system.gate.state.remote(), timeout=60)
     print(
@@ -196,16 +224,24 @@ class Evaluations:
 
 
 def _drive(
-    config: RunConfig, system, contexts, learner: threading.Thread, evaluation: Evaluations
+    config: RunConfig,
+    system,
+    contexts,
+    learner: threading.Thread,
+    evaluation: Evaluations,
+    heldout: Heldout | None = None,
 ) -> dict[str, int]:
     """Keep every worker busy with `rollout.in_flight` contexts until the learner ends; returns outcome
-    counts. Ctrl-C stops the gate and waits for work in flight (a periodic evaluation included)."""
+    counts. Ctrl-C stops the gate and waits for work in flight (a periodic evaluation included; a
+    held-out point in its thread is joined by `Heldout.last`)."""
     feed = itertools.cycle(contexts)
     chunk = config.rollout.in_flight
     stop_file = config.run_dir() / "STOP"  # how a run without a terminal (a Ray job) is ended gracefully
     pending: dict[Any, Any] = {}
     totals = {"stored": 0, "duplicate": 0, "skipped": 0, "stopped": 0}
     pids, restarts, stopping = system.pids(), 0, False
+    start_version = ray.get(system.gate.state.remote(), timeout=60)["version"]
+    progress = Progress(config.learner.max_updates, start_version)
     while True:
         try:
             if not stopping and stop_file.exists():
@@ -223,9 +259,12 @@ def _drive(
                     pending[worker.collect.remote(batch)] = worker
             if not stopping:
                 evaluation.maybe_start()
+                if heldout is not None:
+                    heldout.maybe_start()
             if not pending and not evaluation.refs() and stopping:
                 return totals
             done, _ = ray.wait([*pending, *evaluation.refs()], num_returns=1, timeout=WATCH_EVERY_S)
+            progress.update(ray.get(system.hub.snapshot.remote(), timeout=60))  # a line per new version
             for ref in done:
                 if evaluation.finish(ref):
                     continue

@@ -1,12 +1,16 @@
 """`rlff train --stage rm`: train the future-oriented reward model offline and report held-out metrics.
 
 Labels come from `reward_model.labels`:
-- `data`: ESConv dialogues with seeker surveys (`reward_model.data`), the source's train split for
-  training and its valid split held out (`learner.rm_data.data_grounded_examples`).
+- `data`: ESConv (`reward_model.data`): context groups of every labelled reply (future-oriented labels,
+  `esc.future_labels`) with replies from other dialogues and degraded replies
+  (`learner.rm_data.data_grounded_examples`); the source's train split trains, its valid split is held
+  out for the report, which also relates the labels to the seekers' own surveys (`label_vs_survey`).
 - `simulated`: the run's replay store (candidate groups with future-simulation labels from
   `rlff collect`), split 80/20 by a seeded hash of the group id so a context never sits on both sides.
 
-Writes the model and `report.json` to `--out` or `runs/<name>/reward_model/`.
+Writes the model, `report.json` and the inputs' fingerprint (`jobs.fingerprint`) to `--out` or
+`runs/<name>/reward_model/`; when that folder already holds a model for unchanged inputs (the
+reward_model section, the seed, the data files' contents) it says so in one line and trains nothing.
 """
 
 from __future__ import annotations
@@ -18,41 +22,53 @@ from pathlib import Path
 from typing import Any
 
 from esc.config import RunConfig
-from esc.data import DataError, hash_split, load_dialogues, parse_spec
-from jobs import UsageError
+from esc.data import SPLITS, DataError, DataSpec, hash_split, load_dialogues, parse_spec
+from esc.future_labels import future_labels
+from esc.schemas import Dialogue
+from esc.stats import correlation_ci
+from jobs import UsageError, fingerprint
 from jobs.progress import write_report
 from learner.rm_data import RMExample, data_grounded_examples, simulated_examples
 
 
-def data_examples(config: RunConfig) -> tuple[list[RMExample], list[RMExample]]:
-    """(train, valid) examples with data-grounded labels from `reward_model.data`'s train/valid splits."""
+def _esconv_spec(config: RunConfig) -> DataSpec:
     cfg = config.reward_model
     if not cfg.data:
-        raise UsageError(
-            "reward_model.labels 'data' needs ESConv with seeker surveys: set reward_model.data=esconv:PATH"
-        )
+        raise UsageError("reward_model.labels 'data' needs ESConv: set reward_model.data=esconv:PATH")
     spec = parse_spec(cfg.data)
     if spec.kind != "esconv":
-        raise UsageError(f"reward_model.data {cfg.data!r} has no seeker surveys; give esconv:PATH")
-    splits = []
-    for split in ("train", "valid"):
-        dialogues = load_dialogues(dataclasses.replace(spec, split=split), seed=config.seed)
-        if not any(d.survey for d in dialogues):
-            raise UsageError(f"{cfg.data} has no {split} dialogues with a seeker survey; use ESConv data")
-        splits.append(data_grounded_examples(dialogues, cfg, seed=config.seed))
-    return splits[0], splits[1]
+        raise UsageError(f"reward_model.data {cfg.data!r} is not ESConv; give esconv:PATH")
+    return spec
+
+
+def load_splits(config: RunConfig) -> tuple[list[Dialogue], list[Dialogue]]:
+    """(train, valid) ESConv dialogues of `reward_model.data`."""
+    spec = _esconv_spec(config)
+    return tuple(  # type: ignore[return-value]
+        load_dialogues(dataclasses.replace(spec, split=split), seed=config.seed)
+        for split in ("train", "valid")
+    )
+
+
+def label_vs_survey(dialogues: list[Dialogue], future_turns: int, seed: int) -> dict[str, Any] | None:
+    """Pearson correlation (bootstrap 95% CI) over surveyed dialogues with at least one labelled reply:
+    the mean `future` part of their reply labels (without any survey blend) vs initial - final intensity."""
+    means, improvements = [], []
+    for dialogue in dialogues:
+        labels = future_labels(dialogue, future_turns)
+        if dialogue.survey is None or not labels:
+            continue
+        means.append(sum(label.future for label in labels) / len(labels))
+        improvements.append(dialogue.survey.initial_intensity - dialogue.survey.final_intensity)
+    if len(means) < 3:
+        return None
+    return correlation_ci(means, improvements, seed=seed).as_dict()
 
 
 def store_examples(config: RunConfig) -> tuple[list[RMExample], list[RMExample]]:
     """(train, valid) examples from the run's replay store, 80/20 by a seeded hash of the group id."""
     from actors.replay_store import ReplayStore
 
-    cfg = config.reward_model
-    if len(config.future.class_edges) + 1 != len(cfg.values()):
-        raise UsageError(
-            f"simulated labels have {len(config.future.class_edges) + 1} classes (future.class_edges) but"
-            f" the reward model has {len(cfg.values())} (reward_model.improvement_edges); make them match"
-        )
     folder = config.store_dir()
     if not (folder / "store.sqlite").is_file():
         raise UsageError(
@@ -70,58 +86,90 @@ def store_examples(config: RunConfig) -> tuple[list[RMExample], list[RMExample]]
         (train if side == "train" else valid).extend(simulated_examples([record]))
     if not train:
         raise UsageError(f"the replay store at {folder} has no candidates with future-simulation labels")
-    return train[: cfg.max_examples], valid
+    return train, valid
 
 
-def label_counts(examples: list[RMExample]) -> dict[str, int]:
-    return {str(k): v for k, v in sorted(Counter(e.label for e in examples if e.label is not None).items())}
+def input_files(config: RunConfig) -> list[Path]:
+    """The files whose contents the trained model depends on (hashed by `jobs.fingerprint`)."""
+    if config.reward_model.labels == "simulated":
+        store = config.store_dir() / "store.sqlite"
+        return [store] if store.is_file() else []
+    path = _esconv_spec(config).path
+    assert path is not None
+    if path.is_dir():
+        return [path / f"{split}.jsonl" for split in SPLITS if (path / f"{split}.jsonl").is_file()]
+    return [path] if path.is_file() else []
+
+
+def kind_counts(examples: list[RMExample]) -> dict[str, int]:
+    return dict(sorted(Counter(e.kind for e in examples).items()))
+
+
+def _fmt(estimate: dict[str, Any] | None) -> str:
+    if not estimate:
+        return "n/a"
+    return f"{estimate['value']:.3f} [{estimate['lo']:.3f}, {estimate['hi']:.3f}] n={estimate['n']}"
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    valid = report["fit"]["valid"]
     print(
-        f"reward model ({report['formulation']}, labels {report['labels']}, backbone {report['backbone']}):"
+        f"reward model (labels {report['labels']}, backbone {report['backbone']}):"
         f" {report['n_train']} train / {report['n_valid']} held-out examples"
     )
-    counts = report["label_counts"]
-    print(f"label counts        train {counts['train']}  valid {counts['valid']}")
-    if report["formulation"] == "classification" and valid:
-        print(
-            f"held-out accuracy   {valid['accuracy']:.3f}  macro-F1 {valid['macro_f1']:.3f}"
-            f"  (majority baseline {valid['majority_baseline']:.3f}, n={valid['n']})"
-        )
-    elif valid:
-        print(f"pairwise accuracy   {valid['pairwise_accuracy']}  (n_pairs={valid['n_pairs']})")
-    print(f"seconds             {report['seconds']:.1f} (features {report['fit']['feature_seconds']:.1f})")
+    for key in ("rank_real_vs_other", "rank_real_vs_empty", "rank_real_vs_generic", "rank_real_vs_copy"):
+        if report.get(key):
+            print(f"{key:<22} {_fmt(report[key])}  (pairs {report[key]['n_pairs']})")
+    print(f"{'label_correlation':<22} {_fmt(report.get('label_correlation'))}")
+    print(f"{'label_vs_survey':<22} {_fmt(report.get('label_vs_survey'))}")
+    print(f"{'seconds':<22} {report['seconds']:.1f} (features {report['fit']['feature_seconds']:.1f})")
 
 
 def run_train_rm(config: RunConfig, out: str | None = None) -> int:
-    """Build examples, fit, save the model and report.json to `out` (default runs/<name>/reward_model)."""
-    from learner.reward_model import RewardModel
-
+    """Build examples, fit, save the model and report.json to `out` (default runs/<name>/reward_model),
+    unless that folder already holds the model of unchanged inputs."""
     started = time.perf_counter()
     cfg = config.reward_model
+    folder = Path(out) if out else config.run_dir() / "reward_model"
     try:
-        train, valid = data_examples(config) if cfg.labels == "data" else store_examples(config)
+        stamp = fingerprint.fingerprint(
+            {"reward_model": cfg.model_dump(), "seed": config.seed}, input_files(config)
+        )
+        if fingerprint.is_current(folder, stamp) and (folder / "reward_model.json").is_file():
+            print(f"reward model in {folder} is up to date (same config, seed and data); not retraining")
+            return 0
+        survey = None
+        if cfg.labels == "data":
+            train_dialogues, valid_dialogues = load_splits(config)
+            train = data_grounded_examples(train_dialogues, cfg, config.seed, cfg.max_contexts)
+            valid = data_grounded_examples(valid_dialogues, cfg, config.seed, cfg.valid_contexts)
+            survey = label_vs_survey(valid_dialogues, cfg.future_turns, config.seed)
+        else:
+            train, valid = store_examples(config)
     except DataError as error:
         raise UsageError(str(error)) from None
-    folder = Path(out) if out else config.run_dir() / "reward_model"
+    if not train:
+        raise UsageError(f"{cfg.data or 'the replay store'} gave no reward-model examples; check the data")
+    from learner.reward_model import RewardModel
+
     model = RewardModel.from_config(cfg, seed=config.seed)
     fit = model.fit(train, valid)
     model.save(folder)
+    held_out = fit["valid"]
     report = {
-        "formulation": cfg.formulation,
         "labels": cfg.labels,
         "backbone": cfg.backbone,
-        "train": cfg.train,
         "n_train": len(train),
         "n_valid": len(valid),
-        "label_counts": {"train": label_counts(train), "valid": label_counts(valid)},
+        "kinds": {"train": kind_counts(train), "valid": kind_counts(valid)},
+        **{key: held_out.get(key) for key in held_out if key.startswith("rank_real_vs_")},
+        "label_correlation": held_out.get("label_correlation"),
+        "label_vs_survey": survey,
         "fit": fit,
         "seconds": time.perf_counter() - started,
         "config": cfg.model_dump(),
         "out": str(folder),
     }
     write_report(folder / "report.json", report)
+    fingerprint.mark(folder, stamp)
     print_summary(report)
     return 0

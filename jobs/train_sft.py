@@ -1,8 +1,14 @@
-"""`rlff train --stage sft`: the supervised baseline, the counselor fine-tuned on ESConv replies.
+"""`rlff train --stage sft`: the counselor fine-tuned on ESConv replies, the cold start of the RL run.
 
 Loads the train split of `sft.data`, builds prompt/completion examples in the counselor's own format
-(`counselor.reasoning` decides plain or `<think>/<answer>`), trains with TRL's SFTTrainer
-(`learner.sft`), and saves a model folder plus `report.json` that `rlff evaluate --policy` can use.
+(`counselor.reasoning` decides plain or `<think>/<answer>`; replies longer than `sft.max_answer_tokens`
+keep their leading sentences), trains with TRL's SFTTrainer (`learner.sft`), and saves a model folder
+plus `report.json` that `rlff evaluate --policy` can use.
+
+The stage is cached like the reward model: the folder records a fingerprint of its inputs (the `sft`
+settings that shape training, the counselor's model and format, the seed, the data file contents) and
+a later call with the same inputs prints one line and returns. `cold_start` points a run's counselor at
+that folder when `sft.cold_start` is on.
 """
 
 from __future__ import annotations
@@ -12,13 +18,70 @@ from dataclasses import replace
 from pathlib import Path
 
 from esc.config import RunConfig
-from esc.data import load_dialogues, parse_spec
+from esc.data import SPLITS, DataSpec, load_dialogues, parse_spec
 from jobs import UsageError
+from jobs.fingerprint import FILE as FINGERPRINT_FILE
+from jobs.fingerprint import fingerprint, is_current, mark
 from jobs.progress import write_report
+
+# Part of the fingerprint: raise it when the example format (learner.sft) changes, so cached models
+# trained on the old format are retrained.
+EXAMPLE_FORMAT = 2
+
+
+def sft_dir(config: RunConfig) -> Path:
+    """Where `rlff train --stage sft` saves the run's model by default: runs/<name>/sft."""
+    return config.run_dir() / "sft"
+
+
+def cold_start(config: RunConfig) -> RunConfig:
+    """`config` with `counselor.model` set to the absolute path of runs/<name>/sft when `sft.cold_start`
+    is on (absolute because Ray Train workers run in another working folder); unchanged when it is off.
+
+    Raises UsageError when cold start is on and that folder holds no finished SFT model.
+    """
+    if not config.sft.cold_start:
+        return config
+    folder = sft_dir(config).resolve()
+    if not (folder / FINGERPRINT_FILE).is_file() or not (folder / "config.json").is_file():
+        raise UsageError(
+            f"sft.cold_start is on but {folder} holds no trained SFT model; run `rlff train --stage sft`"
+            " with the same config first (or set sft.cold_start=false)"
+        )
+    counselor = config.counselor.model_copy(update={"model": str(folder)})
+    return config.model_copy(update={"counselor": counselor})
+
+
+def data_files(spec: DataSpec) -> list[Path]:
+    """The files loading `spec` reads (for the fingerprint); empty when its path does not exist."""
+    path = spec.path
+    if path is None or not path.exists():
+        return []
+    if path.is_file():
+        return [path]
+    split_files = [path / f"{name}.jsonl" for name in SPLITS if (path / f"{name}.jsonl").is_file()]
+    if split_files:
+        return [f for f in split_files if spec.split is None or f.stem == spec.split]
+    return [f for f in (path / "ESConv.json",) if f.is_file()]
+
+
+def inputs_fingerprint(config: RunConfig, spec: DataSpec) -> str:
+    """Fingerprint of everything the trained model depends on. The data path itself is left out (its
+    files' contents count), and so is `sft.cold_start`, which only says how `rlff run` uses the model."""
+    settings = {
+        "sft": config.sft.model_dump(exclude={"data", "cold_start"}),
+        "data": {"kind": spec.kind, "split": spec.split},
+        "model": config.counselor.model,
+        "reasoning": config.counselor.reasoning,
+        "seed": config.seed,
+        "format": EXAMPLE_FORMAT,
+    }
+    return fingerprint(settings, data_files(spec))
 
 
 def run_train_sft(config: RunConfig, out: str | None = None) -> int:
-    """CLI body: train the SFT baseline and save it to `out` (default runs/<name>/sft); returns 0.
+    """CLI body: train the SFT model and save it to `out` (default runs/<name>/sft), or skip when that
+    folder already holds the model for the same inputs; returns 0.
 
     The data spec's own split is used when it names one, else its train split.
     """
@@ -29,19 +92,33 @@ def run_train_sft(config: RunConfig, out: str | None = None) -> int:
     if spec.kind == "builtin":
         raise UsageError("sft.data must be ESConv-style dialogues with counselor replies, not 'builtin'")
     spec = replace(spec, split=spec.split or "train")
+    out_dir = Path(out) if out else sft_dir(config)
+    inputs = inputs_fingerprint(config, spec)
+    if is_current(out_dir, inputs) and (out_dir / "config.json").is_file():
+        print(f"SFT model in {out_dir} is up to date (same settings and data); not retraining")
+        return 0
     dialogues = load_dialogues(spec, seed=config.seed)
 
-    from learner.sft import ExamplesDontFitError, sft_examples, train_sft
+    from esc.models import load_tokenizer
+    from learner.sft import ExamplesDontFitError, cap_reply, sft_examples, train_sft
+
+    tokenizer = load_tokenizer(config.counselor.model)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def cap(text: str) -> str | None:
+        return cap_reply(text, count, config.sft.max_answer_tokens)
 
     reasoning = config.counselor.reasoning
-    examples = sft_examples(dialogues, reasoning, config.sft.max_examples, config.seed)
+    examples = sft_examples(dialogues, reasoning, config.sft.max_examples, config.seed, cap=cap)
     if not examples:
         raise UsageError(f"no counselor reply follows a seeker turn in the {spec.split} split of {data}")
-    out_dir = Path(out) if out else config.run_dir() / "sft"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create output folder {out_dir}: {error.strerror}") from None
+    (out_dir / FINGERPRINT_FILE).unlink(missing_ok=True)  # an interrupted retrain is never "current"
     print(
         f"SFT of {config.counselor.model} on {len(examples)} replies from {len(dialogues)} {spec.split}"
         f" dialogues ({'reasoning' if reasoning else 'plain'} format), {config.sft.max_steps} steps"
@@ -61,6 +138,7 @@ def run_train_sft(config: RunConfig, out: str | None = None) -> int:
         "seed": config.seed,
     }
     write_report(out_dir / "report.json", report)
+    mark(out_dir, inputs)
     evaluate = ["rlff", "evaluate", "--policy", str(out_dir)]
     if spec.kind == "esconv" and spec.path is not None:
         evaluate += ["--scenarios", f"esconv:{spec.path}#test"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -30,6 +30,33 @@ Sample = Callable[[int], list[dict[str, Any]]]
 Publish = Callable[[int, dict[str, torch.Tensor]], None]
 # reward(contexts, answers, intensities) -> one score per answer; intensities: seekers' starting 1-5 or None
 Reward = Callable[[list[tuple[Turn, ...]], list[str], list[int | None]], list[float]]
+
+
+class RewardParts(NamedTuple):
+    """Per-candidate GRPO reward and its parts, each a float32 tensor of shape (n,)."""
+
+    reward: torch.Tensor
+    rm_score: torch.Tensor
+    format_reward: torch.Tensor
+    unsafe: torch.Tensor
+
+
+def grpo_reward(
+    rm_scores: Sequence[float],
+    raws: Sequence[str],
+    reward_weight: float,
+    format_weight: float,
+    safety_weight: float,
+) -> RewardParts:
+    """The reward GRPO maximises, for n candidates: RM score * reward_weight + format reward (graded,
+    `format_reward(raw)`) * format_weight - safety penalty (crisis lexicon on the parsed answer) *
+    safety_weight. The learner and the held-out report (`jobs/heldout.py`) both score with this."""
+    if len(rm_scores) != len(raws):
+        raise ValueError(f"grpo_reward needs one RM score per reply, got {len(rm_scores)} and {len(raws)}")
+    rm = torch.tensor(list(rm_scores), dtype=torch.float32)
+    fmt = torch.tensor([format_reward(raw) for raw in raws], dtype=torch.float32)
+    unsafe = torch.tensor([safety_penalty(parse_counselor(raw).answer) for raw in raws], dtype=torch.float32)
+    return RewardParts(reward_weight * rm + format_weight * fmt - safety_weight * unsafe, rm, fmt, unsafe)
 
 
 class Stages:
@@ -117,18 +144,17 @@ class Learner:
                 answers.append(c["text"])
                 raws.append(c["raw"])
                 intensities.append(intensity)
-        rm = torch.tensor(self.reward(contexts, answers, intensities), dtype=torch.float32)
-        fmt = torch.tensor([format_reward(raw) for raw in raws])
-        unsafe = torch.tensor([safety_penalty(parse_counselor(raw).answer) for raw in raws])
+        rm = self.reward(contexts, answers, intensities)
         c = self.config
-        flat = self.reward_weight * rm + c.format_weight * fmt - c.safety_weight * unsafe
-        parts = {
+        parts = grpo_reward(rm, raws, self.reward_weight, c.format_weight, c.safety_weight)
+        flat = parts.reward
+        summary = {
             "reward_mean": float(flat.mean()),
-            "rm_score_mean": float(rm.mean()),
-            "format_rate": float((fmt == 1.0).float().mean()),
-            "unsafe_rate": float(unsafe.mean()),
+            "rm_score_mean": float(parts.rm_score.mean()),
+            "format_rate": float((parts.format_reward == 1.0).float().mean()),
+            "unsafe_rate": float(parts.unsafe.mean()),
         }
-        return flat, parts
+        return flat, summary
 
     def optimise(self, groups: list[list[dict]], advantages: torch.Tensor) -> dict[str, float]:
         """One optimizer step over every candidate, in micro-batches of 4 rows (gradients accumulate,

@@ -1,35 +1,38 @@
-"""The future-oriented reward model: a linear head on a transformer backbone's last-token state.
+"""The future-oriented reward model: a small bounded head on frozen features of a context and a reply.
 
-Owns the backbone (the base model under a causal LM from `esc.models.load_model`), the head (C class
-logits for the classification formulation, one score for ranking), training (`fit`), scoring
-(`score`) and its files (`save` / `load`). It reads `RMExample`s and `rm_text` strings from
-`learner.rm_data` and its losses from `learner.losses`; it does not know where examples come from
-(surveys or simulated futures), nothing of Ray, the replay store or the policy.
+Owns the frozen backbone (the base model under a causal LM from `esc.models.load_model`), the feature
+map, the head, training (`fit`), held-out metrics (`evaluate`), scoring (`score`) and its files
+(`save` / `load`). It reads `RMExample`s from `learner.rm_data` and its pairwise loss from
+`learner.losses`; it does not know where examples come from, nothing of Ray, the store or the policy.
 
-Text -> features: `rm_text(context, reply)` is tokenized, truncated FROM THE LEFT to `max_tokens`
-(the reply and the turns just before it matter most), right-padded; the feature is the backbone's
-final hidden state at the last real token (a causal model's only position that has read everything),
-followed by a one-hot of the seeker's starting intensity (unknown, 1..5): the state the reply is judged
-in. Within a GRPO group every candidate shares that state, so it moves the level of the scores, never
-which reply of a group is preferred.
+Features of (context, reply, intensity). The context is represented by the seeker's last turn
+(`rm_data.last_seeker_text`), what a reply answers. Each text is embedded ONCE, separately (a
+bi-encoder: a reply shared by many contexts costs one forward pass): the mean over its tokens of the
+backbone's final hidden state (after its first `layers` layers when set; the final norm still
+applies), the text cut from the LEFT to `max_tokens`; a blank text embeds as zeros. Embeddings are
+standardised with the training texts' mean/std, giving c (seeker) and r (reply). The feature vector
+is [r, c * r, scalars, state]: r says what the reply is, c * r whether its dimensions agree with the
+seeker's, and the scalars are cos(c, r), the share of the reply's content words (4+ letters) found in
+the seeker's turn and of the seeker's found in the reply, log(1 + reply words), a blank-reply flag,
+the VADER affect of the seeker's turn and of the reply, and the context length in turns / 20; the
+state is a one-hot of the seeker's starting intensity (unknown, 1..5). The context-only parts set the
+level of a group's scores, never which of its replies wins.
 
-Training. `train='head'`: the backbone stays frozen; features are computed once (inference mode) and
-cached, standardised with the training mean/std, and only the head learns (AdamW, seconds).
-`train='full'`: the backbone is fine-tuned too, features recomputed per step without standardisation
-(slow on CPU; the same `lr` is used for every weight, so set a small one, e.g. 1e-5).
-Classification: weighted cross-entropy with inverse-frequency class weights (N / (C * count_c)), so
-the majority class cannot win by being common; prediction = argmax; score = expected reward over
-`cfg.values()`, in [min(values), max(values)] (default [-1, 1]). Ranking: Bradley-Terry on the pairs
-of `rm_data.ranking_pairs` (within context groups; across groups by label with data-grounded labels);
-score = the head's raw output (unbounded, only differences mean something).
+Head and training. Features are standardised with the training mean/std (clipped to +-6); the head
+is a linear layer (`hidden=0`) or one GELU hidden layer. Its raw output s is trained full-batch with
+AdamW on Bradley-Terry loss over `rm_data.ranking_pairs` (the real reply above each negative of its
+context) plus `label_weight` * mean squared error between tanh(s) and the label of each labelled
+reply. `score` returns tanh(s), in [-1, 1]: usable as a GRPO reward as it is.
 
-Files: `head.safetensors` (head weights, feature mean/std) and `reward_model.json` (config, seed,
-metadata); with `train='full'` also `backbone/` via save_pretrained. No pickle, no torch.save.
+Files: `head.safetensors` (head weights and the standardisation tensors) and `reward_model.json`
+(config, seed, metadata). No pickle, no torch.save. The backbone is reloaded from the config's spec.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,39 +43,51 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from esc.config import RewardModelConfig
+from esc.future_labels import affect
 from esc.models import load_model
 from esc.schemas import Turn
-from learner.losses import (
-    classification_metrics,
-    expected_reward,
-    rm_classification_loss,
-    rm_pairwise_loss,
-)
-from learner.rm_data import RMExample, ranking_pairs, rm_text
+from esc.stats import correlation_ci, mean_ci
+from learner.losses import rm_pairwise_loss
+from learner.rm_data import NEGATIVE_KINDS, RMExample, last_seeker_text, ranking_pairs
 
-FEATURE_BATCH = 16  # texts per backbone forward pass when extracting features (memory/speed only)
-WEIGHT_DECAY = 0.01  # AdamW's decoupled L2 on the head (and backbone with train='full')
+EMBED_BATCH = 16  # texts per backbone forward pass (memory/speed only)
+SCALARS = 8  # cos, reply overlap, seeker overlap, log words, blank, seeker affect, reply affect, length
+FEATURE_CLIP = 6.0  # standardised features are clipped to +-6: a text unlike any in training cannot blow up
 STATE_DIMS = 6  # one-hot starting intensity: unknown, 1, 2, 3, 4, 5
-META_FILE, HEAD_FILE, BACKBONE_DIR = "reward_model.json", "head.safetensors", "backbone"
+META_FILE, HEAD_FILE = "reward_model.json", "head.safetensors"
+_WORD = re.compile(r"[a-z']+")
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if len(w) >= 4}
 
 
 class RewardModel:
-    """(context, reply) -> reward. Build with `from_config` or `load`; train with `fit`."""
+    """(context, reply, intensity) -> reward in (-1, 1). Build: `from_config` or `load`; train: `fit`."""
 
     def __init__(
         self, cfg: RewardModelConfig, lm: Any, tokenizer: Any, seed: int, device: str = "cpu"
     ) -> None:
         self.cfg, self.lm, self.tokenizer, self.seed, self.device = cfg, lm, tokenizer, seed, device
         self.backbone = lm.base_model  # the transformer under the LM head (e.g. LlamaModel)
+        if cfg.layers and cfg.layers < len(self.backbone.layers):
+            self.backbone.layers = self.backbone.layers[: cfg.layers]  # a shallower encoder, same weights
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
-        hidden = lm.config.hidden_size + STATE_DIMS
-        self.num_outputs = len(cfg.values()) if cfg.formulation == "classification" else 1
+        size = lm.config.hidden_size
+        dims = 2 * size + SCALARS + STATE_DIMS
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.head = nn.Linear(hidden, self.num_outputs).to(device)
-        self.feature_mean = torch.zeros(hidden, device=device)
-        self.feature_std = torch.ones(hidden, device=device)
+            if cfg.hidden:
+                self.head = nn.Sequential(nn.Linear(dims, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, 1))
+            else:
+                self.head = nn.Sequential(nn.Linear(dims, 1))
+        self.head.to(device)
+        self.text_mean, self.text_std = torch.zeros(size, device=device), torch.ones(size, device=device)
+        self.feature_mean, self.feature_std = (
+            torch.zeros(dims, device=device),
+            torch.ones(dims, device=device),
+        )
 
     @classmethod
     def from_config(cls, cfg: RewardModelConfig, seed: int = 0, device: str = "cpu") -> RewardModel:
@@ -88,132 +103,165 @@ class RewardModel:
             list(texts), truncation=True, max_length=self.cfg.max_tokens, padding=True, return_tensors="pt"
         ).to(self.device)
 
-    def _features(self, texts: Sequence[str]) -> Tensor:
-        """[N, H] last-real-token hidden states; gradients flow when called outside inference mode."""
-        batch = self.encode(texts)
-        hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        last = batch["attention_mask"].sum(dim=1) - 1
-        states = hidden.last_hidden_state[torch.arange(len(texts), device=self.device), last]
-        return states.float()
-
-    def _state(self, intensities: Sequence[int | None]) -> Tensor:
-        """[N, STATE_DIMS] one-hot starting intensity (column 0: unknown or out of range)."""
-        index = [i if isinstance(i, int) and 1 <= i <= 5 else 0 for i in intensities]
-        return nn.functional.one_hot(torch.tensor(index), STATE_DIMS).float().to(self.device)
-
-    def _example_features(self, examples: Sequence[RMExample]) -> Tensor:
-        """[N, H + STATE_DIMS] cached text features plus the state of each example."""
-        texts = [rm_text(e.context, e.reply) for e in examples]
-        return torch.cat([self._cached_features(texts), self._state([e.intensity for e in examples])], dim=1)
-
-    def _cached_features(self, texts: Sequence[str]) -> Tensor:
-        """[N, H] features of many texts, batched by length (less padding), in input order."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = torch.empty(len(texts), self.lm.config.hidden_size)
+    def embed(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Raw embedding [H] of each distinct text: mean final hidden state over its tokens (blank: zeros)."""
+        distinct = sorted({t for t in texts if t.strip()}, key=len)
+        out = {t: torch.zeros(self.lm.config.hidden_size, device=self.device) for t in texts if not t.strip()}
         self.backbone.eval()
         with torch.inference_mode():
-            for start in range(0, len(order), FEATURE_BATCH):
-                chunk = order[start : start + FEATURE_BATCH]
-                out[chunk] = self._features([texts[i] for i in chunk]).cpu()
-        return out.clone().to(self.device)  # a normal tensor: inference tensors cannot enter autograd
+            for start in range(0, len(distinct), EMBED_BATCH):
+                chunk = distinct[start : start + EMBED_BATCH]
+                batch = self.encode(chunk)
+                hidden = self.backbone(**batch).last_hidden_state.float()
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+                out.update({t: v.clone() for t, v in zip(chunk, pooled, strict=True)})
+        return out
 
-    def _outputs(self, features: Tensor) -> Tensor:
-        """Head outputs [N, C] (classification) or [N] (ranking) of raw features."""
-        out = self.head((features - self.feature_mean) / self.feature_std)
-        return out if self.num_outputs > 1 else out.squeeze(-1)
+    def features(
+        self,
+        contexts: Sequence[Sequence[Turn]],
+        replies: Sequence[str],
+        intensities: Sequence[int | None],
+        table: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        """[N, 2H + SCALARS + STATE_DIMS] raw (unstandardised) features, laid out as in the module doc.
+
+        `table`: raw embeddings (`embed`) of every seeker turn and reply involved, when already computed."""
+        seekers = [last_seeker_text(c) for c in contexts]
+        if table is None:
+            table = self.embed(list(seekers) + list(replies))
+        rows = []
+        for context, seeker, reply, intensity in zip(contexts, seekers, replies, intensities, strict=True):
+            c = (table[seeker] - self.text_mean) / self.text_std if seeker.strip() else table[seeker]
+            r = (table[reply] - self.text_mean) / self.text_std if reply.strip() else table[reply]
+            seeker_words, reply_words = _content_words(seeker), _content_words(reply)
+            shared = len(seeker_words & reply_words)
+            scalars = [
+                float(nn.functional.cosine_similarity(c, r, dim=0)),
+                shared / max(1, len(reply_words)),
+                shared / max(1, len(seeker_words)),
+                math.log1p(len(reply.split())),
+                float(not reply.strip()),
+                affect(seeker),
+                affect(reply),
+                len(context) / 20.0,
+            ]
+            state = [0.0] * STATE_DIMS
+            state[intensity if isinstance(intensity, int) and 1 <= intensity <= 5 else 0] = 1.0
+            extra = torch.tensor(scalars + state, device=self.device)
+            rows.append(torch.cat([r, c * r, extra]))
+        return torch.stack(rows)
+
+    def _example_features(self, examples: Sequence[RMExample]) -> Tensor:
+        return self.features(
+            [e.context for e in examples], [e.reply for e in examples], [e.intensity for e in examples]
+        )
+
+    def _raw(self, features: Tensor) -> Tensor:
+        """[N] raw head outputs s of unstandardised features."""
+        standard = ((features - self.feature_mean) / self.feature_std).clamp(-FEATURE_CLIP, FEATURE_CLIP)
+        return self.head(standard).squeeze(-1)
 
     # ---- training ---------------------------------------------------------------------------------
 
     def fit(self, train: Sequence[RMExample], valid: Sequence[RMExample]) -> dict[str, Any]:
-        """Train on `train`, report held-out metrics on `valid` (see `evaluate`) plus training stats.
+        """Train the head on `train`; report `evaluate(valid)` and `evaluate(train)` plus training stats.
 
-        Returns {'formulation', 'n_train', 'train_loss_first', 'train_loss_last', 'train_loss_curve'
-        (at most 10 epoch means), 'feature_seconds', 'fit_seconds', 'valid': evaluate(valid),
-        'train_eval': evaluate on the training examples} (metric keys in `evaluate`).
+        Returns {'n_train', 'n_pairs', 'n_labelled', 'train_loss_first', 'train_loss_last',
+        'train_loss_curve' (at most 10 points), 'feature_seconds', 'fit_seconds', 'valid', 'train_eval'}.
         """
         started = time.perf_counter()
-        texts = [rm_text(e.context, e.reply) for e in train]
-        classify = self.cfg.formulation == "classification"
-        if classify:
-            items = [(i,) for i, e in enumerate(train) if e.label is not None]
-            labels = torch.tensor([e.label if e.label is not None else -1 for e in train], device=self.device)
-            counts = torch.bincount(labels[labels >= 0], minlength=self.num_outputs).float()
-            class_weights = torch.where(counts > 0, counts.sum() / (self.num_outputs * counts), counts)
-        else:
-            items = ranking_pairs(train, across_groups=self.cfg.labels == "data", seed=self.seed)
-        if not items:
-            raise ValueError("no training items: examples need labels (classification) or pairs (ranking)")
-        cached = None
-        if self.cfg.train == "head":
-            cached = self._example_features(train)
-            self.feature_mean = cached.mean(dim=0)
-            self.feature_std = cached.std(dim=0).clamp(min=1e-4)
+        pairs = ranking_pairs(train)
+        labelled = [i for i, e in enumerate(train) if e.reward is not None]
+        if not pairs and not labelled:
+            raise ValueError("no training items: examples need ranking pairs or labels")
+        texts = {last_seeker_text(e.context) for e in train} | {e.reply for e in train}
+        table = self.embed(sorted(texts))  # each distinct text once: the backbone dominates the cost
+        raw = torch.stack([v for t, v in table.items() if t.strip()])
+        self.text_mean, self.text_std = raw.mean(dim=0), raw.std(dim=0).clamp(min=1e-4)
+        cached = self.features(
+            [e.context for e in train], [e.reply for e in train], [e.intensity for e in train], table
+        )
+        self.feature_mean, self.feature_std = cached.mean(dim=0), cached.std(dim=0).clamp(min=1e-4)
         feature_seconds = time.perf_counter() - started
-        params = list(self.head.parameters())
-        if self.cfg.train == "full":
-            params += list(self.backbone.parameters())
-            self.backbone.train()
-        optimizer = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=WEIGHT_DECAY)
-        generator = torch.Generator().manual_seed(self.seed)
+        chosen = torch.tensor([i for i, _ in pairs], dtype=torch.long, device=self.device)
+        rejected = torch.tensor([j for _, j in pairs], dtype=torch.long, device=self.device)
+        rows = torch.tensor(labelled, dtype=torch.long, device=self.device)
+        targets = torch.tensor([train[i].reward for i in labelled], device=self.device)
+        optimizer = torch.optim.AdamW(
+            self.head.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+        )
         curve = []
+        self.head.train()
         for _ in range(self.cfg.epochs):
-            losses = []
-            order = torch.randperm(len(items), generator=generator).tolist()
-            for start in range(0, len(items), self.cfg.batch_size):
-                batch = [items[k] for k in order[start : start + self.cfg.batch_size]]
-                used = sorted({i for item in batch for i in item})
-                where = {i: k for k, i in enumerate(used)}
-                if cached is not None:
-                    feats = cached[used]
-                else:
-                    state = self._state([train[i].intensity for i in used])
-                    feats = torch.cat([self._features([texts[i] for i in used]), state], dim=1)
-                out = self._outputs(feats)
-                if classify:
-                    rows = torch.tensor([where[i] for (i,) in batch], device=self.device)
-                    loss = rm_classification_loss(out[rows], labels[torch.tensor(used)][rows], class_weights)
-                else:
-                    chosen = torch.tensor([where[i] for i, _ in batch], device=self.device)
-                    rejected = torch.tensor([where[j] for _, j in batch], device=self.device)
-                    loss = rm_pairwise_loss(out[chosen], out[rejected])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-            curve.append(sum(losses) / len(losses))
-        self.backbone.eval()
+            s = self._raw(cached)
+            loss = rm_pairwise_loss(s[chosen], s[rejected]) if pairs else s.new_zeros(())
+            if labelled:
+                loss = loss + self.cfg.label_weight * nn.functional.mse_loss(torch.tanh(s[rows]), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            curve.append(loss.item())
+        self.head.eval()
         step = max(1, len(curve) // 10)
         return {
-            "formulation": self.cfg.formulation,
             "n_train": len(train),
+            "n_pairs": len(pairs),
+            "n_labelled": len(labelled),
             "train_loss_first": curve[0],
             "train_loss_last": curve[-1],
             "train_loss_curve": [round(x, 4) for x in curve[::step][:10]],
             "feature_seconds": feature_seconds,
             "fit_seconds": time.perf_counter() - started,
-            "valid": self.evaluate(valid, features=None) if valid else {},
-            "train_eval": self.evaluate(train, features=cached),
+            "valid": self.evaluate(valid) if valid else {},
+            "train_eval": self.evaluate(train, scores=self._scores(cached)),
         }
 
     # ---- inference --------------------------------------------------------------------------------
 
-    def evaluate(self, examples: Sequence[RMExample], features: Tensor | None = None) -> dict[str, Any]:
-        """Held-out metrics. Classification: accuracy, macro_f1, majority_baseline, per_class_f1, n.
-        Ranking: pairwise_accuracy (share of pairs scored preferred > dispreferred), n_pairs."""
-        if features is None:
-            features = self._example_features(examples)
+    def _scores(self, features: Tensor) -> list[float]:
         with torch.inference_mode():
-            out = self._outputs(features)
-        if self.cfg.formulation == "classification":
-            keep = [i for i, e in enumerate(examples) if e.label is not None]
-            predicted = out.argmax(dim=-1).tolist()
-            metrics = classification_metrics(
-                [predicted[i] for i in keep], [examples[i].label for i in keep], self.num_outputs
+            return [float(x) for x in torch.tanh(self._raw(features)).cpu()]
+
+    def evaluate(
+        self, examples: Sequence[RMExample], scores: Sequence[float] | None = None
+    ) -> dict[str, Any]:
+        """Held-out metrics, each an `Estimate` dict (value, lo, hi: bootstrap 95% CI, n) or None.
+
+        `rank_real_vs_<kind>` for each of NEGATIVE_KINDS: share of (real, <kind>) pairs of one context
+        where the real reply scores higher (ties count half), averaged per context, CI over contexts, n =
+        contexts, plus `n_pairs`. `pairwise_accuracy`: the same over all `ranking_pairs` (no CI).
+        `label_correlation`: Pearson correlation of scores with labels over the labelled examples.
+        """
+        if scores is None:
+            scores = self._scores(self._example_features(examples))
+        metrics: dict[str, Any] = {}
+        for kind in NEGATIVE_KINDS:
+            per_context: dict[str, list[float]] = {}
+            for i, j in ranking_pairs(examples):
+                if examples[i].kind == "real" and examples[j].kind == kind:
+                    win = 1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j] else 0.0
+                    per_context.setdefault(examples[i].group, []).append(win)
+            shares = [sum(v) / len(v) for v in per_context.values()]
+            metrics[f"rank_real_vs_{kind}"] = (
+                {**mean_ci(shares, seed=self.seed).as_dict(), "n_pairs": sum(map(len, per_context.values()))}
+                if shares
+                else None
             )
-            return {**metrics, "n": len(keep)}
-        pairs = ranking_pairs(examples, across_groups=self.cfg.labels == "data", seed=self.seed)
-        right = sum(bool(out[i] > out[j]) for i, j in pairs)
-        return {"pairwise_accuracy": right / len(pairs) if pairs else None, "n_pairs": len(pairs)}
+        pairs = ranking_pairs(examples)
+        right = sum(scores[i] > scores[j] for i, j in pairs)
+        metrics["pairwise_accuracy"] = right / len(pairs) if pairs else None
+        metrics["n_pairs"] = len(pairs)
+        labelled = [i for i, e in enumerate(examples) if e.reward is not None]
+        metrics["label_correlation"] = (
+            correlation_ci(
+                [scores[i] for i in labelled], [examples[i].reward for i in labelled], seed=self.seed
+            ).as_dict()
+            if len(labelled) >= 3
+            else None
+        )
+        return metrics
 
     def score(
         self,
@@ -221,65 +269,53 @@ class RewardModel:
         replies: Sequence[str],
         intensities: Sequence[int | None] | None = None,
     ) -> list[float]:
-        """Reward of each (context, reply) given the seeker's starting intensity (None: unknown):
-        expected class value (classification) or head output (ranking)."""
+        """Reward in (-1, 1) of each (context, reply) given the seeker's starting intensity (None: unknown).
+
+        Args: one context and one reply per item; `intensities` 1-5 or None (default: all None)."""
         if len(contexts) != len(replies):
             raise ValueError(f"score needs one reply per context, got {len(contexts)} and {len(replies)}")
         if not replies:
             return []
-        examples = [
-            RMExample(c, r, None, None, "", i)
-            for c, r, i in zip(contexts, replies, intensities or [None] * len(replies), strict=True)
-        ]
-        features = self._example_features(examples)
-        with torch.inference_mode():
-            out = self._outputs(features)
-            if self.cfg.formulation == "classification":
-                out = expected_reward(out, self.cfg.values())
-        return [float(x) for x in out.cpu()]
+        return self._scores(self.features(contexts, replies, intensities or [None] * len(replies)))
 
     # ---- files ------------------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> Path:
-        """Write head.safetensors, reward_model.json and (train='full') backbone/ into `folder`."""
+        """Write head.safetensors and reward_model.json into `folder`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            "weight": self.head.weight,
-            "bias": self.head.bias,
-            "feature_mean": self.feature_mean,
-            "feature_std": self.feature_std,
-        }
+        tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        tensors.update(
+            text_mean=self.text_mean,
+            text_std=self.text_std,
+            feature_mean=self.feature_mean,
+            feature_std=self.feature_std,
+        )
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / HEAD_FILE))
-        fine_tuned = self.cfg.train == "full"
-        if fine_tuned:
-            self.lm.save_pretrained(folder / BACKBONE_DIR, safe_serialization=True)
-            self.tokenizer.save_pretrained(folder / BACKBONE_DIR)
         meta = {
             "config": self.cfg.model_dump(),
             "seed": self.seed,
-            "num_outputs": self.num_outputs,
             "hidden_size": self.lm.config.hidden_size,
-            "pooling": "last_token",
-            "backbone": BACKBONE_DIR if fine_tuned else self.cfg.backbone,
+            "pooling": "mean",
+            "backbone": self.cfg.backbone,
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> RewardModel:
-        """A reward model written by `save`; the backbone comes from `backbone/` or the config's spec."""
+        """A reward model written by `save`; the backbone comes from the config's spec."""
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
             raise FileNotFoundError(f"{folder} holds no {META_FILE}; train one with `rlff train --stage rm`")
         meta = json.loads((folder / META_FILE).read_text())
         cfg = RewardModelConfig.model_validate(meta["config"])
-        spec = str(folder / BACKBONE_DIR) if (folder / BACKBONE_DIR).is_dir() else cfg.backbone
-        lm, tokenizer = load_model(spec, device=device, seed=meta["seed"])
+        lm, tokenizer = load_model(cfg.backbone, device=device, seed=meta["seed"])
         model = cls(cfg, lm, tokenizer, meta["seed"], device)
         tensors = load_file(str(folder / HEAD_FILE), device=device)
-        with torch.no_grad():
-            model.head.weight.copy_(tensors["weight"])
-            model.head.bias.copy_(tensors["bias"])
+        model.head.load_state_dict(
+            {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}
+        )
+        model.text_mean, model.text_std = tensors["text_mean"], tensors["text_std"]
         model.feature_mean, model.feature_std = tensors["feature_mean"], tensors["feature_std"]
         return model

@@ -1,42 +1,49 @@
-"""Reward-model examples: what the reward model reads and which label or reward it learns.
+"""Reward-model examples: context groups of candidate replies, their labels and ranking pairs.
 
-Owns `RMExample` (one (context, reply) with its class label and/or scalar reward), the builders that
-make examples from ESConv dialogues with seeker surveys (data-grounded labels) or from replay-store
-candidate groups (simulated future rewards), the preference pairs of the ranking formulation, and
-`rm_text`, the one string the reward model reads. Plain Python: no torch, no Ray, no models.
+Owns `RMExample` (one (context, reply) with its kind and, for real replies, a scalar label), the
+builders that make context groups from ESConv dialogues (data-grounded, future-oriented labels) or
+from replay-store candidate groups (simulated future rewards), the ranking pairs within a group, and
+`last_seeker_text`, the part of a context the reward model compares a reply with. Plain Python: no
+torch, no Ray, no models.
 
-Data-grounded labels. ESConv seekers rated their emotion intensity (1-5) before and after the
-conversation; improvement = initial - final. A context is the turns before one counselor turn of the
-dialogue (`esc.contexts.dialogue_context`), its reply the real counselor turn that followed, its label
-the improvement cut by `improvement_edges` (bisect_right, as `esc.episode.reward_class`). The label
-belongs to the whole conversation, not the single reply: a weak, noisy signal by design. The seeker's
-starting intensity travels along (`intensity`): it is part of the state a reply is judged in (a seeker
-at 5/5 has more room to improve than one at 2/5), and the reward model reads it as a feature.
+Data-grounded groups. Every labelled reply of a dialogue (`esc.future_labels`: a counselor utterance
+after a seeker one, with at least one seeker turn after it) is a context: the turns before it. Its
+group holds
+- `real`: the counselor's actual reply, with `reward` = its future-oriented label in [-1, 1];
+- `other`: `other_replies` real replies of other chosen contexts from OTHER dialogues (seeded):
+  fluent and supportive, but written for someone else's problem;
+- `empty`: the empty reply;
+- `generic`: one of `GENERIC_REPLIES` (seeded), a one-liner that would fit any context;
+- `copy`: the seeker's own last turn, repeated back verbatim.
+Only real replies carry a label; the ranking puts the real reply above every other member of its group
+(`ranking_pairs`), and says nothing about the order among the others.
 
-Negatives. A share `negatives` of extra examples pairs a context with ANOTHER dialogue's real reply
-and takes the lowest class (0): a reply written for someone else's problem ignores what this seeker
-said, so it is a poor reply here whatever that other conversation's outcome. They give the model
-examples of replies that do not fit, which the survey labels alone never show.
-
-Scalar rewards (ranking). Data-grounded real replies get reward = improvement / 4 (4 is the largest
-change on a 1-5 scale), clipped to [-1, 1]; negatives get -1, below every real reply that did not make
-the seeker feel worse by 4 points. Simulated candidates keep the judge's `future_reward`.
+Simulated groups (`labels=simulated`): each labelled candidate of a replay-store group, kind
+`candidate`, `reward` = its `future_reward`; pairs are every strictly better / worse pair in a group.
 """
 
 from __future__ import annotations
 
-import bisect
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from esc.config import RewardModelConfig
-from esc.contexts import dialogue_context
+from esc.future_labels import future_labels
 from esc.schemas import Dialogue, Turn
 
-NEGATIVE_REWARD = -1.0  # scalar reward of a negative (another dialogue's reply): the lowest possible
-_ROLE_NAMES = {"seeker": "Seeker", "counselor": "Counselor"}
+NEGATIVE_KINDS = ("other", "empty", "generic", "copy")  # the kinds ranked below a group's real reply
+GENERIC_REPLIES = (
+    "Okay.",
+    "I see.",
+    "Hmm.",
+    "Alright.",
+    "Thanks for sharing.",
+    "Tell me more.",
+    "That is interesting.",
+    "Sure.",
+)
 
 
 @dataclass(frozen=True)
@@ -44,81 +51,80 @@ class RMExample:
     """One (context, reply) the reward model scores.
 
     `context`: the turns before the reply, in spoken order. `reply`: the candidate counselor reply
-    (answer text only). `label`: reward class in [0, C) or None when unknown. `reward`: scalar reward
-    (higher is better) or None. `group`: examples with the same group share a context; ranking pairs
-    are formed within a group.
+    (answer text only). `reward`: the scalar label (higher is better, in [-1, 1]) or None (negatives:
+    only their rank is known). `group`: examples of one group share a context. `kind`: 'real', one of
+    NEGATIVE_KINDS, or 'candidate' (simulated). `intensity`: the seeker's starting intensity (1-5).
     """
 
     context: tuple[Turn, ...]
     reply: str
-    label: int | None
     reward: float | None
     group: str
-    intensity: int | None = None  # the seeker's emotion intensity (1-5) at the start, when known
+    kind: str = "real"
+    intensity: int | None = None
 
 
-def improvement_label(initial: int, final: int, edges: Sequence[float]) -> int:
-    """Class of the survey improvement `initial - final` under ascending `edges` (n edges, n+1 classes)."""
-    return bisect.bisect_right(list(edges), initial - final)
+def last_seeker_text(context: Sequence[Turn]) -> str:
+    """The seeker's last turn in `context`: its last run of consecutive seeker utterances, joined."""
+    end = max((i for i, t in enumerate(context) if t.role == "seeker"), default=None)
+    if end is None:
+        return ""
+    start = end
+    while start > 0 and context[start - 1].role == "seeker":
+        start -= 1
+    return " ".join(t.text.strip() for t in context[start : end + 1])
+
+
+def real_examples(dialogues: Iterable[Dialogue], cfg: RewardModelConfig) -> list[RMExample]:
+    """One 'real' example per labelled reply of every dialogue (group = '<dialogue id>:<turn index>')."""
+    examples = []
+    for dialogue in dialogues:
+        intensity = dialogue.survey.initial_intensity if dialogue.survey else None
+        for label in future_labels(dialogue, cfg.future_turns, cfg.survey_weight):
+            examples.append(
+                RMExample(
+                    context=dialogue.turns[: label.index],
+                    reply=dialogue.turns[label.index].text,
+                    reward=label.label,
+                    group=f"{dialogue.id}:{label.index}",
+                    intensity=intensity,
+                )
+            )
+    return examples
 
 
 def data_grounded_examples(
-    dialogues: Iterable[Dialogue], cfg: RewardModelConfig, seed: int
+    dialogues: Iterable[Dialogue], cfg: RewardModelConfig, seed: int, max_contexts: int
 ) -> list[RMExample]:
-    """Examples from dialogues with a seeker survey: real replies plus `negatives` mismatched replies.
+    """Context groups (see the module doc) for a seeded choice of at most `max_contexts` labelled replies.
 
-    One context per surveyed dialogue (seeded pick); dialogues without a survey or without a counselor
-    turn after a seeker turn are skipped. Then round(cfg.negatives * n_real) negatives: a seeded
-    context paired with a seeded other dialogue's reference reply, label 0, reward -1, same group as
-    the context. Finally at most cfg.max_examples examples are kept (seeded choice, order preserved).
+    Returns the groups one after another, each starting with its real reply. 'other' replies are drawn
+    from the real replies of the CHOSEN contexts of other dialogues, so they add no text to embed.
     """
-    real: list[RMExample] = []
-    for dialogue in dialogues:
-        if dialogue.survey is None:
-            continue
-        context = dialogue_context(dialogue, seed)
-        if context.reference is None:
-            continue
-        survey = dialogue.survey
-        real.append(
-            RMExample(
-                context=context.turns,
-                reply=context.reference.text,
-                label=improvement_label(
-                    survey.initial_intensity, survey.final_intensity, cfg.improvement_edges
-                ),
-                reward=max(-1.0, min(1.0, (survey.initial_intensity - survey.final_intensity) / 4.0)),
-                group=context.id,
-                intensity=survey.initial_intensity,
-            )
-        )
-    rng = random.Random(f"rm-negatives:{seed}")
-    negatives: list[RMExample] = []
-    if len(real) >= 2:
-        count = round(cfg.negatives * len(real))
-        hosts = [rng.randrange(len(real)) for _ in range(count)]
-        for host in hosts:
-            donor = rng.randrange(len(real) - 1)
-            donor += donor >= host  # any example but the host itself
-            negatives.append(
-                RMExample(
-                    context=real[host].context,
-                    reply=real[donor].reply,
-                    label=0,
-                    reward=NEGATIVE_REWARD,
-                    group=real[host].group,
-                    intensity=real[host].intensity,
-                )
-            )
-    examples = real + negatives
-    if len(examples) > cfg.max_examples:
-        keep = sorted(random.Random(f"rm-cap:{seed}").sample(range(len(examples)), cfg.max_examples))
-        examples = [examples[i] for i in keep]
+    pool = real_examples(dialogues, cfg)
+    rng = random.Random(f"rm-contexts:{seed}")
+    chosen = [pool[i] for i in sorted(rng.sample(range(len(pool)), min(max_contexts, len(pool))))]
+    examples: list[RMExample] = []
+    for real in chosen:
+        dialogue_id = real.group.rsplit(":", 1)[0]
+        donors: list[str] = []
+        for _ in range(100 * cfg.other_replies):  # bounded retries: a pool of one dialogue has no donor
+            if len(donors) == cfg.other_replies:
+                break
+            donor = chosen[rng.randrange(len(chosen))]
+            if donor.group.rsplit(":", 1)[0] != dialogue_id and donor.reply not in donors:
+                donors.append(donor.reply)
+        negatives = [("other", text) for text in donors]
+        negatives += [("empty", ""), ("generic", rng.choice(GENERIC_REPLIES))]
+        negatives.append(("copy", last_seeker_text(real.context)))
+        examples.append(real)
+        for kind, text in negatives:
+            examples.append(RMExample(real.context, text, None, real.group, kind, real.intensity))
     return examples
 
 
 def simulated_examples(records: Iterable[dict[str, Any]]) -> list[RMExample]:
-    """One example per candidate with a future-simulation label, from replay-store 'group' records.
+    """One 'candidate' example per candidate with a future-simulation label, from replay-store records.
 
     A record is a `CandidateGroup.model_dump()`; candidates without `label` are skipped (they got no
     future simulation). `group` is the record id, `reward` the candidate's `future_reward`.
@@ -134,54 +140,30 @@ def simulated_examples(records: Iterable[dict[str, Any]]) -> list[RMExample]:
                 RMExample(
                     context=context,
                     reply=candidate["text"],
-                    label=int(candidate["label"]),
                     reward=candidate.get("future_reward"),
                     group=str(record["id"]),
+                    kind="candidate",
                     intensity=intensity,
                 )
             )
     return examples
 
 
-def ranking_pairs(examples: Sequence[RMExample], across_groups: bool, seed: int) -> list[tuple[int, int]]:
-    """(preferred, dispreferred) index pairs for the Bradley-Terry formulation.
+def ranking_pairs(examples: Sequence[RMExample]) -> list[tuple[int, int]]:
+    """(preferred, dispreferred) index pairs, only within a group.
 
-    Within each group: every pair with a strictly higher `reward` (ties give none), as in the paper's
-    ranking of replies to one context. With `across_groups` (data-grounded labels, where most groups hold
-    a single real reply): also one pair per labelled example with a seeded example of another group and
-    a different `label`, the higher label preferred, so the survey outcome is learnt, not only the
-    real-vs-negative contrast. Examples without reward (within) or label (across) take no part.
+    A 'real' example is preferred to every NEGATIVE_KINDS example of its group; two examples that both
+    have a `reward` form a pair when one is strictly higher (ties give none).
     """
-    from learner.losses import preference_pairs
-
     by_group: dict[str, list[int]] = {}
     for index, example in enumerate(examples):
-        if example.reward is not None:
-            by_group.setdefault(example.group, []).append(index)
+        by_group.setdefault(example.group, []).append(index)
     pairs = []
     for members in by_group.values():
-        rewards = [examples[i].reward for i in members]
-        pairs.extend((members[i], members[j]) for i, j in preference_pairs(rewards))  # type: ignore[arg-type]
-    if across_groups:
-        rng = random.Random(f"rm-pairs:{seed}")
-        labelled = [i for i, e in enumerate(examples) if e.label is not None]
-        for i in labelled:
-            others = [j for j in labelled if examples[j].group != examples[i].group]
-            others = [j for j in others if examples[j].label != examples[i].label]
-            if others:
-                j = rng.choice(others)
-                pairs.append((i, j) if examples[i].label > examples[j].label else (j, i))  # type: ignore[operator]
+        for i in members:
+            for j in members:
+                a, b = examples[i], examples[j]
+                ranked = a.kind == "real" and b.kind in NEGATIVE_KINDS
+                if ranked or (a.reward is not None and b.reward is not None and a.reward > b.reward):
+                    pairs.append((i, j))
     return pairs
-
-
-def rm_text(context: Sequence[Turn], reply: str, max_chars: int | None = None) -> str:
-    """The one text the reward model reads: the dialogue so far, one line per turn, then the reply.
-
-    "Seeker: ...\\nCounselor: ...\\nCounselor (candidate): <reply>". With `max_chars`, only the last
-    `max_chars` characters are kept (the end matters most: the reply and the turns it answers); the
-    model also truncates from the left at token level.
-    """
-    lines = [f"{_ROLE_NAMES[t.role]}: {' '.join(t.text.split())}" for t in context]
-    lines.append(f"Counselor (candidate): {' '.join(reply.split())}")
-    text = "\n".join(lines)
-    return text[-max_chars:] if max_chars is not None and len(text) > max_chars else text

@@ -1,6 +1,7 @@
-"""The reward model on real data: SmolLM2-135M features plus the seeker's starting intensity, ESConv
-survey labels, the held-out valid split. Feature extraction dominates (~0.3-1 s per example at 64
-tokens on 2 cores); the head trains in seconds. The numbers are printed (`pytest -s`).
+"""The reward model on real data: SmolLM2-135M mean-pooled features of the seeker's last turn and of each
+reply, future-oriented labels of ESConv replies, context groups with replies from other dialogues and
+degraded replies, the held-out valid split. A small sample so it stays near two minutes on 2 cores
+(embedding dominates); the full-size figures are in docs/learner.md. Numbers are printed (`pytest -s`).
 """
 
 import json
@@ -11,35 +12,43 @@ from conftest import ESCONV, needs_esconv
 from esc.config import build_config
 from jobs.train_rm import run_train_rm
 
-EXAMPLES = 300  # train examples (seeded choice); the valid split has 174 surveyed dialogues
-MAX_TOKENS = 64  # the reply and the seeker turn before it; the end of the text is kept
+TRAIN_CONTEXTS, VALID_CONTEXTS = 150, 60
 
 
 @pytest.mark.slow
 @needs_esconv
-def test_reward_model_beats_the_majority_baseline_on_esconv_valid(tmp_path, capsys):
+def test_reward_model_ranks_real_replies_above_degraded_ones_on_esconv_valid(tmp_path, capsys):
     config = build_config(
         {
             "runs_dir": str(tmp_path / "runs"),
             "reward_model": {
                 "backbone": "smollm2-135m",
                 "data": f"esconv:{ESCONV}",
-                "max_examples": EXAMPLES,
-                "max_tokens": MAX_TOKENS,
+                "max_contexts": TRAIN_CONTEXTS,
+                "valid_contexts": VALID_CONTEXTS,
             },
         }
     )
     assert run_train_rm(config, out=str(tmp_path / "rm")) == 0
     report = json.loads((tmp_path / "rm" / "report.json").read_text())
-    valid = report["fit"]["valid"]
     with capsys.disabled():
+        for key in ("rank_real_vs_other", "rank_real_vs_empty", "rank_real_vs_generic", "rank_real_vs_copy"):
+            print(f"\n{key}: {report[key]}")
         print(
-            f"\nRM held-out: accuracy {valid['accuracy']:.3f} macro-F1 {valid['macro_f1']:.3f} baseline"
-            f" {valid['majority_baseline']:.3f} n={valid['n']} ({report['seconds']:.0f} s,"
-            f" features {report['fit']['feature_seconds']:.0f} s)"
+            f"label_correlation: {report['label_correlation']}\nlabel_vs_survey: {report['label_vs_survey']}"
         )
-    assert report["n_train"] == EXAMPLES and valid["n"] == report["n_valid"] > 150
-    assert len(valid["per_class_f1"]) == 3 and 0.0 <= valid["macro_f1"] <= 1.0
+        print(f"seconds: {report['seconds']:.0f}")
+    assert report["kinds"]["valid"] == {
+        "copy": VALID_CONTEXTS,
+        "empty": VALID_CONTEXTS,
+        "generic": VALID_CONTEXTS,
+        "other": 3 * VALID_CONTEXTS,
+        "real": VALID_CONTEXTS,
+    }
+    assert report["rank_real_vs_other"]["n"] == VALID_CONTEXTS
+    assert report["label_vs_survey"]["n"] > 150  # surveyed valid dialogues with a labelled reply
     assert report["fit"]["train_loss_last"] < report["fit"]["train_loss_first"]
-    # measured here: accuracy 0.437, macro-F1 0.434 against a majority baseline of 0.362 (n=174)
-    assert valid["accuracy"] > valid["majority_baseline"]
+    # degraded replies are easy; another dialogue's reply is the hard case (the goal, 0.80, is measured
+    # at full size in docs/learner.md): here only better than chance
+    assert report["rank_real_vs_empty"]["value"] >= 0.9 and report["rank_real_vs_generic"]["value"] >= 0.8
+    assert report["rank_real_vs_other"]["value"] > 0.55

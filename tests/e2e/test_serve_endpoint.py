@@ -1,23 +1,40 @@
 """`rlff serve` with the embedded SmolLM2, over real HTTP: the official `openai` client (plain,
 streaming, reasoning extension, crisis flag, bearer token) and a barrage of malformed or hostile
-requests, after which the endpoint still answers."""
+requests, after which the endpoint still answers; headless Chromium on the dashboard of a hand-made
+run folder (held-out curves, malformed replies, seeker-role marks, progress)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 from openai import AuthenticationError, OpenAI
-from support.serving import free_port, start_rlff, stop, wait_healthy
+from support.serving import ROOT, free_port, start_rlff, stop, wait_healthy
+
+from actors.rollout_worker import episode_feed, group_feed
+from esc.episode import Episode, TurnRecord
+from esc.roles import FALLBACK_ANSWER
+from esc.schemas import Candidate, CandidateGroup, Dialogue, Scenario, Turn
+from esc.seeker_check import RoleChecker
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-123"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("RLFF_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def server(folder):
     port = free_port()
     sets = [f"serve.port={port}", f"runs_dir={folder / 'runs'}", "counselor.max_new_tokens=32"]
     log = folder / "serve.log"
@@ -199,3 +216,104 @@ def test_concurrent_requests_are_decoded_together_and_each_gets_its_own_reply(se
     alone = ask(client, texts[2], seed=5, max_tokens=24).parse()  # seeded: the same reply unbatched
     assert alone.choices[0].message.content == replies[2].choices[0].message.content
     assert max(httpx.get(f"{server}/healthz").json()["decode_batches"]) >= 2
+
+
+def write_dashboard_run(run: Path, now: float) -> None:
+    """A hand-made run folder: 8 planned updates of which 5 are done, held-out points at versions 0, 2
+    and 4, one rollout group (a well-formed, a cut-off and a salvaged candidate), one evaluation
+    episode whose first reply was cut off, and a seeker-role checker fitted on a few lines."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps({"name": run.name, "learner": {"max_updates": 8}}))
+    start = now - 600
+    events = []
+    for v in range(1, 6):
+        learner = {"reward_mean": -0.3 + 0.08 * v, "rm_score_mean": 0.1 + 0.04 * v, "format_rate": 0.1 * v}
+        learner |= {"unsafe_rate": 0.0, "kl": 0.01 * v, "policy_kl": 0.002, "stage_update_s": 20.0}
+        events.append({"time": start + 60 * v + 30, "source": "learner", "weights_version": v, **learner})
+    for i, v in enumerate((0, 2, 4)):
+        point = {"reward": -0.25 + 0.15 * i, "format_rate": 0.05 + 0.3 * i, "rm_score": 0.1 + 0.05 * i}
+        point |= {"answer_tokens": 12.0 + 5 * i, "distinct2": 0.6 + 0.02 * i, "rouge_l": 9.0 + 2 * i}
+        event = {"time": start + 60 * v, "source": "heldout", "weights_version": v}
+        for name, value in point.items():
+            event[f"heldout_{name}"] = value
+            half = 0.08 if abs(value) <= 1 else 2.0
+            event[f"heldout_{name}_lo"], event[f"heldout_{name}_hi"] = value - half, value + half
+        events.append(event)
+    events.append({**events[-1], "time": start + 300})  # the final point measures version 4 again
+    events.append({"time": start + 250, "source": "evaluate", "sr": 0.25, "at": 6.5, "eval_format_rate": 0.4})
+    events.sort(key=lambda e: e["time"])  # the first event marks the start of the run
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+    scenario = Scenario(
+        id="s1", emotion_type="anxiety", problem_type="job crisis", situation="I lost my job."
+    )
+    cut, well = (
+        "<think>The seeker lost a job and I should",
+        "<think>Warmth.</think><answer>That is hard.</answer>",
+    )
+    helper = "I'm here to listen, take your time."
+    future = (Turn(role="counselor", text=FALLBACK_ANSWER), Turn(role="seeker", text=helper))
+    candidates = (
+        Candidate(text="That is hard.", raw=well, well_formed=True, policy_version=5, verdict="better"),
+        Candidate(text=FALLBACK_ANSWER, raw=cut, well_formed=False, policy_version=5, future=future),
+        Candidate(
+            text="So sorry.", raw="<think>Be kind.</think>So sorry.", well_formed=False, policy_version=5
+        ),
+    )
+    context = (Turn(role="seeker", text="I lost my job today and I feel worthless."),)
+    group = CandidateGroup(
+        id="g", scenario=scenario, context=context, candidates=candidates, policy_version=5, created_at=now
+    )
+    turns = (
+        Turn(role="seeker", text="I cannot sleep since I lost my job."),
+        Turn(role="counselor", text=FALLBACK_ANSWER, reward=-0.5),
+        Turn(role="seeker", text="I am scared I will not find another one."),
+    )
+    records = [TurnRecord(turn=1, reward=-0.5, verdict="same", well_formed=False, crisis=False, raw=cut)]
+    dialogue = Dialogue(id="e", scenario=scenario, turns=turns, source="simulated")
+    episode = Episode(
+        scenario_id="s1", success=False, turns=2, records=records, dialogue=dialogue, seconds=3.0,
+        completion_tokens=64,
+    )  # fmt: skip
+    feed = [{"time": now - 30, "source": "worker-0", **group_feed(group)}]
+    feed.append({"time": now - 10, "source": "driver", **episode_feed(episode, 5)})
+    (run / "dialogues.jsonl").write_text("".join(json.dumps(r) + "\n" for r in feed))
+    seeker = ["I feel so lonely since I moved.", "I lost my job and I am scared.", "I cannot sleep at all."]
+    counselor = [helper, "It's okay to feel that way.", "How are you feeling about that?"]
+    texts = [("seeker", t) for t in seeker] + [("counselor", t) for t in counselor]
+    RoleChecker.fit_texts(texts, min_count=1).save(run / "seeker_checker.json")
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian chromium is not installed")
+def test_dashboard_shows_heldout_curves_malformed_replies_and_seeker_marks(server, folder):
+    from playwright.sync_api import sync_playwright
+
+    write_dashboard_run(folder / "runs" / "local", time.time())
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(f"{server}/dashboard")
+        page.wait_for_function("() => document.querySelectorAll('#dialogues .dialogue').length == 2")
+        reward = page.evaluate(
+            "() => document.getElementById('plot-reward').data"
+            ".map(t => ({name: t.name, x: t.x, plus: t.error_y ? t.error_y.array : null}))"
+        )
+        heldout = next(t for t in reward if t["name"].startswith("held-out reward"))
+        assert heldout["x"] == [0, 2, 4] and heldout["plus"] == pytest.approx([0.08] * 3)
+        assert [t["x"] for t in reward if t["name"] == "training reward"] == [[1, 2, 3, 4, 5]]
+        titles = page.evaluate(
+            "() => ['plot-reward', 'plot-format'].map(id => document.getElementById(id).layout.title.text)"
+        )
+        assert all("held-out (never trained on)" in t for t in titles), titles
+        assert page.locator("#plot-format .gtitle").text_content() == titles[1]  # drawn, not only data
+        malformed = page.locator("#dialogues .candidate.malformed")
+        assert malformed.count() == 3  # two candidates and the evaluation's first reply
+        assert "malformed: no <answer>: the output ran out inside <think>" in malformed.first.inner_text()
+        assert FALLBACK_ANSWER not in page.inner_text("#dialogues")
+        assert page.locator("#dialogues .badge.out-of-role").count() == 1
+        assert page.locator("#dialogues .badge.in-role").count() == 2
+        assert page.inner_text("#seeker-role") == "67% (2/3)"
+        assert page.inner_text("#progress").startswith("update 5 / 8 · started 10 min ago")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-fixture.png"), full_page=True)
+        browser.close()

@@ -5,6 +5,7 @@ checkpoint and resumed, and no record is consumed twice or lost."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,12 +17,14 @@ import pytest
 
 from actors.replay_store import ReplayStore
 from esc.config import RewardModelConfig
+from esc.learning import METRIC_KEYS
 from learner import checkpoint
 from learner.reward_model import RewardModel
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 600
+FIXTURES = ROOT / "tests" / "fixtures" / "esconv_split"
 
 
 def settings(runs: Path) -> list[str]:
@@ -30,6 +33,8 @@ def settings(runs: Path) -> list[str]:
     sets += ["rollout.in_flight=2", "rollout.future_fraction=0", "learner.batch_size=2", "learner.lr=1e-3"]
     sets += ["learner.max_updates=8", "learner.checkpoint_every=2", "reward_model.backbone=tiny-random"]
     sets += [f"runs_dir={runs}", "name=t", "serve.enabled=false", "evaluation.every=0"]
+    sets += ["sft.cold_start=false"]
+    sets += [f"evaluation.heldout=esconv:{FIXTURES}#valid", "evaluation.heldout_samples=2"]
     return [arg for s in sets for arg in ("--set", s)]
 
 
@@ -78,6 +83,17 @@ def test_run_publishes_versions_and_resumes_after_sigkill(tmp_path):
     store.close()
     final = checkpoint.read_state(checkpoint.latest(run / "checkpoints"))
     assert final.updates == 8 and final.version == 8
+    # the held-out learning report: version 0 from the killed run, version 8 after the resumed one
+    learning = json.loads((run / "learning.json").read_text())
+    assert (learning["base_version"], learning["final_version"]) == (0, 8)
+    assert (learning["contexts"], learning["samples"]) == (2, 2)
+    assert set(learning["metrics"]) == set(METRIC_KEYS)
+    for parts in learning["metrics"].values():
+        for part in ("base", "final", "diff"):
+            assert parts[part]["n"] == 2 and all(math.isfinite(parts[part][k]) for k in ("value", "lo", "hi"))
+    assert "final - base" in (tmp_path / "second.log").read_text()
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(e["weights_version"] for e in events if e["source"] == "heldout") == [0, 8]
     assert [u["version"] for u in resumed] == list(range(before.version + 1, 9))
     assert (run / "weights" / "LATEST").read_text().strip() == "8"
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

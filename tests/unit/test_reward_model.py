@@ -1,101 +1,110 @@
-"""Reward model: example builders, truncation, training on separable data, save/load, the train job.
+"""Reward model: context groups, ranking pairs, training on separable data, save/load, the cached train job.
 
 Fast: the backbone is the 2-layer random `tiny-random` model and the data are built here. Its hidden
-states carry little beyond the last token's own embedding, so synthetic replies put the word that
-decides their class last.
+states carry little, so the synthetic real replies are told apart by what the head's scalar features
+see (shared words with the seeker's turn, length, affect).
 """
 
 import json
 
 import pytest
-from conftest import FIXTURES
 
 from esc.config import RewardModelConfig, build_config
+from esc.future_labels import future_labels
 from esc.schemas import Dialogue, Scenario, Survey, Turn
 from jobs import UsageError
 from jobs.train_rm import run_train_rm
 from learner.reward_model import RewardModel
 from learner.rm_data import (
-    NEGATIVE_REWARD,
+    GENERIC_REPLIES,
+    NEGATIVE_KINDS,
     RMExample,
     data_grounded_examples,
-    improvement_label,
+    last_seeker_text,
     ranking_pairs,
-    rm_text,
     simulated_examples,
 )
 
-CLASS_WORDS = ("terrible", "okay", "wonderful")  # the last word of a synthetic reply decides its class
+TOPICS = ("exam", "boss", "sister", "rent", "landlord", "coach", "thesis", "neighbour", "dentist", "visa")
 
 
-def dialogue(i: int, survey: tuple[int, int] | None) -> Dialogue:
-    scenario = Scenario(id=f"s{i}", emotion_type="sadness", problem_type="work", situation=f"Problem {i}.")
-    turns = (
-        Turn(role="seeker", text=f"Hello, I am seeker {i}."),
-        Turn(role="counselor", text=f"Reference reply {i}."),
-    )
+def dialogue(i: int, survey: tuple[int, int] | None = (5, 2)) -> Dialogue:
+    topic = TOPICS[i % len(TOPICS)]
+    texts = [
+        ("seeker", f"I am so worried about my {topic}, it makes me miserable."),
+        ("counselor", f"Your {topic} sounds really stressful, tell me about the {topic}."),
+        ("seeker", f"The {topic} is all I think about."),
+        ("seeker", "I cannot sleep."),
+        ("counselor", f"Not sleeping because of the {topic} must be exhausting."),
+        ("seeker", "Thank you, that helps, I feel a bit better."),
+    ]
     return Dialogue(
         id=f"d{i}",
-        scenario=scenario,
-        turns=turns,
+        scenario=Scenario(id=f"s{i}", emotion_type="anxiety", problem_type="work", situation=f"{topic}."),
+        turns=tuple(Turn(role=role, text=text) for role, text in texts),
         survey=Survey(initial_intensity=survey[0], final_intensity=survey[1]) if survey else None,
         source="esconv",
     )
 
 
-def synthetic(n: int, offset: int = 0) -> list[RMExample]:
-    examples = []
-    for i in range(offset, offset + n):
-        label = i % 3
-        context = (Turn(role="seeker", text=f"I lost my job number {i} and feel low."),)
-        examples.append(
-            RMExample(context, f"Reply {i}. {CLASS_WORDS[label]}", label, float(label - 1), f"c{i}")
-        )
-    return examples
-
-
 def tiny_cfg(**overrides) -> RewardModelConfig:
-    fields = {"backbone": "tiny-random", "max_tokens": 48, "epochs": 60, "lr": 1e-2, "batch_size": 16}
+    fields = {"backbone": "tiny-random", "max_tokens": 32, "epochs": 200, "lr": 1e-2, "hidden": 16}
     return RewardModelConfig(**{**fields, **overrides})
 
 
-def test_labels_come_from_survey_improvement_and_unsurveyed_dialogues_are_skipped():
-    assert [improvement_label(5, 5 - k, [1.5, 2.5]) for k in range(5)] == [0, 0, 1, 2, 2]
-    dialogues = [
-        dialogue(0, (5, 4)),
-        dialogue(1, (5, 3)),
-        dialogue(2, (5, 2)),
-        dialogue(3, (4, 1)),
-        dialogue(4, None),
+def test_last_seeker_text_joins_the_final_run_of_seeker_turns():
+    turns = dialogue(0).turns
+    assert last_seeker_text(turns[:4]) == "The exam is all I think about. I cannot sleep."
+    assert last_seeker_text(turns[:2]) == turns[0].text
+    assert last_seeker_text(()) == ""
+
+
+def test_context_groups_hold_the_real_reply_and_every_negative_kind():
+    dialogues = [dialogue(i) for i in range(4)]
+    cfg = RewardModelConfig(other_replies=2, future_turns=1)
+    examples = data_grounded_examples(dialogues, cfg, seed=0, max_contexts=100)
+    groups: dict[str, list[RMExample]] = {}
+    for example in examples:
+        groups.setdefault(example.group, []).append(example)
+    assert len(groups) == 8  # two labelled replies per dialogue (turns 1 and 4)
+    for group, members in groups.items():
+        real = members[0]
+        dialogue_id, index = group.rsplit(":", 1)
+        source = dialogues[int(dialogue_id[1:])]
+        assert real.kind == "real" and real.reply == source.turns[int(index)].text
+        assert real.context == source.turns[: int(index)] and real.intensity == 5
+        expected = next(x for x in future_labels(source, 1) if x.index == int(index)).label
+        assert real.reward == pytest.approx(expected)
+        kinds = [m.kind for m in members[1:]]
+        assert kinds == ["other", "other", "empty", "generic", "copy"]
+        assert all(m.reward is None and m.context == real.context for m in members[1:])
+        others = [m.reply for m in members if m.kind == "other"]
+        assert len(set(others)) == 2 and not any(text in [t.text for t in source.turns] for text in others)
+        assert members[3].reply == "" and members[4].reply in GENERIC_REPLIES
+        assert members[5].reply == last_seeker_text(real.context)
+    assert examples == data_grounded_examples(dialogues, cfg, seed=0, max_contexts=100)
+
+
+def test_max_contexts_is_a_seeded_choice_of_groups():
+    dialogues = [dialogue(i) for i in range(10)]
+    cfg = RewardModelConfig(other_replies=1)
+    first = data_grounded_examples(dialogues, cfg, seed=1, max_contexts=5)
+    assert len({e.group for e in first}) == 5 and len(first) == 5 * 5
+    assert first == data_grounded_examples(dialogues, cfg, seed=1, max_contexts=5)
+    assert first != data_grounded_examples(dialogues, cfg, seed=2, max_contexts=5)
+
+
+def test_ranking_pairs_put_real_above_negatives_and_order_rewards_within_groups_only():
+    context = (Turn(role="seeker", text="hi"),)
+    examples = [
+        RMExample(context, "real", 0.2, "g1"),
+        RMExample(context, "", None, "g1", "empty"),
+        RMExample(context, "other", None, "g1", "other"),
+        RMExample(context, "a", 0.5, "g2", "candidate"),
+        RMExample(context, "b", -0.5, "g2", "candidate"),
+        RMExample(context, "c", -0.5, "g2", "candidate"),
     ]
-    examples = data_grounded_examples(dialogues, RewardModelConfig(negatives=0.0), seed=0)
-    assert [e.label for e in examples] == [0, 1, 2, 2]
-    assert [e.reply for e in examples] == [f"Reference reply {i}." for i in range(4)]
-    assert [e.reward for e in examples] == [0.25, 0.5, 0.75, 0.75]
-    assert all(
-        e.context == (Turn(role="seeker", text=f"Hello, I am seeker {i}."),) for i, e in enumerate(examples)
-    )
-
-
-def test_negatives_pair_a_context_with_another_dialogues_reply_in_class_zero():
-    dialogues = [dialogue(i, (5, 2)) for i in range(8)]
-    examples = data_grounded_examples(dialogues, RewardModelConfig(negatives=0.25), seed=3)
-    real, negatives = examples[:8], examples[8:]
-    assert len(negatives) == 2 and all(e.label == 2 for e in real)
-    for negative in negatives:
-        host = next(e for e in real if e.group == negative.group)
-        assert negative.label == 0 and negative.reward == NEGATIVE_REWARD
-        assert negative.context == host.context and negative.reply != host.reply
-        assert negative.reply in {e.reply for e in real}
-    assert examples == data_grounded_examples(dialogues, RewardModelConfig(negatives=0.25), seed=3)
-
-
-def test_max_examples_caps_with_a_seeded_choice():
-    dialogues = [dialogue(i, (5, 3)) for i in range(20)]
-    cfg = RewardModelConfig(negatives=0.5, max_examples=12)
-    first = data_grounded_examples(dialogues, cfg, seed=1)
-    assert len(first) == 12 and first == data_grounded_examples(dialogues, cfg, seed=1)
-    assert first != data_grounded_examples(dialogues, cfg, seed=2)
+    assert sorted(ranking_pairs(examples)) == [(0, 1), (0, 2), (3, 4), (3, 5)]
 
 
 def test_simulated_examples_keep_labelled_candidates_only():
@@ -110,99 +119,84 @@ def test_simulated_examples_keep_labelled_candidates_only():
         ],
     }
     examples = simulated_examples([record])
-    assert [(e.reply, e.label, e.reward, e.group) for e in examples] == [
-        ("That sounds hard.", 2, 0.5, "run:ctx:v0"),
-        ("Whatever.", 0, -1.0, "run:ctx:v0"),
+    assert [(e.reply, e.reward, e.group, e.kind) for e in examples] == [
+        ("That sounds hard.", 0.5, "run:ctx:v0", "candidate"),
+        ("Whatever.", -1.0, "run:ctx:v0", "candidate"),
     ]
-    assert examples[0].context == (Turn(role="seeker", text="I feel alone."),)
-
-
-def test_ranking_pairs_within_groups_and_across_labels():
-    context = (Turn(role="seeker", text="hi"),)
-    examples = [
-        RMExample(context, "a", 2, 0.5, "g1"),
-        RMExample(context, "b", 0, -1.0, "g1"),
-        RMExample(context, "c", 0, 0.0, "g1"),  # same label as b, higher reward
-        RMExample(context, "d", 1, 0.25, "g2"),
-    ]
-    assert sorted(ranking_pairs(examples, across_groups=False, seed=0)) == [(0, 1), (0, 2), (2, 1)]
-    across = ranking_pairs(examples, across_groups=True, seed=0)[3:]
-    assert len(across) == 4
-    for i, j in across:
-        assert examples[i].group != examples[j].group and examples[i].label > examples[j].label
-
-
-def test_rm_text_lists_turns_then_the_candidate_and_keeps_the_end():
-    context = (Turn(role="seeker", text="I  failed\nmy exam."), Turn(role="counselor", text="I'm sorry."))
-    text = rm_text(context, "What happened?")
-    assert text == "Seeker: I failed my exam.\nCounselor: I'm sorry.\nCounselor (candidate): What happened?"
-    assert rm_text(context, "What happened?", max_chars=20) == text[-20:]
 
 
 def test_token_truncation_keeps_the_end():
     model = RewardModel.from_config(tiny_cfg(max_tokens=16), seed=0)
     long_text = " ".join(f"word{i}" for i in range(200)) + " final words here"
-    full = model.tokenizer(long_text)["input_ids"]
-    assert model.encode([long_text])["input_ids"][0].tolist() == full[-16:]
-    context_a = (Turn(role="seeker", text="A completely different beginning " * 30),)
-    context_b = (Turn(role="seeker", text="Another opening altogether " * 30),)
-    reply = "the same long ending " * 10
-    score_a, score_b = model.score([context_a, context_b], [reply, reply])
-    assert score_a == pytest.approx(score_b, abs=1e-6)
+    assert model.encode([long_text])["input_ids"][0].tolist() == model.tokenizer(long_text)["input_ids"][-16:]
 
 
-def test_head_learns_a_separable_set_and_scores_stay_in_range():
-    model = RewardModel.from_config(tiny_cfg(), seed=0)
-    report = model.fit(synthetic(60), synthetic(30, offset=100))
-    valid = report["valid"]
-    assert valid["n"] == 30 and valid["majority_baseline"] == pytest.approx(1 / 3)
-    assert valid["accuracy"] >= 0.9 and valid["macro_f1"] >= 0.9
+def test_head_ranks_real_replies_first_and_scores_are_bounded():
+    cfg = tiny_cfg(future_turns=1)
+    model = RewardModel.from_config(cfg, seed=0)
+    train = data_grounded_examples([dialogue(i) for i in range(8)], cfg, seed=0, max_contexts=100)
+    valid = data_grounded_examples([dialogue(i) for i in range(8, 10)], cfg, seed=0, max_contexts=100)
+    report = model.fit(train, valid)
     assert report["train_loss_last"] < report["train_loss_first"]
-    held_out = synthetic(9, offset=200)
-    scores = model.score([e.context for e in held_out], [e.reply for e in held_out])
-    assert all(-1.0 <= s <= 1.0 for s in scores)
-    by_label = {k: [s for s, e in zip(scores, held_out) if e.label == k] for k in range(3)}
-    assert max(by_label[0]) < min(by_label[2])
+    held_out = report["valid"]
+    for kind in NEGATIVE_KINDS:
+        assert held_out[f"rank_real_vs_{kind}"]["value"] >= 0.75, kind
+    assert held_out["rank_real_vs_other"]["n"] == 4 and held_out["rank_real_vs_other"]["n_pairs"] == 8
+    assert held_out["label_correlation"]["n"] == 4
+    contexts = [e.context for e in valid]
+    scores = model.score(contexts, [e.reply for e in valid], [e.intensity for e in valid])
+    assert all(-1.0 <= s <= 1.0 for s in scores) and len(set(scores)) > 2
+    with pytest.raises(ValueError, match="one reply per context"):
+        model.score(contexts, ["x"])
 
 
-def test_ranking_puts_the_preferred_reply_higher():
-    def groups(n: int, offset: int) -> list[RMExample]:
-        out = []
-        for i in range(offset, offset + n):
-            context = (Turn(role="seeker", text=f"My dog {i} died yesterday."),)
-            out.append(RMExample(context, f"I am here for you {i}. {CLASS_WORDS[2]}", None, 1.0, f"g{i}"))
-            out.append(RMExample(context, f"Get over it {i}. {CLASS_WORDS[0]}", None, -1.0, f"g{i}"))
-        return out
-
-    model = RewardModel.from_config(tiny_cfg(formulation="ranking", labels="simulated"), seed=0)
-    report = model.fit(groups(30, 0), groups(10, 100))
-    assert report["valid"] == {"pairwise_accuracy": 1.0, "n_pairs": 10}
-    held_out = groups(5, 200)
-    scores = model.score([e.context for e in held_out], [e.reply for e in held_out])
-    assert all(good > bad for good, bad in zip(scores[::2], scores[1::2]))
-
-
-@pytest.mark.parametrize("train", ["head", "full"])
-def test_save_load_round_trip_gives_identical_scores(tmp_path, train):
-    model = RewardModel.from_config(tiny_cfg(train=train, epochs=2 if train == "full" else 20), seed=0)
-    model.fit(synthetic(24), synthetic(6, offset=50))
-    probe = synthetic(6, offset=80)
-    before = model.score([e.context for e in probe], [e.reply for e in probe])
+def test_save_load_round_trip_gives_identical_scores(tmp_path):
+    cfg = tiny_cfg(epochs=20)
+    model = RewardModel.from_config(cfg, seed=0)
+    model.fit(data_grounded_examples([dialogue(i) for i in range(4)], cfg, seed=0, max_contexts=100), [])
+    probe = data_grounded_examples([dialogue(7)], cfg, seed=0, max_contexts=100)
+    args = ([e.context for e in probe], [e.reply for e in probe], [e.intensity for e in probe])
+    before = model.score(*args)
     model.save(tmp_path / "rm")
-    assert (tmp_path / "rm" / "backbone").is_dir() == (train == "full")
-    loaded = RewardModel.load(tmp_path / "rm")
-    assert loaded.score([e.context for e in probe], [e.reply for e in probe]) == before
+    assert RewardModel.load(tmp_path / "rm").score(*args) == before
     assert not list((tmp_path / "rm").rglob("*.bin")) and not list((tmp_path / "rm").rglob("*.pt"))
 
 
 def test_training_is_deterministic_for_a_seed():
+    cfg = tiny_cfg(epochs=5)
+    train = data_grounded_examples([dialogue(i) for i in range(3)], cfg, seed=0, max_contexts=100)
     scores = []
     for _ in range(2):
-        model = RewardModel.from_config(tiny_cfg(epochs=5), seed=7)
-        model.fit(synthetic(24), [])
-        probe = synthetic(4, offset=40)
-        scores.append(model.score([e.context for e in probe], [e.reply for e in probe]))
+        model = RewardModel.from_config(cfg, seed=7)
+        model.fit(train, [])
+        scores.append(model.score([e.context for e in train], [e.reply for e in train]))
     assert scores[0] == scores[1]
+
+
+def write_esconv(folder, n_train: int = 6, n_valid: int = 4) -> None:
+    """A tiny ESConv folder in the split schema, made of the synthetic dialogues above."""
+    folder.mkdir()
+    for split, ids in (("train", range(n_train)), ("valid", range(100, 100 + n_valid)), ("test", [])):
+        lines = []
+        for i in ids:
+            d = dialogue(i, survey=(5, 1 + i % 4))
+            lines.append(
+                {
+                    "emotion_type": "anxiety",
+                    "problem_type": "work",
+                    "situation": d.scenario.situation,
+                    "survey_score": {
+                        "seeker": {
+                            "initial_emotion_intensity": "5",
+                            "final_emotion_intensity": str(1 + i % 4),
+                        }
+                    },
+                    "dialog": [
+                        {"text": t.text, "speaker": "usr" if t.role == "seeker" else "sys"} for t in d.turns
+                    ],
+                }
+            )
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def run_config(tmp_path, **rm):
@@ -214,14 +208,26 @@ def run_config(tmp_path, **rm):
     return build_config(tree)
 
 
-def test_train_job_on_esconv_fixture_writes_model_and_report(tmp_path, capsys):
-    config = run_config(tmp_path, data=f"esconv:{FIXTURES / 'esconv_split'}", epochs=3)
+def test_train_job_writes_model_and_report_then_skips_unchanged_inputs(tmp_path, capsys):
+    write_esconv(tmp_path / "esconv")
+    config = run_config(tmp_path, data=f"esconv:{tmp_path / 'esconv'}", epochs=30)
     assert run_train_rm(config) == 0
     folder = tmp_path / "runs" / "rm" / "reward_model"
     report = json.loads((folder / "report.json").read_text())
-    assert report["n_train"] >= 2 and report["n_valid"] >= 1
-    assert set(report["fit"]["valid"]) >= {"accuracy", "macro_f1", "majority_baseline", "per_class_f1", "n"}
-    assert (folder / "head.safetensors").is_file() and "majority baseline" in capsys.readouterr().out
+    per_group = 4 + config.reward_model.other_replies  # real, others, empty, generic, copy
+    assert report["n_train"] == 6 * 2 * per_group and report["n_valid"] == 4 * 2 * per_group
+    assert report["rank_real_vs_other"]["n"] == 8 and report["label_correlation"]["n"] == 8
+    assert report["label_vs_survey"]["n"] == 4
+    assert (folder / "head.safetensors").is_file() and "rank_real_vs_other" in capsys.readouterr().out
+    stamp = (folder / "inputs.sha256").read_text()
+    assert run_train_rm(config) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert json.loads((folder / "report.json").read_text()) == report  # nothing retrained
+    with (tmp_path / "esconv" / "valid.jsonl").open("a") as handle:
+        handle.write("\n")  # different bytes, same dialogues: the inputs changed
+    assert run_train_rm(config) == 0
+    assert "up to date" not in capsys.readouterr().out
+    assert (folder / "inputs.sha256").read_text() != stamp
 
 
 def test_train_job_explains_missing_data_in_one_sentence(tmp_path):
@@ -239,14 +245,14 @@ def test_train_job_reads_simulated_labels_from_the_store(tmp_path):
     for i in range(10):
         candidates = [
             {
-                "text": f"reply {i} {CLASS_WORDS[k]}",
+                "text": f"reply {i} {word}",
                 "raw": "r",
                 "well_formed": True,
                 "policy_version": 0,
                 "label": k,
                 "future_reward": float(k - 1),
             }
-            for k in range(3)
+            for k, word in enumerate(("terrible", "okay", "wonderful"))
         ]
         store.put(
             {
@@ -263,3 +269,12 @@ def test_train_job_reads_simulated_labels_from_the_store(tmp_path):
     assert run_train_rm(config, out=str(out)) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["n_train"] + report["n_valid"] == 30 and report["n_train"] % 3 == 0
+    assert report["fit"]["n_pairs"] == report["n_train"]  # 3 pairs per group of 3 distinct rewards
+
+
+def test_layers_runs_only_the_first_backbone_layers():
+    full = RewardModel.from_config(tiny_cfg(), seed=0)
+    shallow = RewardModel.from_config(tiny_cfg(layers=1), seed=0)
+    assert len(full.backbone.layers) == 2 and len(shallow.backbone.layers) == 1
+    text = "I failed my exam."
+    assert not bool((full.embed([text])[text] == shallow.embed([text])[text]).all())

@@ -1,0 +1,259 @@
+"""Held-out learning report of `rlff run`: the current policy on contexts it never trained on.
+
+At the start of a run (version 0), at every `evaluation.every` versions and once the learner is done,
+the run's counselor actors answer the same `evaluation.heldout_contexts` held-out contexts
+(`evaluation.heldout`, e.g. the ESConv valid split; one per dialogue, the real reply that followed is
+the reference) with G sampled replies each, every (context, sample) with the same seed at every point.
+The driver scores the replies with the run's reward model (loaded once) and the learner's reward
+composition (`learner.loop.grpo_reward`), records the point's estimates to the metrics hub (source
+"heldout") and appends its per-context rows to `runs/<name>/heldout.jsonl`; at the end it writes
+`runs/<name>/learning.json` (base vs final, `esc.learning`) and prints the table. `rlff report` reuses
+the contexts, seeds and scoring for the raw base model, in-process. It does not know how the learner
+or the rollout workers work.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from esc.config import RunConfig
+from esc.contexts import dialogue_context
+from esc.data import load_dialogues
+from esc.learning import (
+    context_row,
+    hub_metrics,
+    learning_report,
+    learning_table,
+    point_estimates,
+    point_version,
+)
+from esc.metrics import rouge_l_each
+from esc.parsing import parse_counselor
+from esc.safety import check_message
+from esc.schemas import Context
+from jobs import UsageError
+
+HELDOUT_TIMEOUT_S = 1800.0  # one point's replies; the counselors share the machine with the rollouts
+
+
+def heldout_contexts(config: RunConfig) -> list[Context]:
+    """The first `evaluation.heldout_contexts` dialogues of `evaluation.heldout` that give a context
+    with a real reply and whose last seeker turn the crisis lexicon does not flag (those get the fixed
+    crisis reply, which measures nothing about the policy)."""
+    spec = config.evaluation.heldout
+    if spec is None:
+        raise UsageError("no held-out contexts: set evaluation.heldout, e.g. esconv:PATH#valid")
+    picked: list[Context] = []
+    for dialogue in load_dialogues(spec, seed=config.seed):
+        context = dialogue_context(dialogue, config.seed)
+        seeker = [t for t in context.turns if t.role == "seeker"]
+        if context.reference is None or not seeker or check_message(seeker[-1].text).crisis:
+            continue
+        picked.append(context)
+        if len(picked) == config.evaluation.heldout_contexts:
+            break
+    if not picked:
+        raise UsageError(f"evaluation.heldout {spec!r} holds no dialogue with real counselor replies")
+    return picked
+
+
+def samples_per_context(config: RunConfig) -> int:
+    return config.evaluation.heldout_samples or config.rollout.group_size
+
+
+def sample_seed(config: RunConfig, context: int, sample: int) -> int:
+    """The sampling seed of (context, sample): the same at every point, so points differ by weights only."""
+    return config.seed + context * samples_per_context(config) + sample
+
+
+class Scorer:
+    """Scores held-out replies: the run's reward model (loaded once), the learner's reward composition,
+    ROUGE-L against the real reply, answer length in counselor tokens."""
+
+    def __init__(self, config: RunConfig, reward_model: str | Path):
+        from esc.models import load_tokenizer
+        from learner.reward_model import RewardModel
+
+        self.config = config
+        self.rm = RewardModel.load(reward_model)
+        self.tokenizer = load_tokenizer(config.counselor.model)
+
+    def rows(self, contexts: list[Context], replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Context rows (`esc.learning.context_row`) from `replies`: G per context, context-major, each
+        a counselor reply {turn: {text}, raw, policy_version} as `Counselor.respond` returns it."""
+        from learner.loop import grpo_reward
+
+        g = samples_per_context(self.config)
+        if len(replies) != len(contexts) * g:
+            raise ValueError(f"expected {len(contexts) * g} held-out replies, got {len(replies)}")
+        owners = [c for c in contexts for _ in range(g)]
+        answers = [r["turn"]["text"] for r in replies]
+        raws = [r["raw"] for r in replies]
+        intensities = [c.scenario.initial_intensity for c in owners]
+        rm = self.rm.score([c.turns for c in owners], answers, intensities)
+        lc = self.config.learner
+        parts = grpo_reward(rm, raws, self.config.reward_model.weight, lc.format_weight, lc.safety_weight)
+        rouge = rouge_l_each(answers, [c.reference.text for c in owners])
+        samples = [
+            {
+                "answer": answer,
+                "raw": raw,
+                "version": int(reply["policy_version"]),
+                "well_formed": parse_counselor(raw).well_formed,
+                "reward": float(parts.reward[k]),
+                "rm_score": float(parts.rm_score[k]),
+                "format_reward": float(parts.format_reward[k]),
+                "unsafe": float(parts.unsafe[k]),
+                "answer_tokens": len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]),
+                "rouge_l": rouge[k],
+            }
+            for k, (answer, raw, reply) in enumerate(zip(answers, raws, replies))
+        ]
+        return [context_row(c.id, samples[i * g : (i + 1) * g]) for i, c in enumerate(contexts)]
+
+
+def read_points(path: Path) -> dict[int, list[dict[str, Any]]]:
+    """Context rows of every point in a heldout.jsonl, by version (a version recorded twice: the last)."""
+    points: dict[int, dict[str, dict[str, Any]]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            rows = points.setdefault(int(row["point"]), {})
+            if row.get("first"):
+                rows.clear()
+            rows[row["id"]] = row
+    return {version: list(rows.values()) for version, rows in sorted(points.items())}
+
+
+def append_point(path: Path, version: int, rows: list[dict[str, Any]], single: bool) -> None:
+    """Append one point's context rows to heldout.jsonl, one line each; `single`: every reply came
+    from `version` (False: a version was published while the point generated)."""
+    now = time.time()
+    with path.open("a") as out:
+        for k, row in enumerate(rows):  # "first": a point recorded again replaces the earlier one
+            line = {"point": version, "time": now, "single_version": single, "first": k == 0, **row}
+            out.write(json.dumps(line) + "\n")
+
+
+class Heldout:
+    """The held-out points of one `rlff run`: `first(system)` before rollouts start, `maybe_start()`
+    from the driver loop (in a background thread, so the learner keeps going), `last()` after the
+    learner. Built before the actors start, so a bad `evaluation.heldout` fails at once."""
+
+    def __init__(self, config: RunConfig, reward_model: str | Path, resume: bool = False):
+        """`resume`: keep the points of the run's heldout.jsonl; a new run starts both files afresh."""
+        self.config, self.system = config, None
+        self.contexts = heldout_contexts(config)
+        self.scorer = Scorer(config, reward_model)
+        self.path = config.run_dir() / "heldout.jsonl"
+        if not resume:
+            self.path.unlink(missing_ok=True)
+            (config.run_dir() / "learning.json").unlink(missing_ok=True)
+        self.next: int | None = None
+        self.thread: threading.Thread | None = None
+        if len(self.contexts) < config.evaluation.heldout_contexts:
+            print(
+                f"note: evaluation.heldout holds {len(self.contexts)} usable contexts, fewer than the"
+                f" {config.evaluation.heldout_contexts} asked for",
+                file=sys.stderr,
+            )
+
+    def _serving(self) -> int:
+        return ray.get(self.system.counselor[0].weights_version.remote(), timeout=60)
+
+    def point(self, expect_version: int | None = None) -> int:
+        """Generate, score and record one point with whatever the counselors serve; returns its version."""
+        started = time.perf_counter()
+        g, counselors = samples_per_context(self.config), self.system.counselor
+        refs = [
+            counselors[i % len(counselors)].respond.remote(
+                [t.model_dump() for t in c.turns], seed=sample_seed(self.config, i, j)
+            )
+            for i, c in enumerate(self.contexts)
+            for j in range(g)
+        ]  # all at once, so the backends batch them; a context's G samples share one prompt-prefix cache
+        replies = ray.get(refs, timeout=HELDOUT_TIMEOUT_S)
+        generated = time.perf_counter() - started
+        rows = self.scorer.rows(self.contexts, replies)
+        version, single = point_version(rows)
+        if not single or (expect_version is not None and version != expect_version):
+            seen = sorted({v for r in rows for v in r["versions"]})
+            print(
+                f"note: held-out point replies came from versions {seen}; recorded as version {version}",
+                file=sys.stderr,
+            )
+        append_point(self.path, version, rows, single)
+        estimates = point_estimates(rows, seed=self.config.seed)
+        self.system.hub.record.remote("heldout", hub_metrics(estimates, version))
+        took = time.perf_counter() - started
+        print(
+            f"held-out v{version}: {len(rows)} contexts x {g} samples in {took:.0f} s (generation"
+            f" {generated:.0f} s); reward {estimates['reward'].value:.3f}"
+            f" [{estimates['reward'].lo:.3f}, {estimates['reward'].hi:.3f}], format"
+            f" {estimates['format_rate'].value:.3f}",
+            flush=True,
+        )
+        return version
+
+    def first(self, system) -> None:
+        """The point before any update (skipped when a resumed run already has one), on the run's
+        actors `system` (its counselors and metrics hub)."""
+        self.system = system
+        serving = self._serving()
+        if not read_points(self.path):
+            self.point(expect_version=serving)
+        self.next = serving + self.config.evaluation.every
+
+    def maybe_start(self) -> None:
+        """Start a point in the background once the learner reached the next evaluation point."""
+        every = self.config.evaluation.every
+        if not every or self.next is None or (self.thread is not None and self.thread.is_alive()):
+            return
+        version = ray.get(self.system.gate.state.remote(), timeout=60)["version"]
+        if version < self.next:
+            return
+        self.next = version + every
+        self.thread = threading.Thread(target=self._background, daemon=True)
+        self.thread.start()
+
+    def _background(self) -> None:
+        try:
+            self.point()
+        except Exception as error:  # a failed point must not stop the run; the next one may succeed
+            print(f"warning: held-out point failed: {type(error).__name__}: {error}", file=sys.stderr)
+
+    def last(self) -> dict[str, Any]:
+        """After the learner: the final point (unless one already holds the served version), then
+        learning.json and the printed table. Returns the learning report."""
+        if self.thread is not None:
+            self.thread.join()
+        serving = self._serving()
+        if serving not in read_points(self.path):
+            self.point(expect_version=serving)
+        return write_learning(self.config, self.path)
+
+
+def write_learning(config: RunConfig, path: Path) -> dict[str, Any]:
+    """learning.json from heldout.jsonl: the lowest version (base) against the highest (final)."""
+    points = read_points(path)
+    if not points:
+        raise UsageError(f"{path} holds no held-out points")
+    base, final = points[min(points)], points[max(points)]
+    order = {row["id"]: k for k, row in enumerate(base)}
+    final = sorted((r for r in final if r["id"] in order), key=lambda r: order[r["id"]])
+    base = [r for r in base if r["id"] in {f["id"] for f in final}]
+    report = learning_report(base, final, seed=config.seed)
+    report["base_version"], report["final_version"] = min(points), max(points)  # as the points were recorded
+    report["heldout"] = config.evaluation.heldout
+    out = config.run_dir() / "learning.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(learning_table(report), flush=True)
+    print(f"learning report: {out}", flush=True)
+    return report

@@ -1,0 +1,215 @@
+"""`rlff report runs/<name>`: docs/results.md from a run folder: base model vs SFT vs RLFF.
+
+SFT (the run's version 0: the cold start once the run has one) and RLFF (its final version) come from
+the run's held-out learning report (`learning.json`, `heldout.jsonl`); the raw base model (the run's
+`counselor.model`, or `--base`) answers the same held-out contexts with the same seeds here, in
+process without Ray, and is scored the same way (`jobs/heldout.py`). The interactive SR/AT table comes
+from `rlff evaluate` report files (`--interactive`) or from small evaluations run here (`--episodes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from esc.backends import BackendPool
+from esc.config import ConfigError, RunConfig, build_config, load_config
+from esc.learning import METRIC_KEYS, point_estimates, pooled_distinct2
+from esc.roles import Counselor
+from esc.schemas import Context
+from esc.stats import Estimate, mean_ci, paired_difference_ci
+from jobs import UsageError
+from jobs.heldout import Scorer, heldout_contexts, read_points, sample_seed, samples_per_context
+from jobs.progress import writable_output
+
+JUDGE_CAVEAT = (
+    "SR/AT here are judged by the run's judge model. `docs/judges.md` measured the embedded judge"
+    ' (SmolLM2-135M) against ESConv seekers\' own surveys: it says "better" about every conversation'
+    " (accuracy 0.333 on a balanced set, chance level; Spearman rho 0.013, p = 0.92), so with it SR/AT"
+    " measure the plumbing, not the counselor. Use a large judge before reading anything into them."
+)
+
+
+async def base_replies(config: RunConfig, contexts: list[Context]) -> list[dict[str, Any]]:
+    """The config's counselor, in process, on every (context, sample) with the held-out seeds; replies
+    shaped as the counselor actor's (`turn`, `raw`, `policy_version`)."""
+    pool = BackendPool(seed=config.seed)
+    counselor = Counselor.from_config(config, pool)
+    g = samples_per_context(config)
+    outputs = await asyncio.gather(
+        *(
+            counselor.respond(list(c.turns), seed=sample_seed(config, i, j))
+            for i, c in enumerate(contexts)
+            for j in range(g)
+        )
+    )
+    await pool.close()
+    return [{"turn": o.turn.model_dump(), "raw": o.raw, "policy_version": 0} for o in outputs]
+
+
+def _cell(est: Estimate | dict[str, float], fmt: str, sign: bool = False) -> str:
+    e = est if isinstance(est, Estimate) else Estimate(**est)
+    spec = ("+" if sign else "") + fmt
+    mark = " *" if sign and e.excludes_zero() else ""
+    return f"{e.value:{spec}} [{e.lo:{spec}}, {e.hi:{spec}}]{mark}"
+
+
+def heldout_table(columns: dict[str, list[dict]], seed: int) -> list[str]:
+    """Markdown: each metric per policy (mean [95% CI] over contexts) and RLFF minus each other policy
+    (paired bootstrap over contexts). `columns`: label -> context rows in the same context order; the
+    last column is RLFF."""
+    labels = list(columns)
+    final = labels[-1]
+    estimates = {label: point_estimates(rows, seed) for label, rows in columns.items()}
+    diffs = labels[:-1]
+    head = ["metric", *labels, *(f"{final} - {d}" for d in diffs)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, (_, fmt) in METRIC_KEYS.items():
+        cells = [_cell(estimates[label][key], fmt) for label in labels]
+        for d in diffs:
+            after, before = [r[key] for r in columns[final]], [r[key] for r in columns[d]]
+            cells.append(_cell(paired_difference_ci(after, before, seed=seed), fmt, sign=True))
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    pooled = [f"{pooled_distinct2(columns[label]):.3f}" for label in labels]
+    lines.append("| distinct2, all answers pooled (no CI) | " + " | ".join(pooled) + " |" + " |" * len(diffs))
+    return lines
+
+
+def interactive_rows(reports: list[tuple[str, dict[str, Any]]], seed: int) -> list[str]:
+    """Markdown rows of SR/AT (bootstrap CI over episodes where the report lists them) per report."""
+    lines = ["| policy | episodes | SR | AT | format compliance |", "|---|---|---|---|---|"]
+    for label, report in reports:
+        episodes = report.get("episodes") or []
+        max_turns = report.get("config", {}).get("episode", {}).get("max_turns")
+        if episodes and max_turns:
+            sr = _cell(mean_ci([float(e["success"]) for e in episodes], seed), ".2f")
+            turns = [e["turns"] if e["success"] else max_turns for e in episodes]
+            at = _cell(mean_ci(turns, seed), ".2f")
+        else:
+            sr, at = f"{report['sr']:.2f}", f"{report['at']:.2f}"
+        rate = report.get("format_rate")
+        lines.append(
+            f"| {label} | {report['n']} | {sr} | {at} | {'n/a' if rate is None else f'{rate:.3f}'} |"
+        )
+    return lines
+
+
+def _evaluate(config: RunConfig, policy: str, episodes: int) -> dict[str, Any]:
+    from jobs.evaluate import evaluate
+
+    if policy != "base":
+        config = build_config(config.model_dump(), [f"counselor.model={policy}"])
+    spec = config.evaluation.heldout or config.data.scenarios
+    return asyncio.run(evaluate(config, spec, episodes, []))
+
+
+def run_report(
+    folder: str,
+    overrides: list[str],
+    out: str | None,
+    base: str | None,
+    interactive: list[str],
+    episodes: int,
+    command: str,
+) -> int:
+    """CLI body: see the module docstring. Writes `out` (default docs/results.md)."""
+    run = Path(folder)
+    try:
+        config = load_config(run / "config.json", overrides)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    learning_path = run / "learning.json"
+    if not learning_path.is_file():
+        raise UsageError(f"{run} has no learning.json; run `rlff run` with evaluation.heldout set first")
+    learning = json.loads(learning_path.read_text())
+    points = read_points(run / "heldout.jsonl")
+    sft, final = points.get(learning["base_version"]), points.get(learning["final_version"])
+    if not sft or not final:
+        raise UsageError(f"{run / 'heldout.jsonl'} lacks the points learning.json names")
+    out_path = writable_output(out or "docs/results.md")
+    base_spec = base or config.counselor.model
+    base_config = build_config(config.model_dump(), [f"counselor.model={base_spec}"])
+    contexts = heldout_contexts(base_config)
+    ids = [r["id"] for r in final]
+    by_id = {c.id: c for c in contexts}
+    if any(i not in by_id for i in ids):
+        raise UsageError(
+            f"evaluation.heldout {config.evaluation.heldout!r} no longer gives the run's held-out contexts;"
+            " point it at the same data with --set evaluation.heldout=SPEC"
+        )
+    order = {c.id: k for k, c in enumerate(contexts)}
+    sft = sorted((r for r in sft if r["id"] in order), key=lambda r: order[r["id"]])
+    final = sorted(final, key=lambda r: order[r["id"]])
+    started = time.perf_counter()
+    print(
+        f"base model {base_spec}: {len(contexts)} contexts x {samples_per_context(config)} samples",
+        flush=True,
+    )
+    replies = asyncio.run(base_replies(base_config, contexts))
+    base_rows = [r for r in Scorer(config, run / "reward_model").rows(contexts, replies) if r["id"] in ids]
+    print(f"base model answered and was scored in {time.perf_counter() - started:.0f} s", flush=True)
+    columns = {
+        f"base model ({base_spec})": base_rows,
+        f"SFT cold start (v{learning['base_version']})": sft,
+        f"RLFF final (v{learning['final_version']})": final,
+    }
+    reports = [(Path(p).stem, _read_report(p)) for p in interactive]
+    if episodes:
+        final_weights = config.weights_dir() / f"v{learning['final_version']}"
+        for label, policy in ((f"base model ({base_spec})", base_spec), ("RLFF final", str(final_weights))):
+            print(f"interactive evaluation of {label}: {episodes} episodes", flush=True)
+            report = _evaluate(base_config, policy, episodes)
+            (run / f"interactive-{label.split()[0]}.json").write_text(json.dumps(report, indent=2) + "\n")
+            reports.append((label, report))
+    text = results_markdown(command, config, learning, columns, reports)
+    out_path.write_text(text)
+    print(f"wrote {out_path}")
+    return 0
+
+
+def _read_report(path: str) -> dict[str, Any]:
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--interactive {path} is not a readable `rlff evaluate` report ({error})") from None
+    if not {"n", "sr", "at"} <= set(report):
+        raise UsageError(f"--interactive {path} is not an `rlff evaluate` report (no n/sr/at)")
+    return report
+
+
+def results_markdown(
+    command: str,
+    config: RunConfig,
+    learning: dict[str, Any],
+    columns: dict[str, list[dict]],
+    reports: list[tuple[str, dict[str, Any]]],
+) -> str:
+    n, g = learning["contexts"], learning["samples"]
+    lines = [
+        "# Results: base model vs SFT cold start vs RLFF",
+        "",
+        f"Generated by `{command}` from `{config.run_dir()}`; do not edit by hand.",
+        "",
+        "## Held-out contexts",
+        "",
+        f"{n} held-out contexts from `{config.evaluation.heldout}` (one per dialogue; never trained on),"
+        f" {g} sampled replies each, the same seeds for every policy. Each cell: mean over contexts"
+        " (a context's G replies averaged first) [95% percentile-bootstrap CI over contexts]; the"
+        " differences are paired over contexts, and * marks a CI that excludes 0. The SFT column is the"
+        " run's version 0 (the base model when the run had no cold start); metrics are defined in"
+        " `docs/evaluation.md`.",
+        "",
+        *heldout_table(columns, config.seed),
+        "",
+        "## Interactive (PPDPP protocol)",
+        "",
+    ]
+    if reports:
+        lines += [*interactive_rows(reports, config.seed), ""]
+    else:
+        lines += ["Not measured: give `--interactive FILE...` or `--episodes N`.", ""]
+    lines += [f"**Caveat.** {JUDGE_CAVEAT}", ""]
+    return "\n".join(lines)
