@@ -1,0 +1,98 @@
+"""The training sections of the run config (`esc.config` composes them into `RunConfig`): the
+future-oriented reward model, the GRPO learner and the cold-start SFT.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from esc.config_roles import Section
+
+
+class RewardModelConfig(Section):
+    """The future-oriented reward model: a bounded scoring head on frozen transformer features."""
+
+    backbone: str = Field("smollm2-135m", description="Model spec of the backbone (see esc/models.py).")
+    labels: Literal["data", "simulated"] = Field(
+        "data", description="data: ESConv future-oriented reply labels (needs `data`); simulated: store."
+    )
+    data: str | None = Field(
+        None, description="esconv:PATH, for data-grounded labels (train split to train, valid to report)."
+    )
+    future_turns: int = Field(
+        3, ge=1, le=20, description="k: seeker turns after a reply whose affect change labels the reply."
+    )
+    survey_weight: float = Field(
+        0.0, ge=0.0, le=1.0, description="Weight of the dialogue's survey improvement blended into labels."
+    )
+    other_replies: int = Field(
+        3, ge=0, le=20, description="Replies from other dialogues added to each context group as negatives."
+    )
+    max_contexts: int = Field(500, gt=0, description="Most training contexts (seeded choice).")
+    valid_contexts: int = Field(250, gt=0, description="Most held-out contexts in the report (valid split).")
+    hidden: int = Field(0, ge=0, le=4096, description="Width of the head's hidden layer; 0: a linear head.")
+    label_weight: float = Field(
+        1.0, ge=0.0, description="Weight of the label regression next to the ranking loss in training."
+    )
+    epochs: int = Field(60, gt=0, le=100_000, description="Full-batch passes of the head over the examples.")
+    lr: float = Field(1e-3, gt=0.0, lt=1.0, description="Learning rate of the head.")
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW decoupled weight decay of the head.")
+    max_tokens: int = Field(48, gt=8, le=8192, description="Tokens of each encoded text (the end is kept).")
+    layers: int = Field(0, ge=0, description="Backbone layers run (the first n, for speed); 0: all of them.")
+    weight: float = Field(1.0, ge=0.0, description="Weight of the RM score in the policy reward.")
+
+
+class LearnerConfig(Section):
+    """The learner (reward model and GRPO policy updates)."""
+
+    strategy: Literal["ddp", "deepspeed"] = Field("ddp", description="ddp: gloo/nccl DDP; deepspeed: ZeRO.")
+    lr: float = Field(1e-6, gt=0.0, lt=1.0, description="Policy learning rate.")
+    batch_size: int = Field(4, gt=0, description="Candidate groups per policy update.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO clip range of the importance ratio.")
+    is_cap: float = Field(2.0, ge=1.0, description="Cap of the truncated behaviour importance weight.")
+    kl_beta: float = Field(0.0, ge=0.0, description="Weight of the KL penalty to the frozen reference.")
+    format_weight: float = Field(0.5, ge=0.0, description="Weight of the <think>/<answer> format reward.")
+    safety_weight: float = Field(1.0, ge=0.0, description="Penalty for a reply the safety check flags.")
+    lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) of the policy; 0 trains every weight.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")
+    num_workers: int = Field(1, gt=0, description="Ray Train workers (data-parallel replicas).")
+    use_gpu: bool = Field(False, description="Ray Train workers take a GPU each.")
+    zero_stage: int = Field(
+        2, ge=0, le=3, description="DeepSpeed ZeRO stage (strategy deepspeed; 0-2 publish)."
+    )
+    publish: Literal["filesystem", "object_store"] = Field(
+        "filesystem",
+        description="How new weights reach counselors: runs/<name>/weights, or Ray's object store.",
+    )
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each Ray Train worker.")
+    torch_threads: int | None = Field(None, gt=0, description="torch threads per learner worker.")
+    max_tokens: int = Field(384, gt=8, le=16384, description="Most prompt + completion tokens per sample.")
+    checkpoint_every: int = Field(2, gt=0, description="Save learner state every K policy updates.")
+    max_updates: int = Field(8, gt=0, description="Policy updates before the run stops.")
+    mode: Literal["async", "sync"] = Field(
+        "async", description="async: rollouts and updates overlap; sync: generate, then train, alternately."
+    )
+    sample_timeout_s: float = Field(600.0, gt=0.0, description="Longest wait for a batch from the store.")
+
+
+class SFTConfig(Section):
+    """The cold-start SFT: fine-tune the counselor on ESConv replies in its own format (jobs/train_sft.py)."""
+
+    data: str | None = Field(None, description="esconv:PATH[#split] of dialogues to imitate (train split).")
+    max_steps: int = Field(60, gt=0, description="Optimizer steps.")
+    lr: float = Field(2e-5, gt=0.0, lt=1.0, description="Learning rate.")
+    batch_size: int = Field(4, gt=0, description="Examples per step.")
+    max_tokens: int = Field(384, gt=8, le=16384, description="Most prompt + reply tokens per example.")
+    max_examples: int = Field(2000, gt=0, description="Most (context, reply) examples taken (seeded).")
+    max_answer_tokens: int = Field(
+        40, gt=0, le=4096, description="Longer replies keep their leading sentences within this many tokens."
+    )
+    lora_rank: int = Field(
+        0, ge=0, le=1024, description="> 0: LoRA adapters of this rank, merged when saved; 0: every weight."
+    )
+    cold_start: bool = Field(
+        False, description="`rlff run` starts the counselor from runs/<name>/sft (`rlff train --stage sft`)."
+    )
