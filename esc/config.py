@@ -226,6 +226,12 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _no_format_gate_without_format(self) -> RunConfig:
+        if not self.counselor.reasoning:  # a plain reply has no format: gating would zero every RM score
+            self.learner.format_gate = False
+        return self
+
+    @model_validator(mode="after")
     def _live_serving_reads_published_files(self) -> RunConfig:
         if self.serve.enabled and self.learner.publish == "object_store":
             raise ValueError(

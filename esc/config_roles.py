@@ -74,6 +74,9 @@ class CounselorConfig(RoleConfig):
 
     reasoning: bool = Field(True, description="Reply as <think>..</think><answer>..</answer>; false = plain.")
     max_new_tokens: int = Field(96, gt=0, le=4096, description="Budget for reasoning plus answer.")
+    max_history_turns: int = Field(
+        0, ge=0, le=1000, description="Last turns of the dialogue in the prompt (prefill cost); 0: all."
+    )
 
 
 class SystemAgentConfig(CounselorConfig):

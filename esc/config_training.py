@@ -36,8 +36,11 @@ class RewardModelConfig(Section):
     label_weight: float = Field(
         1.0, ge=0.0, description="Weight of the label regression next to the ranking loss in training."
     )
-    epochs: int = Field(60, gt=0, le=100_000, description="Full-batch passes of the head over the examples.")
-    lr: float = Field(1e-3, gt=0.0, lt=1.0, description="Learning rate of the head.")
+    text_dims: int = Field(
+        16, gt=0, le=4096, description="Principal components of the text embeddings the head reads."
+    )
+    epochs: int = Field(1000, gt=0, le=100_000, description="Full-batch passes of the head over the data.")
+    lr: float = Field(3e-3, gt=0.0, lt=1.0, description="Learning rate of the head.")
     weight_decay: float = Field(0.1, ge=0.0, description="AdamW decoupled weight decay of the head.")
     max_tokens: int = Field(48, gt=8, le=8192, description="Tokens of each encoded text (the end is kept).")
     layers: int = Field(0, ge=0, description="Backbone layers run (the first n, for speed); 0: all of them.")
@@ -55,6 +58,9 @@ class LearnerConfig(Section):
     is_cap: float = Field(2.0, ge=1.0, description="Cap of the truncated behaviour importance weight.")
     kl_beta: float = Field(0.0, ge=0.0, description="Weight of the KL penalty to the frozen reference.")
     format_weight: float = Field(0.5, ge=0.0, description="Weight of the <think>/<answer> format reward.")
+    format_gate: bool = Field(
+        True, description="A malformed reply's RM part is the RM's floor, -1 (off for a plain counselor)."
+    )
     safety_weight: float = Field(1.0, ge=0.0, description="Penalty for a reply the safety check flags.")
     lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) of the policy; 0 trains every weight.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")

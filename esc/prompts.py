@@ -31,11 +31,14 @@ ANSWER_CLOSE = "</answer>"
 THINK_PREFILL = "<think>"
 
 
-def counselor_messages(history: list[Turn], reasoning: bool = True) -> list[dict[str, str]]:
-    """Messages for the counselor's next reply. history: the dialogue so far (answers only)."""
+def counselor_messages(
+    history: list[Turn], reasoning: bool = True, max_turns: int = 0
+) -> list[dict[str, str]]:
+    """Messages for the counselor's next reply. history: the dialogue so far (answers only), of which
+    only the last `max_turns` turns are shown (0: all of them)."""
     system = COUNSELOR_SYSTEM + (COUNSELOR_REASONING_FORMAT if reasoning else "")
     messages = [{"role": "system", "content": system}]
-    for turn in history:
+    for turn in history[-max_turns:] if max_turns else history:
         messages.append({"role": "user" if turn.role == "seeker" else "assistant", "content": turn.text})
     return merge_consecutive(messages)
 

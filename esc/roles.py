@@ -132,7 +132,8 @@ class Counselor:
         # chat-completions server cannot prefill, so there the instruction alone asks for it.
         prefill = prompts.THINK_PREFILL if reasoning and self.backend.name != "openai" else ""
         params = sampling(config, seed, prefill=prefill, stop=(prompts.ANSWER_CLOSE,) if reasoning else ())
-        generation = await self.backend.generate(prompts.counselor_messages(history, reasoning), params)
+        messages = prompts.counselor_messages(history, reasoning, config.max_history_turns)
+        generation = await self.backend.generate(messages, params)
         raw = generation.text
         if generation.stop_sequence == prompts.ANSWER_CLOSE:  # stop strings are cut from the text
             raw += prompts.ANSWER_CLOSE

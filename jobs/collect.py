@@ -82,7 +82,7 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WATCH_EVERY_S)
             if not done:
-                now = system.pids()
+                now = system.pids(pids)
                 lines, restarted = report_restarts(pids, now)
                 for line in lines:
                     tqdm.write(line, file=sys.stderr)

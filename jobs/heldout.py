@@ -99,7 +99,9 @@ class Scorer:
         intensities = [c.scenario.initial_intensity for c in owners]
         rm = self.rm.score([c.turns for c in owners], answers, intensities)
         lc = self.config.learner
-        parts = grpo_reward(rm, raws, self.config.reward_model.weight, lc.format_weight, lc.safety_weight)
+        parts = grpo_reward(
+            rm, raws, self.config.reward_model.weight, lc.format_weight, lc.safety_weight, lc.format_gate
+        )
         rouge = rouge_l_each(answers, [c.reference.text for c in owners])
         samples = [
             {

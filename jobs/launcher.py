@@ -68,14 +68,21 @@ class ActorSystem:
         groups = {**self.roles(), "worker": self.workers}
         return {f"{role}-{i}": h for role, hs in groups.items() for i, h in enumerate(hs)}
 
-    def pids(self, timeout_s: float = 5.0) -> dict[str, int | None]:
-        """Process id of each actor; None for one that is dead or still restarting."""
+    def pids(
+        self, previous: dict[str, int | None] | None = None, timeout_s: float = 5.0
+    ) -> dict[str, int | None]:
+        """Process id of each actor; None for one that is dead. An actor that does not answer within
+        `timeout_s` is busy (a counselor decoding a batch holds its event loop for seconds) or
+        restarting: it keeps its pid in `previous` (None when not given), and a restart shows as a
+        new pid once it answers again."""
         refs = {name: h.ready.remote() for name, h in self.named().items()}
         pids: dict[str, int | None] = {}
         for name, ref in refs.items():
             try:
                 pids[name] = ray.get(ref, timeout=timeout_s)
-            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            except ray.exceptions.GetTimeoutError:
+                pids[name] = (previous or {}).get(name)
+            except ray.exceptions.RayActorError:
                 pids[name] = None
         return pids
 

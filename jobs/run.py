@@ -128,6 +128,8 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         raise UsageError(f"data.scenarios {config.data.scenarios!r} holds no dialogues")
     if config.serve.enabled:
         check_port_free(config.serve.host, config.serve.port)
+    if config.serve.enabled:
+        import ray.serve  # noqa: F401  importing it gives Serve's logger a terminal handler: quiet it after
     log_file = quiet_libraries(config.run_dir() / "run.log")
     heldout = Heldout(config, rm_dir, resume) if config.evaluation.heldout else None
     config.write_resolved()
@@ -154,6 +156,7 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
     if config.serve.enabled:  # deployed while Ray Train starts its workers; it follows what is published
         start_endpoint(config, follow=True)
+        quiet_libraries(log_file)  # in case starting Serve configured its logger again
     if heldout is not None:  # version 0 before the learner starts, so its first wait for groups
         heldout.first(system)  # (learner.sample_timeout_s) does not include this point
         learner.start()
@@ -272,7 +275,7 @@ def _drive(
                 for key, value in ray.get(ref, timeout=60).items():
                     totals[key] += value
             if not done:
-                now = system.pids()
+                now = system.pids(pids)
                 lines, restarted = report_restarts(pids, now)
                 for line in lines:
                     print(line, file=sys.stderr, flush=True)

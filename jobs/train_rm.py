@@ -120,6 +120,7 @@ def print_summary(report: dict[str, Any]) -> None:
         if report.get(key):
             print(f"{key:<22} {_fmt(report[key])}  (pairs {report[key]['n_pairs']})")
     print(f"{'label_correlation':<22} {_fmt(report.get('label_correlation'))}")
+    print(f"{'label_vs_seeker_affect':<22} {_fmt(report.get('label_vs_seeker_affect'))}")
     print(f"{'label_vs_survey':<22} {_fmt(report.get('label_vs_survey'))}")
     print(f"{'seconds':<22} {report['seconds']:.1f} (features {report['fit']['feature_seconds']:.1f})")
 
@@ -163,6 +164,7 @@ def run_train_rm(config: RunConfig, out: str | None = None) -> int:
         "kinds": {"train": kind_counts(train), "valid": kind_counts(valid)},
         **{key: held_out.get(key) for key in held_out if key.startswith("rank_real_vs_")},
         "label_correlation": held_out.get("label_correlation"),
+        "label_vs_seeker_affect": held_out.get("label_vs_seeker_affect"),
         "label_vs_survey": survey,
         "fit": fit,
         "seconds": time.perf_counter() - started,

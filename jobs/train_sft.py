@@ -73,6 +73,7 @@ def inputs_fingerprint(config: RunConfig, spec: DataSpec) -> str:
         "data": {"kind": spec.kind, "split": spec.split},
         "model": config.counselor.model,
         "reasoning": config.counselor.reasoning,
+        "history": config.counselor.max_history_turns,
         "seed": config.seed,
         "format": EXAMPLE_FORMAT,
     }
@@ -111,7 +112,14 @@ def run_train_sft(config: RunConfig, out: str | None = None) -> int:
         return cap_reply(text, count, config.sft.max_answer_tokens)
 
     reasoning = config.counselor.reasoning
-    examples = sft_examples(dialogues, reasoning, config.sft.max_examples, config.seed, cap=cap)
+    examples = sft_examples(
+        dialogues,
+        reasoning,
+        config.sft.max_examples,
+        config.seed,
+        cap=cap,
+        max_turns=config.counselor.max_history_turns,
+    )
     if not examples:
         raise UsageError(f"no counselor reply follows a seeker turn in the {spec.split} split of {data}")
     try:

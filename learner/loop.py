@@ -47,16 +47,21 @@ def grpo_reward(
     reward_weight: float,
     format_weight: float,
     safety_weight: float,
+    format_gate: bool = False,
 ) -> RewardParts:
     """The reward GRPO maximises, for n candidates: RM score * reward_weight + format reward (graded,
     `format_reward(raw)`) * format_weight - safety penalty (crisis lexicon on the parsed answer) *
-    safety_weight. The learner and the held-out report (`jobs/heldout.py`) both score with this."""
+    safety_weight. With `format_gate`, a reply without the full format (format reward below 1) gets
+    the RM's floor, -1, in place of its RM score, so no malformed reply outscores a well-formed one
+    (`rm_score` still holds the RM's own score). The learner and the held-out report
+    (`jobs/heldout.py`) both score with this."""
     if len(rm_scores) != len(raws):
         raise ValueError(f"grpo_reward needs one RM score per reply, got {len(rm_scores)} and {len(raws)}")
     rm = torch.tensor(list(rm_scores), dtype=torch.float32)
     fmt = torch.tensor([format_reward(raw) for raw in raws], dtype=torch.float32)
     unsafe = torch.tensor([safety_penalty(parse_counselor(raw).answer) for raw in raws], dtype=torch.float32)
-    return RewardParts(reward_weight * rm + format_weight * fmt - safety_weight * unsafe, rm, fmt, unsafe)
+    scored = torch.where(fmt == 1.0, rm, torch.full_like(rm, -1.0)) if format_gate else rm
+    return RewardParts(reward_weight * scored + format_weight * fmt - safety_weight * unsafe, rm, fmt, unsafe)
 
 
 class Stages:
@@ -131,8 +136,7 @@ class Learner:
         }
 
     def score(self, kept: list[tuple[dict, list[dict]]]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Rewards, flat over the groups' candidates in order: RM score * weight + format reward *
-        format_weight - safety penalty * safety_weight."""
+        """Rewards, flat over the groups' candidates in order (`grpo_reward`)."""
         if not kept:
             return torch.zeros(0), {}
         contexts, answers, raws, intensities = [], [], [], []
@@ -146,7 +150,7 @@ class Learner:
                 intensities.append(intensity)
         rm = self.reward(contexts, answers, intensities)
         c = self.config
-        parts = grpo_reward(rm, raws, self.reward_weight, c.format_weight, c.safety_weight)
+        parts = grpo_reward(rm, raws, self.reward_weight, c.format_weight, c.safety_weight, c.format_gate)
         flat = parts.reward
         summary = {
             "reward_mean": float(flat.mean()),

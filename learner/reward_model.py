@@ -6,17 +6,23 @@ map, the head, training (`fit`), held-out metrics (`evaluate`), scoring (`score`
 `learner.losses`; it does not know where examples come from, nothing of Ray, the store or the policy.
 
 Features of (context, reply, intensity). The context is represented by the seeker's last turn
-(`rm_data.last_seeker_text`), what a reply answers. Each text is embedded ONCE, separately (a
-bi-encoder: a reply shared by many contexts costs one forward pass): the mean over its tokens of the
-backbone's final hidden state (after its first `layers` layers when set; the final norm still
-applies), the text cut from the LEFT to `max_tokens`; a blank text embeds as zeros. Embeddings are
-standardised with the training texts' mean/std, giving c (seeker) and r (reply). The feature vector
-is [r, c * r, scalars, state]: r says what the reply is, c * r whether its dimensions agree with the
-seeker's, and the scalars are cos(c, r), the share of the reply's content words (4+ letters) found in
-the seeker's turn and of the seeker's found in the reply, log(1 + reply words), a blank-reply flag,
-the VADER affect of the seeker's turn and of the reply, and the context length in turns / 20; the
-state is a one-hot of the seeker's starting intensity (unknown, 1..5). The context-only parts set the
-level of a group's scores, never which of its replies wins.
+(`rm_data.last_seeker_text`), what a reply answers, and by the content words of its last
+`CONTEXT_TURNS` turns. Each text is embedded ONCE, separately (a bi-encoder: a reply shared by many
+contexts costs one forward pass): the mean over its tokens of the backbone's final hidden state (after
+its first `layers` layers when set; the final norm still applies), the text cut from the LEFT to
+`max_tokens`; a blank text embeds as zeros. Embeddings are standardised with the training texts'
+mean/std and projected on their first `text_dims` principal components, giving c (seeker) and r
+(reply): with 500 training contexts, the full 576 dimensions let the head memorise its training
+labels (correlation 0.91 on them, 0.02 held out). The feature vector is [r, c * r, scalars, state]:
+r says what the reply is, c * r whether its dimensions agree with the seeker's; the scalars are the
+cosine of the full standardised embeddings, the share of the reply's content words (4+ letters) found
+in the seeker's turn, of the seeker's found in the reply and of the reply's found in the last
+`CONTEXT_TURNS` turns, log(1 + reply words), a blank-reply flag, the VADER affect of the seeker's turn
+and of the reply, the dialogue stage (context length in turns / 20), whether the reply greets, says
+goodbye or asks a question, each also times the stage (a greeting fits the start of a conversation,
+not its middle), and whether the reply repeats the seeker's turn verbatim; the state is a one-hot of
+the seeker's starting intensity (unknown, 1..5). The context-only parts set the level of a group's
+scores, never which of its replies wins.
 
 Head and training. Features are standardised with the training mean/std (clipped to +-6); the head
 is a linear layer (`hidden=0`) or one GELU hidden layer. Its raw output s is trained full-batch with
@@ -24,8 +30,9 @@ AdamW on Bradley-Terry loss over `rm_data.ranking_pairs` (the real reply above e
 context) plus `label_weight` * mean squared error between tanh(s) and the label of each labelled
 reply. `score` returns tanh(s), in [-1, 1]: usable as a GRPO reward as it is.
 
-Files: `head.safetensors` (head weights and the standardisation tensors) and `reward_model.json`
-(config, seed, metadata). No pickle, no torch.save. The backbone is reloaded from the config's spec.
+Files: `head.safetensors` (head weights, the standardisation tensors and the projection) and
+`reward_model.json` (config, seed, metadata). No pickle, no torch.save. The backbone is reloaded from
+the config's spec.
 """
 
 from __future__ import annotations
@@ -51,7 +58,10 @@ from learner.losses import rm_pairwise_loss
 from learner.rm_data import NEGATIVE_KINDS, RMExample, last_seeker_text, ranking_pairs
 
 EMBED_BATCH = 16  # texts per backbone forward pass (memory/speed only)
-SCALARS = 8  # cos, reply overlap, seeker overlap, log words, blank, seeker affect, reply affect, length
+SCALARS = 16  # see the module doc, in the order of `_scalars`
+CONTEXT_TURNS = 6  # turns whose content words the context-overlap scalar reads
+GREETINGS = ("hello", "hi ", "hi,", "hi!", "hey", "good morning", "good afternoon", "good evening")
+FAREWELLS = ("bye", "take care", "good luck", "you're welcome", "you are welcome", "all the best")
 FEATURE_CLIP = 6.0  # standardised features are clipped to +-6: a text unlike any in training cannot blow up
 STATE_DIMS = 6  # one-hot starting intensity: unknown, 1, 2, 3, 4, 5
 META_FILE, HEAD_FILE = "reward_model.json", "head.safetensors"
@@ -60,6 +70,36 @@ _WORD = re.compile(r"[a-z']+")
 
 def _content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if len(w) >= 4}
+
+
+def _scalars(context: Sequence[Turn], seeker: str, reply: str, cosine: float) -> list[float]:
+    """The SCALARS hand-made features of one (context, seeker's last turn, reply); see the module doc."""
+    seeker_words, reply_words = _content_words(seeker), _content_words(reply)
+    recent = set().union(*(_content_words(t.text) for t in context[-CONTEXT_TURNS:]))
+    shared = len(seeker_words & reply_words)
+    stage = len(context) / 20.0
+    low = reply.strip().lower()
+    greets = float(low.startswith(GREETINGS))
+    farewell = float(any(f in low for f in FAREWELLS))
+    asks = float("?" in low)
+    return [
+        cosine,
+        shared / max(1, len(reply_words)),
+        shared / max(1, len(seeker_words)),
+        len(recent & reply_words) / max(1, len(reply_words)),
+        math.log1p(len(reply.split())),
+        float(not low),
+        affect(seeker),
+        affect(reply),
+        stage,
+        greets,
+        greets * stage,
+        farewell,
+        farewell * stage,
+        asks,
+        asks * stage,
+        float(bool(low) and low == seeker.strip().lower()),
+    ]
 
 
 class RewardModel:
@@ -75,7 +115,7 @@ class RewardModel:
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
         size = lm.config.hidden_size
-        dims = 2 * size + SCALARS + STATE_DIMS
+        dims = 2 * cfg.text_dims + SCALARS + STATE_DIMS
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             if cfg.hidden:
@@ -84,6 +124,7 @@ class RewardModel:
                 self.head = nn.Sequential(nn.Linear(dims, 1))
         self.head.to(device)
         self.text_mean, self.text_std = torch.zeros(size, device=device), torch.ones(size, device=device)
+        self.projection = torch.eye(size, cfg.text_dims, device=device)  # set by `fit`: principal axes
         self.feature_mean, self.feature_std = (
             torch.zeros(dims, device=device),
             torch.ones(dims, device=device),
@@ -125,7 +166,7 @@ class RewardModel:
         intensities: Sequence[int | None],
         table: dict[str, Tensor] | None = None,
     ) -> Tensor:
-        """[N, 2H + SCALARS + STATE_DIMS] raw (unstandardised) features, laid out as in the module doc.
+        """[N, 2 text_dims + SCALARS + STATE_DIMS] raw (unstandardised) features, as in the module doc.
 
         `table`: raw embeddings (`embed`) of every seeker turn and reply involved, when already computed."""
         seekers = [last_seeker_text(c) for c in contexts]
@@ -135,21 +176,11 @@ class RewardModel:
         for context, seeker, reply, intensity in zip(contexts, seekers, replies, intensities, strict=True):
             c = (table[seeker] - self.text_mean) / self.text_std if seeker.strip() else table[seeker]
             r = (table[reply] - self.text_mean) / self.text_std if reply.strip() else table[reply]
-            seeker_words, reply_words = _content_words(seeker), _content_words(reply)
-            shared = len(seeker_words & reply_words)
-            scalars = [
-                float(nn.functional.cosine_similarity(c, r, dim=0)),
-                shared / max(1, len(reply_words)),
-                shared / max(1, len(seeker_words)),
-                math.log1p(len(reply.split())),
-                float(not reply.strip()),
-                affect(seeker),
-                affect(reply),
-                len(context) / 20.0,
-            ]
+            cosine = float(nn.functional.cosine_similarity(c, r, dim=0))
+            c, r = c @ self.projection, r @ self.projection
             state = [0.0] * STATE_DIMS
             state[intensity if isinstance(intensity, int) and 1 <= intensity <= 5 else 0] = 1.0
-            extra = torch.tensor(scalars + state, device=self.device)
+            extra = torch.tensor(_scalars(context, seeker, reply, cosine) + state, device=self.device)
             rows.append(torch.cat([r, c * r, extra]))
         return torch.stack(rows)
 
@@ -180,6 +211,12 @@ class RewardModel:
         table = self.embed(sorted(texts))  # each distinct text once: the backbone dominates the cost
         raw = torch.stack([v for t, v in table.items() if t.strip()])
         self.text_mean, self.text_std = raw.mean(dim=0), raw.std(dim=0).clamp(min=1e-4)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            standard = (raw - self.text_mean) / self.text_std
+            _, _, axes = torch.pca_lowrank(standard, q=min(self.cfg.text_dims, *standard.shape), center=False)
+        self.projection = torch.zeros_like(self.projection)
+        self.projection[:, : axes.shape[1]] = axes
         cached = self.features(
             [e.context for e in train], [e.reply for e in train], [e.intensity for e in train], table
         )
@@ -232,7 +269,9 @@ class RewardModel:
         `rank_real_vs_<kind>` for each of NEGATIVE_KINDS: share of (real, <kind>) pairs of one context
         where the real reply scores higher (ties count half), averaged per context, CI over contexts, n =
         contexts, plus `n_pairs`. `pairwise_accuracy`: the same over all `ranking_pairs` (no CI).
-        `label_correlation`: Pearson correlation of scores with labels over the labelled examples.
+        `label_correlation`: Pearson correlation of scores with labels over the labelled examples;
+        `label_vs_seeker_affect`: the same for minus the affect of the seeker turn each reply answers, a
+        context-only reference (constant within a group, so it ranks no reply).
         """
         if scores is None:
             scores = self._scores(self._example_features(examples))
@@ -254,12 +293,16 @@ class RewardModel:
         metrics["pairwise_accuracy"] = right / len(pairs) if pairs else None
         metrics["n_pairs"] = len(pairs)
         labelled = [i for i, e in enumerate(examples) if e.reward is not None]
+        labels = [examples[i].reward for i in labelled]
+        enough, mine = len(labelled) >= 3, [scores[i] for i in labelled]
         metrics["label_correlation"] = (
-            correlation_ci(
-                [scores[i] for i in labelled], [examples[i].reward for i in labelled], seed=self.seed
-            ).as_dict()
-            if len(labelled) >= 3
-            else None
+            correlation_ci(mine, labels, seed=self.seed).as_dict() if enough else None
+        )
+        # the reference no reply can move: how well minus the affect of the answered seeker turn alone
+        # predicts the labels (labels are a change of affect, so they regress towards the mean)
+        state_only = [-affect(last_seeker_text(examples[i].context)) for i in labelled]
+        metrics["label_vs_seeker_affect"] = (
+            correlation_ci(state_only, labels, seed=self.seed).as_dict() if enough else None
         )
         return metrics
 
@@ -290,6 +333,7 @@ class RewardModel:
             text_std=self.text_std,
             feature_mean=self.feature_mean,
             feature_std=self.feature_std,
+            projection=self.projection,
         )
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / HEAD_FILE))
         meta = {
@@ -318,4 +362,5 @@ class RewardModel:
         )
         model.text_mean, model.text_std = tensors["text_mean"], tensors["text_std"]
         model.feature_mean, model.feature_std = tensors["feature_mean"], tensors["feature_std"]
+        model.projection = tensors["projection"]
         return model

@@ -88,10 +88,11 @@ def sft_examples(
     max_examples: int,
     seed: int,
     cap: Callable[[str], str | None] | None = None,
+    max_turns: int = 0,
 ) -> list[dict[str, list[Message]]]:
     """One conversational prompt/completion example per counselor turn that directly follows a seeker turn.
 
-    Returns dicts `{"prompt": counselor_messages(turns before it, reasoning), "completion": [one
+    Returns dicts `{"prompt": counselor_messages(turns before it, reasoning, max_turns), "completion": [one
     assistant message]}` (TRL's conversational prompt-completion format). Counselor turns that follow
     another counselor turn, and blank replies, are skipped. `cap` (e.g. `cap_reply` with a tokenizer)
     maps each reply to the text trained on, or to None to skip it. When more than `max_examples`
@@ -112,7 +113,7 @@ def sft_examples(
             completion = completion_text(text, dialogue.scenario, reply.strategy, reasoning)
             examples.append(
                 {
-                    "prompt": prompts.counselor_messages(list(turns[:i]), reasoning),
+                    "prompt": prompts.counselor_messages(list(turns[:i]), reasoning, max_turns),
                     "completion": [{"role": "assistant", "content": completion}],
                 }
             )

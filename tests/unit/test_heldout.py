@@ -133,6 +133,16 @@ def test_grpo_reward_composition_is_the_learners():
     assert unsafe.unsafe.tolist() == [1.0] and unsafe.reward.tolist() == [-1.0]
 
 
+def test_format_gate_puts_every_malformed_reply_below_every_well_formed_one():
+    half = "<think>they feel low</think><answer>That sounds hard, what happened next"  # unclosed: 0.25
+    parts = grpo_reward([-0.9, 0.9, 0.9], [GOOD, half, BROKEN], 1.0, 0.5, 1.0, format_gate=True)
+    assert parts.format_reward.tolist() == [1.0, 0.25, 0.0]
+    assert parts.reward.tolist() == pytest.approx([-0.9 + 0.5, -1.0 + 0.125, -1.0])
+    assert parts.rm_score.tolist() == pytest.approx([-0.9, 0.9, 0.9])  # the RM's own scores are kept
+    ungated = grpo_reward([-0.9, 0.9], [GOOD, half], 1.0, 0.5, 1.0)
+    assert ungated.reward.tolist() == pytest.approx([-0.4, 1.025])
+
+
 def test_heldout_contexts_come_with_real_replies_and_fixed_seeds():
     config = RunConfig.model_validate(
         {"evaluation": {"heldout": f"esconv:{FIXTURE}#valid", "heldout_contexts": 48}}

@@ -341,3 +341,18 @@ def test_train_caches_and_the_run_cold_starts_from_the_saved_model(tmp_path, cap
     assert changed and all("proj" in k for k in changed)  # LoRA touched the linear layers only
     wrapped = add_lora(model, 4)  # the learner's own adapters go on top of the SFT model
     assert any("lora_A" in name for name, _ in wrapped.named_parameters())
+
+
+def test_history_cap_keeps_the_last_turns_in_prompt_and_sft_examples_alike():
+    d = dialogue()
+    capped = prompts.counselor_messages(list(d.turns[:6]), True, max_turns=2)
+    assert capped[0]["role"] == "system"
+    assert capped[1:] == [{"role": "user", "content": "My leave ends soon.\nAnd I am not ready."}]
+    assert prompts.counselor_messages(list(d.turns[:6]), True, max_turns=0) == prompts.counselor_messages(
+        list(d.turns[:6]), True
+    )
+    examples = sft_examples([d], reasoning=True, max_examples=100, seed=0, max_turns=2)
+    assert [e["prompt"] for e in examples] == [
+        prompts.counselor_messages(list(d.turns[:i]), True, max_turns=2) for i in REPLY_INDICES
+    ]
+    assert all(len(e["prompt"]) <= 3 for e in examples)
