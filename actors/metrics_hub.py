@@ -137,7 +137,8 @@ METRICS: dict[str, Metric] = {
     # the learner (source learner), one event per policy update
     "weights_version": Metric(
         "version",
-        "policy weights version the learner has published (source heldout: the version a point measured)",
+        "policy weights version the learner has published (sources heldout and evaluate: the version"
+        " a point measured)",
         "+1 per update",
     ),
     "groups_used": Metric(

@@ -11,6 +11,7 @@ _WELL_FORMED = re.compile(
     r"^\s*<think>(?P<think>.+?)</think>\s*<answer>(?P<answer>.+?)</answer>\s*$", re.DOTALL | re.IGNORECASE
 )
 _TAG = re.compile(r"</?\s*(?:think|answer)\s*>", re.IGNORECASE)
+_CUT_TAG = re.compile(r"<(?:/?\s*[a-z]*)?$", re.IGNORECASE)  # a tag the token budget cut in half, at the end
 
 # PPDPP verdict -> reward. Order matters for the likelihood scorer (label index = class index).
 VERDICTS: dict[str, float] = {"worse": -1.0, "same": -0.5, "better": 0.5, "solved": 1.0}
@@ -55,7 +56,7 @@ def parse_counselor(text: str) -> CounselorReply:
         if unclosed:  # everything after an unclosed <think> is reasoning
             reasoning = (reasoning + " " + answer[unclosed.end() :]).strip()
             answer = answer[: unclosed.start()]
-    return CounselorReply(reasoning, _TAG.sub("", answer).strip(), False)
+    return CounselorReply(reasoning, _CUT_TAG.sub("", _TAG.sub("", answer).strip()).strip(), False)
 
 
 def parse_verdict_word(text: str) -> str | None:

@@ -217,7 +217,8 @@ class Evaluations:
             return False
         self.ref = None
         result = ray.get(ref, timeout=60)
-        self.system.hub.record.remote("evaluate", {k: result[k] for k in ("sr", "at", "eval_format_rate")})
+        metrics = {k: result[k] for k in ("sr", "at", "eval_format_rate")}
+        self.system.hub.record.remote("evaluate", {**metrics, "weights_version": result["policy_version"]})
         print(
             f"evaluation at version {result['policy_version']}: SR {result['sr']:.2f}, AT {result['at']:.2f},"
             f" format {result['eval_format_rate']:.2f}",

@@ -28,7 +28,11 @@ from esc.schemas import Dialogue
 from esc.stats import correlation_ci
 from jobs import UsageError, fingerprint
 from jobs.progress import write_report
-from learner.rm_data import RMExample, data_grounded_examples, simulated_examples
+from learner.rm_data import NEGATIVE_KINDS, RMExample, data_grounded_examples, simulated_examples
+
+# in the fingerprint: bump it when learner/reward_model.py's features, training or the context groups
+# change, so `rlff train --stage rm` retrains a model cached by an older version
+MODEL_FORMAT = 2
 
 
 def _esconv_spec(config: RunConfig) -> DataSpec:
@@ -116,7 +120,7 @@ def print_summary(report: dict[str, Any]) -> None:
         f"reward model (labels {report['labels']}, backbone {report['backbone']}):"
         f" {report['n_train']} train / {report['n_valid']} held-out examples"
     )
-    for key in ("rank_real_vs_other", "rank_real_vs_empty", "rank_real_vs_generic", "rank_real_vs_copy"):
+    for key in [f"rank_real_vs_{kind}" for kind in NEGATIVE_KINDS]:
         if report.get(key):
             print(f"{key:<22} {_fmt(report[key])}  (pairs {report[key]['n_pairs']})")
     print(f"{'label_correlation':<22} {_fmt(report.get('label_correlation'))}")
@@ -133,7 +137,8 @@ def run_train_rm(config: RunConfig, out: str | None = None) -> int:
     folder = Path(out) if out else config.run_dir() / "reward_model"
     try:
         stamp = fingerprint.fingerprint(
-            {"reward_model": cfg.model_dump(), "seed": config.seed}, input_files(config)
+            {"reward_model": cfg.model_dump(), "seed": config.seed, "format": MODEL_FORMAT},
+            input_files(config),
         )
         if fingerprint.is_current(folder, stamp) and (folder / "reward_model.json").is_file():
             print(f"reward model in {folder} is up to date (same config, seed and data); not retraining")

@@ -17,7 +17,9 @@ labels (correlation 0.91 on them, 0.02 held out). The feature vector is [r, c * 
 r says what the reply is, c * r whether its dimensions agree with the seeker's; the scalars are the
 cosine of the full standardised embeddings, the share of the reply's content words (4+ letters) found
 in the seeker's turn, of the seeker's found in the reply and of the reply's found in the last
-`CONTEXT_TURNS` turns, log(1 + reply words), a blank-reply flag, the VADER affect of the seeker's turn
+`CONTEXT_TURNS` turns, the reply's words up to `LENGTH_CAP` / LENGTH_CAP (length counts up to
+the median ESConv counselor reply, never beyond: with log(1 + words) the policy learned to pad its
+answers), a blank-reply flag, the VADER affect of the seeker's turn
 and of the reply, the dialogue stage (context length in turns / 20), whether the reply greets, says
 goodbye or asks a question, each also times the stage (a greeting fits the start of a conversation,
 not its middle), and whether the reply repeats the seeker's turn verbatim; the state is a one-hot of
@@ -38,7 +40,6 @@ the config's spec.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ from learner.rm_data import NEGATIVE_KINDS, RMExample, last_seeker_text, ranking
 EMBED_BATCH = 16  # texts per backbone forward pass (memory/speed only)
 SCALARS = 16  # see the module doc, in the order of `_scalars`
 CONTEXT_TURNS = 6  # turns whose content words the context-overlap scalar reads
+LENGTH_CAP = 15  # words: the median ESConv counselor reply (train split, 12,759 replies)
 GREETINGS = ("hello", "hi ", "hi,", "hi!", "hey", "good morning", "good afternoon", "good evening")
 FAREWELLS = ("bye", "take care", "good luck", "you're welcome", "you are welcome", "all the best")
 FEATURE_CLIP = 6.0  # standardised features are clipped to +-6: a text unlike any in training cannot blow up
@@ -87,7 +89,7 @@ def _scalars(context: Sequence[Turn], seeker: str, reply: str, cosine: float) ->
         shared / max(1, len(reply_words)),
         shared / max(1, len(seeker_words)),
         len(recent & reply_words) / max(1, len(reply_words)),
-        math.log1p(len(reply.split())),
+        min(len(reply.split()), LENGTH_CAP) / LENGTH_CAP,
         float(not low),
         affect(seeker),
         affect(reply),

@@ -14,7 +14,10 @@ group holds
   fluent and supportive, but written for someone else's problem;
 - `empty`: the empty reply;
 - `generic`: one of `GENERIC_REPLIES` (seeded), a one-liner that would fit any context;
-- `copy`: the seeker's own last turn, repeated back verbatim.
+- `copy`: the seeker's own last turn, repeated back verbatim;
+- `padded`: the real reply with the group's first `other` reply appended: longer than the real reply
+  and drifting off the seeker's problem, so a longer reply is not a better one by its length alone
+  (without it, GRPO on this reward model grew answers by 10 tokens in 16 updates).
 Only real replies carry a label; the ranking puts the real reply above every other member of its group
 (`ranking_pairs`), and says nothing about the order among the others.
 
@@ -33,7 +36,8 @@ from esc.config import RewardModelConfig
 from esc.future_labels import future_labels
 from esc.schemas import Dialogue, Turn
 
-NEGATIVE_KINDS = ("other", "empty", "generic", "copy")  # the kinds ranked below a group's real reply
+# the kinds ranked below a group's real reply
+NEGATIVE_KINDS = ("other", "empty", "generic", "copy", "padded")
 GENERIC_REPLIES = (
     "Okay.",
     "I see.",
@@ -117,6 +121,8 @@ def data_grounded_examples(
         negatives = [("other", text) for text in donors]
         negatives += [("empty", ""), ("generic", rng.choice(GENERIC_REPLIES))]
         negatives.append(("copy", last_seeker_text(real.context)))
+        if donors:
+            negatives.append(("padded", f"{real.reply.strip()} {donors[0].strip()}"))
         examples.append(real)
         for kind, text in negatives:
             examples.append(RMExample(real.context, text, None, real.group, kind, real.intensity))

@@ -284,7 +284,8 @@ def train_sft(
         optimizer.step()
         schedule.step()
         losses.append(float(loss.detach()))
-        print(f"sft step {step + 1}/{sft.max_steps} loss {losses[-1]:.3f}", flush=True)
+        if (step + 1) % max(1, sft.max_steps // 8) == 0 or step + 1 == sft.max_steps:  # ~8 lines in all
+            print(f"sft step {step + 1}/{sft.max_steps} loss {losses[-1]:.3f}", flush=True)
     seconds = time.perf_counter() - started
     if sft.lora_rank:
         model = model.merge_and_unload()

@@ -117,8 +117,9 @@ function redraw() {
   draw("plot-kl", [line(L, "policy_kl", "KL(behaviour‖policy)", byVersion), line(L, "kl", "KL(policy‖reference)", byVersion),
     line(L, "is_weight_mean", "IS weight", byVersion, { yaxis: "y2" })],
     "Policy KL per token (IS weight, right)", { ...versionAxis, yaxis2: { overlaying: "y", side: "right" } });
-  draw("plot-eval", [line(state.evals, "sr", "SR", byTime), line(state.evals, "at", "AT", byTime, { yaxis: "y2" })],
-    "Periodic evaluations: SR (left), AT (right)", { yaxis: { range: [0, 1.05] }, yaxis2: { overlaying: "y", side: "right" } });
+  draw("plot-eval", [line(state.evals, "sr", "SR", byVersion), line(state.evals, "at", "AT", byVersion, { yaxis: "y2" })],
+    "Periodic evaluations: SR (left), AT (right)",
+    { ...versionAxis, yaxis: { range: [0, 1.05] }, yaxis2: { overlaying: "y", side: "right" } });
   draw("plot-verdicts", [barsOf(state.verdicts.rollouts, "rollouts", VERDICT_ORDER),
     barsOf(state.verdicts.evaluations, "evaluations", VERDICT_ORDER)], "Judge verdicts", { barmode: "group" });
   draw("plot-staleness", [barsOf(state.staleness, "groups")], "Staleness of sampled groups (versions behind)");

@@ -11,6 +11,7 @@ from conftest import ESCONV, needs_esconv
 
 from esc.config import build_config
 from jobs.train_rm import run_train_rm
+from learner.rm_data import NEGATIVE_KINDS
 
 TRAIN_CONTEXTS, VALID_CONTEXTS = 150, 60
 
@@ -32,7 +33,7 @@ def test_reward_model_ranks_real_replies_above_degraded_ones_on_esconv_valid(tmp
     assert run_train_rm(config, out=str(tmp_path / "rm")) == 0
     report = json.loads((tmp_path / "rm" / "report.json").read_text())
     with capsys.disabled():
-        for key in ("rank_real_vs_other", "rank_real_vs_empty", "rank_real_vs_generic", "rank_real_vs_copy"):
+        for key in [f"rank_real_vs_{kind}" for kind in NEGATIVE_KINDS]:
             print(f"\n{key}: {report[key]}")
         print(
             f"label_correlation: {report['label_correlation']}\nlabel_vs_survey: {report['label_vs_survey']}"
@@ -41,6 +42,7 @@ def test_reward_model_ranks_real_replies_above_degraded_ones_on_esconv_valid(tmp
     assert report["kinds"]["valid"] == {
         "copy": VALID_CONTEXTS,
         "empty": VALID_CONTEXTS,
+        "padded": VALID_CONTEXTS,
         "generic": VALID_CONTEXTS,
         "other": 3 * VALID_CONTEXTS,
         "real": VALID_CONTEXTS,

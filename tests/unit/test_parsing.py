@@ -69,3 +69,12 @@ def test_expected_reward_under_label_probabilities():
     probs = {"worse": 0.1, "same": 0.2, "better": 0.3, "solved": 0.4}
     # -1*0.1 - 0.5*0.2 + 0.5*0.3 + 1*0.4 = 0.35
     assert expected_reward(probs) == pytest.approx(0.35)
+
+
+def test_a_closing_tag_cut_by_the_token_budget_is_not_part_of_the_answer():
+    raw = "<think>They feel hurt.</think>\n<answer>I hope you can talk with him soon.</"
+    reply = parse_counselor(raw)
+    assert not reply.well_formed and reply.answer == "I hope you can talk with him soon."
+    assert parse_counselor("<think>x</think><answer>Try a walk <").answer == "Try a walk"
+    kept = parse_counselor("<think>x</think><answer>Compare 3 < 4 then</answer>")
+    assert kept.well_formed and kept.answer == "Compare 3 < 4 then"

@@ -76,12 +76,13 @@ def test_context_groups_hold_the_real_reply_and_every_negative_kind():
         expected = next(x for x in future_labels(source, 1) if x.index == int(index)).label
         assert real.reward == pytest.approx(expected)
         kinds = [m.kind for m in members[1:]]
-        assert kinds == ["other", "other", "empty", "generic", "copy"]
+        assert kinds == ["other", "other", "empty", "generic", "copy", "padded"]
         assert all(m.reward is None and m.context == real.context for m in members[1:])
         others = [m.reply for m in members if m.kind == "other"]
         assert len(set(others)) == 2 and not any(text in [t.text for t in source.turns] for text in others)
         assert members[3].reply == "" and members[4].reply in GENERIC_REPLIES
         assert members[5].reply == last_seeker_text(real.context)
+        assert members[6].reply == f"{real.reply} {others[0]}"
     assert examples == data_grounded_examples(dialogues, cfg, seed=0, max_contexts=100)
 
 
@@ -89,7 +90,7 @@ def test_max_contexts_is_a_seeded_choice_of_groups():
     dialogues = [dialogue(i) for i in range(10)]
     cfg = RewardModelConfig(other_replies=1)
     first = data_grounded_examples(dialogues, cfg, seed=1, max_contexts=5)
-    assert len({e.group for e in first}) == 5 and len(first) == 5 * 5
+    assert len({e.group for e in first}) == 5 and len(first) == 5 * 6  # 6 kinds
     assert first == data_grounded_examples(dialogues, cfg, seed=1, max_contexts=5)
     assert first != data_grounded_examples(dialogues, cfg, seed=2, max_contexts=5)
 
@@ -214,7 +215,7 @@ def test_train_job_writes_model_and_report_then_skips_unchanged_inputs(tmp_path,
     assert run_train_rm(config) == 0
     folder = tmp_path / "runs" / "rm" / "reward_model"
     report = json.loads((folder / "report.json").read_text())
-    per_group = 4 + config.reward_model.other_replies  # real, others, empty, generic, copy
+    per_group = 5 + config.reward_model.other_replies  # real, others, empty, generic, copy, padded
     assert report["n_train"] == 6 * 2 * per_group and report["n_valid"] == 4 * 2 * per_group
     assert report["rank_real_vs_other"]["n"] == 8 and report["label_correlation"]["n"] == 8
     assert report["label_vs_survey"]["n"] == 4
