@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="dotted override of the run's config, e.g. --set evaluation.heldout=esconv:PATH#valid",
     )
     report.add_argument("--out", help="write the Markdown here (default: docs/results.md)")
-    report.add_argument("--base", help="base model spec to compare (default: the run's counselor.model)")
+    report.add_argument(
+        "--base", help="base model spec to compare (default: the model the run's counselor started from)"
+    )
     report.add_argument(
         "--interactive", nargs="+", default=[], metavar="FILE", help="`rlff evaluate` report JSONs for SR/AT"
     )

@@ -1,10 +1,11 @@
 """`rlff report runs/<name>`: docs/results.md from a run folder: base model vs SFT vs RLFF.
 
 SFT (the run's version 0: the cold start once the run has one) and RLFF (its final version) come from
-the run's held-out learning report (`learning.json`, `heldout.jsonl`); the raw base model (the run's
-`counselor.model`, or `--base`) answers the same held-out contexts with the same seeds here, in
-process without Ray, and is scored the same way (`jobs/heldout.py`). The interactive SR/AT table comes
-from `rlff evaluate` report files (`--interactive`) or from small evaluations run here (`--episodes`).
+the run's held-out learning report (`learning.json`, `heldout.jsonl`); the raw base model (the model
+the run's SFT started from, else its `counselor.model`, or `--base`) answers the same held-out contexts
+with the same seeds here, in process without Ray, and is scored the same way (`jobs/heldout.py`). The
+interactive SR/AT table comes from `rlff evaluate` report files (`--interactive`) or from small
+evaluations run here (`--episodes`).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def run_report(
     if not sft or not final:
         raise UsageError(f"{run / 'heldout.jsonl'} lacks the points learning.json names")
     out_path = writable_output(out or "docs/results.md")
-    base_spec = base or config.counselor.model
+    base_spec = base or _base_model(run, config.counselor.model)
     base_config = build_config(config.model_dump(), [f"counselor.model={base_spec}"])
     contexts = heldout_contexts(base_config)
     ids = [r["id"] for r in final]
@@ -168,6 +169,15 @@ def run_report(
     out_path.write_text(text)
     print(f"wrote {out_path}")
     return 0
+
+
+def _base_model(run: Path, counselor: str) -> str:
+    """The model a run's counselor started from: with a cold start (the counselor is the run's SFT
+    folder), the model that SFT fine-tuned; else the counselor itself."""
+    sft = run / "sft" / "report.json"
+    if sft.is_file() and Path(counselor).resolve() == sft.parent.resolve():
+        return json.loads(sft.read_text()).get("base_model", counselor)
+    return counselor
 
 
 def _read_report(path: str) -> dict[str, Any]:

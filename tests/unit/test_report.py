@@ -52,3 +52,12 @@ def test_report_compares_base_sft_and_final_on_the_same_contexts(tmp_path, capsy
     (tmp_path / "other" / "config.json").write_text((run / "config.json").read_text())
     assert main(["report", str(tmp_path / "other")]) == 2
     assert "has no learning.json" in capsys.readouterr().err
+
+
+def test_the_base_of_a_cold_started_run_is_the_model_its_sft_started_from(tmp_path):
+    from jobs.report import _base_model
+
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "report.json").write_text(json.dumps({"base_model": "smollm2-135m"}))
+    assert _base_model(tmp_path, str(tmp_path / "sft")) == "smollm2-135m"
+    assert _base_model(tmp_path, "tiny-random") == "tiny-random"  # no cold start: the counselor itself
