@@ -13,6 +13,7 @@ With `evaluation.heldout` set, the policy answers held-out contexts before the f
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import sys
 import threading
@@ -129,7 +130,7 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     if config.serve.enabled:
         check_port_free(config.serve.host, config.serve.port)
     if config.serve.enabled:
-        import ray.serve  # noqa: F401  importing it gives Serve's logger a terminal handler: quiet it after
+        importlib.import_module("ray.serve")  # importing it gives Serve's logger a terminal handler
     log_file = quiet_libraries(config.run_dir() / "run.log")
     heldout = Heldout(config, rm_dir, resume) if config.evaluation.heldout else None
     config.write_resolved()

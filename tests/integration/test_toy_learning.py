@@ -37,7 +37,7 @@ def test_mean_reward_rises_with_a_fixed_seed():
     learner = Learner(
         # a random tiny model moves little per update: at lr 3e-3 twelve updates were noise, and whether
         # the mean rose depended on the seed; at 0.1 it rises for each seed and sampler tried
-        LearnerConfig(lr=1e-1, format_weight=0.0, safety_weight=0.0, max_tokens=256),
+        LearnerConfig(lr=1e-1, format_weight=0.0, safety_weight=0.0, format_gate=False, max_tokens=256),
         model,
         tokenizer.pad_token_id,
         opens_like_a_sentence,
