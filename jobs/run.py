@@ -129,7 +129,6 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         raise UsageError(f"data.scenarios {config.data.scenarios!r} holds no dialogues")
     if config.serve.enabled:
         check_port_free(config.serve.host, config.serve.port)
-    if config.serve.enabled:
         importlib.import_module("ray.serve")  # importing it gives Serve's logger a terminal handler
     log_file = quiet_libraries(config.run_dir() / "run.log")
     heldout = Heldout(config, rm_dir, resume) if config.evaluation.heldout else None
