@@ -1,9 +1,11 @@
 """Role consistency of the simulated help-seeker on held-out ESConv scenarios (valid split): the old
 prompt-only simulator against the grounded one (real seekers' turns as style examples plus resampling
-of out-of-role turns), measured with the role checker of `esc.seeker_check`, next to the same measure
-on real held-out seeker and supporter turns. Each conversation: the seeker speaks `--turns` times, the
-counselor model answers in plain mode in between. All conversations run concurrently, so the hf
-backend batches them. The last printed line is the JSON report (also written to --out).
+of out-of-role turns), measured with the role checker of `esc.seeker_check` fitted on the train split
+(the one the simulator resamples against) and with an independent one fitted on the test split, next
+to the same measures on real held-out seeker and supporter turns. Each conversation: the seeker
+speaks `--turns` times, the counselor model answers in plain mode in between. All conversations run
+concurrently, so the hf backend batches them. The last printed line is the JSON report (also
+written to --out).
 
     .venv/bin/python bench/seeker_role.py [--esconv PATH] [--scenarios 30] [--turns 3] [--out FILE]
 """
@@ -26,7 +28,7 @@ from esc.config_roles import CounselorConfig, SeekerConfig
 from esc.data import load_dialogues
 from esc.roles import Counselor, Seeker, sampling
 from esc.schemas import Dialogue, Scenario, Turn
-from esc.seeker_check import LABELS, SeekerGrounding, accuracy
+from esc.seeker_check import LABELS, RoleChecker, SeekerGrounding, accuracy
 from esc.stats import mean_ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,16 +83,17 @@ def share_ci(per_conversation: list[list[bool]]) -> dict[str, float]:
     return mean_ci([sum(flags) / len(flags) for flags in per_conversation if flags]).as_dict()
 
 
-def real_turns(dialogues: list[Dialogue], grounding: SeekerGrounding) -> dict[str, dict[str, float]]:
+def real_turns(dialogues: list[Dialogue], checker: RoleChecker) -> dict[str, dict[str, float]]:
     """Share of real held-out turns read as a seeker's, per speaker, CI over dialogues."""
-    checker = grounding.checker
     return {
         label: share_ci([[checker.in_role(t.text) for t in d.turns if t.role == label] for d in dialogues])
         for label in LABELS
     }
 
 
-async def simulate(args, grounding: SeekerGrounding, scenarios: list[Scenario]) -> dict:
+async def simulate(
+    args, grounding: SeekerGrounding, independent: RoleChecker, scenarios: list[Scenario]
+) -> dict:
     seeker_config = SeekerConfig(max_batch_size=args.batch, max_new_tokens=args.seeker_tokens)
     counselor_config = CounselorConfig(reasoning=False, max_new_tokens=args.counselor_tokens)
     pool = BackendPool(seed=0)
@@ -119,6 +122,7 @@ async def simulate(args, grounding: SeekerGrounding, scenarios: list[Scenario]) 
         flags = [[grounding.checker.in_role(t) for t in c] for c in conversations]
         out[name] = {
             "in_role": share_ci(flags),
+            "in_role_independent": share_ci([[independent.in_role(t) for t in c] for c in conversations]),
             "turns": seeker.turns,
             "generations": seeker.generations,
             "extra_generations_per_turn": round(seeker.generations / seeker.turns - 1, 3),
@@ -143,25 +147,39 @@ def main() -> None:
     started = time.perf_counter()
     grounding = SeekerGrounding.from_spec(f"esconv:{args.esconv}#train")
     valid = load_dialogues(f"esconv:{args.esconv}#valid")
+    # the simulator resamples against the train-split checker, so that checker's reading of its turns
+    # is not independent; a second checker fitted on the test split has seen neither the simulator's
+    # grounding (train) nor the scenarios (valid)
+    independent = RoleChecker.fit(load_dialogues(f"esconv:{args.esconv}#test"))
     report = {
         "name": "seeker_role",
         "checker_accuracy_valid": accuracy(valid, grounding.checker),
-        "real_valid_turns_in_role": real_turns(valid, grounding),
+        "independent_checker_accuracy_valid": accuracy(valid, independent),
+        "real_valid_turns_in_role": real_turns(valid, grounding.checker),
+        "real_valid_turns_in_role_independent": real_turns(valid, independent),
     }
-    report |= asyncio.run(simulate(args, grounding, [d.scenario for d in valid[: args.scenarios]]))
+    report |= asyncio.run(
+        simulate(args, grounding, independent, [d.scenario for d in valid[: args.scenarios]])
+    )
     report |= {
         "scenarios": args.scenarios,
         "seeker_turns_per_conversation": args.turns,
         "total_seconds": round(time.perf_counter() - started, 1),
         "cpus": os.cpu_count(),
     }
+
+    def ci(r: dict) -> str:
+        return f"{r['value']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
+
     for name, c in report["conditions"].items():
-        r = c["in_role"]
-        ci = f"{r['value']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
-        extra = c["extra_generations_per_turn"]
-        print(f"{name:<16} in role {ci}  n={r['n']} conversations, extra generations/turn {extra}")
+        r, extra = c["in_role"], c["extra_generations_per_turn"]
+        print(
+            f"{name:<16} in role {ci(r)} (independent checker {ci(c['in_role_independent'])})"
+            f"  n={r['n']} conversations, first try {c['first_try_in_role']}, extra generations/turn {extra}"
+        )
     for label, r in report["real_valid_turns_in_role"].items():
-        print(f"real {label:<11} read as seeker {r['value']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]  n={r['n']}")
+        other = report["real_valid_turns_in_role_independent"][label]
+        print(f"real {label:<11} read as seeker {ci(r)} (independent {ci(other)})  n={r['n']} dialogues")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

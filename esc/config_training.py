@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from esc.config_roles import Section
 
@@ -44,7 +44,22 @@ class RewardModelConfig(Section):
     weight_decay: float = Field(0.1, ge=0.0, description="AdamW decoupled weight decay of the head.")
     max_tokens: int = Field(48, gt=8, le=8192, description="Tokens of each encoded text (the end is kept).")
     layers: int = Field(0, ge=0, description="Backbone layers run (the first n, for speed); 0: all of them.")
+    likelihood_turns: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="Turns before a reply its likelihood-gain features read (3 ranks best); 0: none.",
+    )
     weight: float = Field(1.0, ge=0.0, description="Weight of the RM score in the policy reward.")
+
+    @model_validator(mode="after")
+    def _likelihood_needs_every_layer(self) -> RewardModelConfig:
+        if self.layers and self.likelihood_turns:
+            raise ValueError(
+                "reward_model.layers cuts the backbone that the likelihood features run through:"
+                " set layers 0 or likelihood_turns 0"
+            )
+        return self
 
 
 class LearnerConfig(Section):

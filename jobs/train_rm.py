@@ -32,7 +32,7 @@ from learner.rm_data import NEGATIVE_KINDS, RMExample, data_grounded_examples, s
 
 # in the fingerprint: bump it when learner/reward_model.py's features, training or the context groups
 # change, so `rlff train --stage rm` retrains a model cached by an older version
-MODEL_FORMAT = 2
+MODEL_FORMAT = 3
 
 
 def _esconv_spec(config: RunConfig) -> DataSpec:
@@ -157,6 +157,13 @@ def run_train_rm(config: RunConfig, out: str | None = None) -> int:
         raise UsageError(f"{cfg.data or 'the replay store'} gave no reward-model examples; check the data")
     from learner.reward_model import RewardModel
 
+    groups = len({e.group for e in train}), len({e.group for e in valid})
+    pace = "; the likelihood gain reads about 0.6 s a context on 2 CPU cores" if cfg.likelihood_turns else ""
+    print(
+        f"reward model: training on {groups[0]} contexts, reporting on {groups[1]} held out"
+        f" ({len(train) + len(valid)} replies{pace})",
+        flush=True,
+    )
     model = RewardModel.from_config(cfg, seed=config.seed)
     fit = model.fit(train, valid)
     model.save(folder)

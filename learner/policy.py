@@ -8,6 +8,7 @@ completion ends in the last column and one `logits_to_keep` covers every complet
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,7 +158,11 @@ MIN_SHARED = 16  # below this many shared prompt tokens, one plain pass is as ch
 def _checkpointing(model: torch.nn.Module) -> bool:
     """Whether activation (gradient) checkpointing is on; transformers renamed the flag in 5.x."""
     flag = getattr(model, "is_activation_checkpointing", None)
-    return bool(getattr(model, "is_gradient_checkpointing", False) if flag is None else flag)
+    if flag is None:
+        with warnings.catch_warnings():  # the old name warns of its removal in transformers 6
+            warnings.simplefilter("ignore", FutureWarning)
+            flag = getattr(model, "is_gradient_checkpointing", False)
+    return bool(flag)
 
 
 def _shared_prefix(rows: TokenRows) -> int:

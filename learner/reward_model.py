@@ -6,25 +6,31 @@ map, the head, training (`fit`), held-out metrics (`evaluate`), scoring (`score`
 `learner.losses`; it does not know where examples come from, nothing of Ray, the store or the policy.
 
 Features of (context, reply, intensity). The context is represented by the seeker's last turn
-(`rm_data.last_seeker_text`), what a reply answers, and by the content words of its last
-`CONTEXT_TURNS` turns. Each text is embedded ONCE, separately (a bi-encoder: a reply shared by many
-contexts costs one forward pass): the mean over its tokens of the backbone's final hidden state (after
-its first `layers` layers when set; the final norm still applies), the text cut from the LEFT to
-`max_tokens`; a blank text embeds as zeros. Embeddings are standardised with the training texts'
-mean/std and projected on their first `text_dims` principal components, giving c (seeker) and r
-(reply): with 500 training contexts, the full 576 dimensions let the head memorise its training
-labels (correlation 0.91 on them, 0.02 held out). The feature vector is [r, c * r, scalars, state]:
-r says what the reply is, c * r whether its dimensions agree with the seeker's; the scalars are the
-cosine of the full standardised embeddings, the share of the reply's content words (4+ letters) found
-in the seeker's turn, of the seeker's found in the reply and of the reply's found in the last
-`CONTEXT_TURNS` turns, the reply's words up to `LENGTH_CAP` / LENGTH_CAP (length counts up to
-the median ESConv counselor reply, never beyond: with log(1 + words) the policy learned to pad its
-answers), a blank-reply flag, the VADER affect of the seeker's turn
-and of the reply, the dialogue stage (context length in turns / 20), whether the reply greets, says
-goodbye or asks a question, each also times the stage (a greeting fits the start of a conversation,
-not its middle), and whether the reply repeats the seeker's turn verbatim; the state is a one-hot of
-the seeker's starting intensity (unknown, 1..5). The context-only parts set the level of a group's
-scores, never which of its replies wins.
+(`rm_data.last_seeker_text`), what a reply answers, by the content words of its last `CONTEXT_TURNS`
+turns, and by its last `cfg.likelihood_turns` turns as a dialogue prompt. Each text is embedded ONCE,
+separately (a reply shared by many contexts costs one forward pass): the mean over its tokens of the
+backbone's final hidden state (after its first `layers` layers when set; the final norm still applies),
+the text cut from the LEFT to `max_tokens`; a blank text embeds as zeros. Embeddings are standardised
+with the training texts' mean/std and projected on their first `text_dims` principal components, giving
+c (seeker) and r (reply): with 500 training contexts, the full 576 dimensions let the head memorise its
+training labels (correlation 0.91 on them, 0.02 held out). The feature vector is [r, c * r, scalars,
+state]: r says what the reply is, c * r whether its dimensions agree with the seeker's. The scalars are
+the cosine of the seeker's and the reply's full standardised embeddings; the share of the reply's
+content words (4+ letters) found in the seeker's turn, of the seeker's found in the reply and of the
+reply's found in the last `CONTEXT_TURNS` turns; the reply's words up to `LENGTH_CAP` / LENGTH_CAP
+(length counts up to the median ESConv counselor reply, never beyond: with log(1 + words) the policy
+learned to pad its answers); a blank-reply flag; the VADER affect of the seeker's turn and of the reply;
+the dialogue stage (context length in turns / 20); whether the reply greets, says goodbye or asks a
+question, each also times the stage (a greeting fits the start of a conversation, not its middle);
+whether the reply repeats the seeker's turn verbatim; and, when `cfg.likelihood_turns` > 0 (zeros
+otherwise), the likelihood gain: the reply's pointwise mutual information with the conversation under
+the backbone's own LM, log p(reply | the last `likelihood_turns` turns as 'Seeker: ...' / 'Counselor:
+...' lines, then 'Counselor:') minus log p(reply | 'Counselor:'), over the reply's first REPLY_TOKENS
+tokens, summed and per token. The embeddings say what a reply is like; the likelihood gain says whether
+it answers THIS conversation (with it, the real reply beats another conversation's in 0.77-0.79 of
+held-out pairs, without it 0.68; docs/learner.md). The state is a one-hot of the seeker's starting
+intensity (unknown, 1..5). The context-only parts set the level of a group's scores, never which of its
+replies wins.
 
 Head and training. Features are standardised with the training mean/std (clipped to +-6); the head
 is a linear layer (`hidden=0`) or one GELU hidden layer. Its raw output s is trained full-batch with
@@ -50,6 +56,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from esc.backends.hf_decode import CausalLM
 from esc.config import RewardModelConfig
 from esc.future_labels import affect
 from esc.models import load_model
@@ -59,7 +66,11 @@ from learner.losses import rm_pairwise_loss
 from learner.rm_data import NEGATIVE_KINDS, RMExample, last_seeker_text, ranking_pairs
 
 EMBED_BATCH = 16  # texts per backbone forward pass (memory/speed only)
-SCALARS = 16  # see the module doc, in the order of `_scalars`
+SCALARS = 18  # see the module doc, in the order of `_scalars`
+PROMPT_TOKENS = 160  # the likelihood features' dialogue prompt keeps its last 160 tokens
+REPLY_TOKENS = 32  # ... and read a reply's first 32 tokens (ESConv replies: median 15 words)
+PROMPT_BATCH, TAIL_BATCH = 8, 64  # prompts, and replies after the baseline prompt, per scoring pass
+BASELINE_PROMPT = "Counselor:"  # what the reply's likelihood without the conversation is conditioned on
 CONTEXT_TURNS = 6  # turns whose content words the context-overlap scalar reads
 LENGTH_CAP = 15  # words: the median ESConv counselor reply (train split, 12,759 replies)
 GREETINGS = ("hello", "hi ", "hi,", "hi!", "hey", "good morning", "good afternoon", "good evening")
@@ -74,7 +85,15 @@ def _content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if len(w) >= 4}
 
 
-def _scalars(context: Sequence[Turn], seeker: str, reply: str, cosine: float) -> list[float]:
+def dialogue_prompt(context: Sequence[Turn], turns: int) -> str:
+    """The last `turns` turns as 'Seeker: ...' / 'Counselor: ...' lines, ending with 'Counselor:'."""
+    lines = [f"{'Seeker' if t.role == 'seeker' else 'Counselor'}: {t.text.strip()}" for t in context[-turns:]]
+    return "\n".join([*lines, BASELINE_PROMPT])
+
+
+def _scalars(
+    context: Sequence[Turn], seeker: str, reply: str, cosine: float, gain: tuple[float, float]
+) -> list[float]:
     """The SCALARS hand-made features of one (context, seeker's last turn, reply); see the module doc."""
     seeker_words, reply_words = _content_words(seeker), _content_words(reply)
     recent = set().union(*(_content_words(t.text) for t in context[-CONTEXT_TURNS:]))
@@ -101,6 +120,7 @@ def _scalars(context: Sequence[Turn], seeker: str, reply: str, cosine: float) ->
         asks,
         asks * stage,
         float(bool(low) and low == seeker.strip().lower()),
+        *gain,
     ]
 
 
@@ -116,6 +136,7 @@ class RewardModel:
             self.backbone.layers = self.backbone.layers[: cfg.layers]  # a shallower encoder, same weights
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
+        self._scorer = CausalLM(lm, tokenizer)  # the likelihood features: prompts read once per group
         size = lm.config.hidden_size
         dims = 2 * cfg.text_dims + SCALARS + STATE_DIMS
         with torch.random.fork_rng():
@@ -161,6 +182,60 @@ class RewardModel:
                 out.update({t: v.clone() for t, v in zip(chunk, pooled, strict=True)})
         return out
 
+    def _tokens(self, text: str, keep_end: bool) -> list[int]:
+        """Token ids of `text`: its last PROMPT_TOKENS (`keep_end`, a prompt) or first REPLY_TOKENS (a
+        reply, which starts with a space as it would after 'Counselor:')."""
+        if keep_end:
+            return self.tokenizer(text, add_special_tokens=False).input_ids[-PROMPT_TOKENS:]
+        ids = self.tokenizer(" " + text.strip(), add_special_tokens=False).input_ids if text.strip() else []
+        return ids[:REPLY_TOKENS]
+
+    def _log_likelihoods(self, rows: dict[str, list[tuple[int, list[int]]]], out: list[float]) -> None:
+        """out[i] = log p(tail | prompt) summed over the tail's tokens, for every (i, tail) of every prompt
+        in `rows`; each prompt is read once and its KV cache shared by its tails (`CausalLM.score`)."""
+        prompts = sorted(rows)
+        for start in range(0, len(prompts), PROMPT_BATCH):
+            chunk = prompts[start : start + PROMPT_BATCH]
+            sums = self._scorer.score(
+                [self._tokens(p, keep_end=True) for p in chunk], [[t for _, t in rows[p]] for p in chunk]
+            )
+            for prompt, row in zip(chunk, sums, strict=True):
+                for (i, _), value in zip(rows[prompt], row, strict=True):
+                    out[i] = value
+
+    def likelihood_gains(
+        self, contexts: Sequence[Sequence[Turn]], replies: Sequence[str]
+    ) -> list[tuple[float, float]]:
+        """(sum, mean) over each reply's tokens of log p(token | the dialogue's last turns) minus log p(token
+        | BASELINE_PROMPT): how much more likely the conversation makes the reply (pointwise mutual
+        information). (0, 0) for a blank reply or with `cfg.likelihood_turns` 0."""
+        if not self.cfg.likelihood_turns:
+            return [(0.0, 0.0)] * len(replies)
+        tails = {r: self._tokens(r, keep_end=False) for r in set(replies)}
+        distinct = [r for r in sorted(tails) if tails[r]]
+        given, alone = [0.0] * len(replies), [0.0] * len(distinct)
+        by_prompt: dict[str, list[tuple[int, list[int]]]] = {}
+        for i, (context, reply) in enumerate(zip(contexts, replies, strict=True)):
+            if tails[reply]:
+                prompt = dialogue_prompt(context, self.cfg.likelihood_turns)
+                by_prompt.setdefault(prompt, []).append((i, tails[reply]))
+        self.lm.eval()
+        self._log_likelihoods(by_prompt, given)
+        for start in range(0, len(distinct), TAIL_BATCH):
+            self._log_likelihoods(
+                {
+                    BASELINE_PROMPT: [
+                        (start + j, tails[r]) for j, r in enumerate(distinct[start : start + TAIL_BATCH])
+                    ]
+                },
+                alone,
+            )
+        baseline = dict(zip(distinct, alone, strict=True))
+        return [
+            (given[i] - baseline[r], (given[i] - baseline[r]) / len(tails[r])) if tails[r] else (0.0, 0.0)
+            for i, r in enumerate(replies)
+        ]
+
     def features(
         self,
         contexts: Sequence[Sequence[Turn]],
@@ -175,14 +250,17 @@ class RewardModel:
         if table is None:
             table = self.embed(list(seekers) + list(replies))
         rows = []
-        for context, seeker, reply, intensity in zip(contexts, seekers, replies, intensities, strict=True):
+        gains = self.likelihood_gains(contexts, replies)
+        for context, seeker, reply, intensity, gain in zip(
+            contexts, seekers, replies, intensities, gains, strict=True
+        ):
             c = (table[seeker] - self.text_mean) / self.text_std if seeker.strip() else table[seeker]
             r = (table[reply] - self.text_mean) / self.text_std if reply.strip() else table[reply]
             cosine = float(nn.functional.cosine_similarity(c, r, dim=0))
-            c, r = c @ self.projection, r @ self.projection
             state = [0.0] * STATE_DIMS
             state[intensity if isinstance(intensity, int) and 1 <= intensity <= 5 else 0] = 1.0
-            extra = torch.tensor(_scalars(context, seeker, reply, cosine) + state, device=self.device)
+            extra = torch.tensor(_scalars(context, seeker, reply, cosine, gain) + state, device=self.device)
+            c, r = c @ self.projection, r @ self.projection
             rows.append(torch.cat([r, c * r, extra]))
         return torch.stack(rows)
 

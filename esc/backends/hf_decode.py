@@ -11,6 +11,7 @@ left-padded after the shared part, so the padding sits between the prefix and ea
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -20,6 +21,8 @@ from esc.backends.base import Generation, SamplingParams
 from esc.backends.decode_batch import DecodeBatch, Row
 from esc.backends.prefix_cache import PrefixCache, shared_length
 from esc.backends.sampling import sample_tokens, uniform_draws
+
+TAIL_ROWS = 16  # tails per second scoring pass (memory: their logits are [rows, width, vocabulary])
 
 
 class CausalLM:
@@ -126,14 +129,23 @@ class CausalLM:
         """Summed log p(tail | prompt) for every tail of every prompt.
 
         One forward pass over the left-padded prompts gives every tail's first token; the prompts'
-        KV cache is then gathered once per multi-token tail for a second, short pass.
+        KV cache is then gathered for the multi-token tails, TAIL_ROWS of similar length at a time, for
+        a second, short pass (sorting by length keeps the padding of that pass small).
         """
         logits, cache, mask, positions = self._prefill(prompts)
         first = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
         scores = [[float(first[b, t[0]]) for t in row] for b, row in enumerate(tails)]
         pairs = [(b, j) for b, row in enumerate(tails) for j, t in enumerate(row) if len(t) > 1]
-        if not pairs:
-            return scores
+        pairs.sort(key=lambda pair: len(tails[pair[0]][pair[1]]))
+        for start in range(0, len(pairs), TAIL_ROWS):
+            part = pairs[start : start + TAIL_ROWS]
+            last = start + TAIL_ROWS >= len(pairs)
+            self._score_tails(part, tails, cache if last else copy.deepcopy(cache), mask, positions, scores)
+        return scores
+
+    def _score_tails(self, pairs, tails, cache, mask, positions, scores) -> None:
+        """Add log p(tail[1:] | prompt, tail[0]) to scores[b][j] for each (b, j) in `pairs`; `cache` (the
+        prompts' KV) is narrowed to those rows in place."""
         rows = torch.tensor([b for b, _ in pairs], device=self.device)
         cache.batch_select_indices(rows)
         width = max(len(tails[b][j]) - 1 for b, j in pairs)
@@ -152,7 +164,6 @@ class CausalLM:
         picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
         for row, (b, j) in enumerate(pairs):
             scores[b][j] += float(picked[row, : len(tails[b][j]) - 1].sum())
-        return scores
 
 
 def cache_keyword(model: Any) -> str:

@@ -108,9 +108,14 @@ def test_prefix_cache_changes_no_token_and_no_logprob(tiny):
     for prompt, want in zip(prompts, expected, strict=True):  # one by one: entries cropped to the system part
         assert cached.decode([prompt], greedy[:1])[0].token_ids == want.token_ids
     group = [SamplingParams(temperature=1.0, max_new_tokens=8, seed=s) for s in range(4)]  # a GRPO group
-    assert [g.token_ids for g in cached.decode([prompts[1]] * 4, group)] == [
-        g.token_ids for g in plain.decode([prompts[1]] * 4, group)
-    ]
+    sampled = cached.decode([prompts[1]] * 4, group)
+    # The random model's next-token distribution is nearly flat over 49k tokens, so a seeded draw can
+    # land on another token after a 1e-7 change in the logits (a batch-1 prefix pass vs a batch-4 one);
+    # what must hold is that the cache changes no log-probability: each sampled reply's log-probs equal
+    # those of a plain pass over the same tokens.
+    rescored = plain.score([prompts[1]] * 4, [[list(g.token_ids)] for g in sampled])
+    for g, (total,) in zip(sampled, rescored, strict=True):
+        assert sum(g.token_logprobs) == pytest.approx(total, abs=1e-3)
     tails = [[[5, 6, 7], [8]]] * 3
     for got_row, want_row in zip(cached.score(prompts, tails), plain.score(prompts, tails), strict=True):
         assert got_row == pytest.approx(want_row, abs=1e-4)

@@ -1,7 +1,8 @@
 """The reward model on real data: SmolLM2-135M mean-pooled features of the seeker's last turn and of each
-reply, future-oriented labels of ESConv replies, context groups with replies from other dialogues and
-degraded replies, the held-out valid split. A small sample so it stays near two minutes on 2 cores
-(embedding dominates); the full-size figures are in docs/learner.md. Numbers are printed (`pytest -s`).
+reply, each reply's likelihood gain given the conversation (on here; off in make run), future-oriented
+labels of ESConv replies, context groups with replies from other dialogues and degraded replies, the
+held-out valid split. A small sample so it stays near three minutes on 2 cores (the likelihood gains
+dominate); the full-size figures are in docs/learner.md. Numbers are printed (`pytest -s`).
 """
 
 import json
@@ -27,6 +28,7 @@ def test_reward_model_ranks_real_replies_above_degraded_ones_on_esconv_valid(tmp
                 "data": f"esconv:{ESCONV}",
                 "max_contexts": TRAIN_CONTEXTS,
                 "valid_contexts": VALID_CONTEXTS,
+                "likelihood_turns": 3,
             },
         }
     )
@@ -50,9 +52,10 @@ def test_reward_model_ranks_real_replies_above_degraded_ones_on_esconv_valid(tmp
     assert report["rank_real_vs_other"]["n"] == VALID_CONTEXTS
     assert report["label_vs_survey"]["n"] > 150  # surveyed valid dialogues with a labelled reply
     assert report["fit"]["train_loss_last"] < report["fit"]["train_loss_first"]
-    # At this size (150 training contexts) only the generic one-liners are reliably ranked below the real
-    # reply; the issue's goals (real above another dialogue's reply >= 0.80, label correlation above 0)
-    # are measured at full size in runs/<name>/reward_model/report.json and are not met yet
+    # At this size (150 training contexts) the issue's goal (real above another dialogue's reply >= 0.80)
+    # is not expected; at full size it is 0.787 with the likelihood gain, 0.681 without
     # (docs/learner.md). This pins that training learns something on held-out contexts: the whole 95%
-    # interval of real-above-generic lies above chance.
+    # interval of real-above-generic, and of real-above-another-dialogue's-reply (the likelihood
+    # gain's job), lies above chance.
     assert report["rank_real_vs_generic"]["lo"] > 0.5
+    assert report["rank_real_vs_other"]["lo"] > 0.5

@@ -8,13 +8,14 @@ see (shared words with the seeker's turn, length, affect).
 import json
 
 import pytest
+import torch
 
 from esc.config import RewardModelConfig, build_config
 from esc.future_labels import future_labels
 from esc.schemas import Dialogue, Scenario, Survey, Turn
 from jobs import UsageError
 from jobs.train_rm import run_train_rm
-from learner.reward_model import RewardModel
+from learner.reward_model import BASELINE_PROMPT, RewardModel, dialogue_prompt
 from learner.rm_data import (
     GENERIC_REPLIES,
     NEGATIVE_KINDS,
@@ -279,3 +280,51 @@ def test_layers_runs_only_the_first_backbone_layers():
     assert len(full.backbone.layers) == 2 and len(shallow.backbone.layers) == 1
     text = "I failed my exam."
     assert not bool((full.embed([text])[text] == shallow.embed([text])[text]).all())
+
+
+def test_cutting_layers_and_likelihood_features_together_is_refused_in_one_sentence():
+    with pytest.raises(ValueError, match="set layers 0 or likelihood_turns 0"):
+        tiny_cfg(layers=1, likelihood_turns=3)
+
+
+def test_dialogue_prompt_names_the_speakers_of_the_last_turns():
+    turns = dialogue(0).turns[:5]
+    assert dialogue_prompt(turns, 2) == (
+        "Seeker: I cannot sleep.\nCounselor: Not sleeping because of the exam must be exhausting.\nCounselor:"
+    )
+    assert dialogue_prompt((), 3) == BASELINE_PROMPT
+
+
+def _log_p(model: RewardModel, prompt: str, reply: str) -> float:
+    """log p(reply | prompt) by one plain forward pass of prompt + reply: the reference for the fast path."""
+    head = model.tokenizer(prompt, add_special_tokens=False).input_ids
+    tail = model.tokenizer(" " + reply, add_special_tokens=False).input_ids
+    with torch.inference_mode():
+        logits = model.lm(torch.tensor([head + tail])).logits[0, len(head) - 1 : -1].float()
+    return float(logits.log_softmax(-1).gather(1, torch.tensor(tail).unsqueeze(1)).sum())
+
+
+def test_likelihood_gains_equal_plain_forward_passes_and_blank_replies_gain_nothing():
+    model = RewardModel.from_config(tiny_cfg(likelihood_turns=2), seed=0)
+    contexts, replies = [], []
+    for i in range(6):  # 6 contexts x 3 non-blank replies: more tails than one pass takes (TAIL_ROWS)
+        turns = dialogue(i).turns[:4]
+        for reply in (
+            f"Your {TOPICS[i]} worries you.",
+            "Okay.",
+            "",
+            f"Tell me more about it, {i} times over.",
+        ):
+            contexts.append(turns)
+            replies.append(reply)
+    gains = model.likelihood_gains(contexts, replies)
+    for context, reply, (total, mean) in zip(contexts, replies, gains, strict=True):
+        if not reply:
+            assert (total, mean) == (0.0, 0.0)
+            continue
+        expected = _log_p(model, dialogue_prompt(context, 2), reply) - _log_p(model, BASELINE_PROMPT, reply)
+        length = len(model.tokenizer(" " + reply, add_special_tokens=False).input_ids)
+        assert total == pytest.approx(expected, abs=1e-3)
+        assert mean == pytest.approx(expected / length, abs=1e-3)
+    off = RewardModel.from_config(tiny_cfg(likelihood_turns=0), seed=0)
+    assert off.likelihood_gains(contexts[:2], replies[:2]) == [(0.0, 0.0), (0.0, 0.0)]
