@@ -23,14 +23,14 @@ learned to pad its answers); a blank-reply flag; the VADER affect of the seeker'
 the dialogue stage (context length in turns / 20); whether the reply greets, says goodbye or asks a
 question, each also times the stage (a greeting fits the start of a conversation, not its middle);
 whether the reply repeats the seeker's turn verbatim; and, when `cfg.likelihood_turns` > 0 (zeros
-otherwise), the likelihood gain: the reply's pointwise mutual information with the conversation under
-the backbone's own LM, log p(reply | the last `likelihood_turns` turns as 'Seeker: ...' / 'Counselor:
-...' lines, then 'Counselor:') minus log p(reply | 'Counselor:'), over the reply's first REPLY_TOKENS
-tokens, summed and per token. The embeddings say what a reply is like; the likelihood gain says whether
-it answers THIS conversation (with it, the real reply beats another conversation's in 0.77-0.79 of
-held-out pairs, without it 0.68; docs/learner.md). The state is a one-hot of the seeker's starting
-intensity (unknown, 1..5). The context-only parts set the level of a group's scores, never which of its
-replies wins.
+otherwise), the likelihood gain (`learner.rm_likelihood`): the reply's pointwise mutual information with
+the conversation under the backbone's own LM, log p(reply | the last `likelihood_turns` turns as
+'Seeker: ...' / 'Counselor: ...' lines, then 'Counselor:') minus log p(reply | 'Counselor:'), over the
+reply's first `rm_likelihood.REPLY_TOKENS` tokens, summed and per token. The embeddings say what a reply
+is like; the likelihood gain says whether it answers THIS conversation (with it, the real reply beats
+another conversation's in 0.77-0.79 of held-out pairs, without it 0.68; docs/learner.md). The state is a
+one-hot of the seeker's starting intensity (unknown, 1..5). The context-only parts set the level of a
+group's scores, never which of its replies wins.
 
 Head and training. Features are standardised with the training mean/std (clipped to +-6); the head
 is a linear layer (`hidden=0`) or one GELU hidden layer. Its raw output s is trained full-batch with
@@ -56,7 +56,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from esc.backends.hf_decode import CausalLM
 from esc.config import RewardModelConfig
 from esc.future_labels import affect
 from esc.models import load_model
@@ -64,13 +63,10 @@ from esc.schemas import Turn
 from esc.stats import correlation_ci, mean_ci
 from learner.losses import rm_pairwise_loss
 from learner.rm_data import NEGATIVE_KINDS, RMExample, last_seeker_text, ranking_pairs
+from learner.rm_likelihood import LikelihoodGain
 
 EMBED_BATCH = 16  # texts per backbone forward pass (memory/speed only)
 SCALARS = 18  # see the module doc, in the order of `_scalars`
-PROMPT_TOKENS = 160  # the likelihood features' dialogue prompt keeps its last 160 tokens
-REPLY_TOKENS = 32  # ... and read a reply's first 32 tokens (ESConv replies: median 15 words)
-PROMPT_BATCH, TAIL_BATCH = 8, 64  # prompts, and replies after the baseline prompt, per scoring pass
-BASELINE_PROMPT = "Counselor:"  # what the reply's likelihood without the conversation is conditioned on
 CONTEXT_TURNS = 6  # turns whose content words the context-overlap scalar reads
 LENGTH_CAP = 15  # words: the median ESConv counselor reply (train split, 12,759 replies)
 GREETINGS = ("hello", "hi ", "hi,", "hi!", "hey", "good morning", "good afternoon", "good evening")
@@ -83,12 +79,6 @@ _WORD = re.compile(r"[a-z']+")
 
 def _content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if len(w) >= 4}
-
-
-def dialogue_prompt(context: Sequence[Turn], turns: int) -> str:
-    """The last `turns` turns as 'Seeker: ...' / 'Counselor: ...' lines, ending with 'Counselor:'."""
-    lines = [f"{'Seeker' if t.role == 'seeker' else 'Counselor'}: {t.text.strip()}" for t in context[-turns:]]
-    return "\n".join([*lines, BASELINE_PROMPT])
 
 
 def _scalars(
@@ -136,7 +126,7 @@ class RewardModel:
             self.backbone.layers = self.backbone.layers[: cfg.layers]  # a shallower encoder, same weights
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
-        self._scorer = CausalLM(lm, tokenizer)  # the likelihood features: prompts read once per group
+        self.likelihood_gains = LikelihoodGain(lm, tokenizer, cfg.likelihood_turns)  # zeros when 0
         size = lm.config.hidden_size
         dims = 2 * cfg.text_dims + SCALARS + STATE_DIMS
         with torch.random.fork_rng():
@@ -181,60 +171,6 @@ class RewardModel:
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
                 out.update({t: v.clone() for t, v in zip(chunk, pooled, strict=True)})
         return out
-
-    def _tokens(self, text: str, keep_end: bool) -> list[int]:
-        """Token ids of `text`: its last PROMPT_TOKENS (`keep_end`, a prompt) or first REPLY_TOKENS (a
-        reply, which starts with a space as it would after 'Counselor:')."""
-        if keep_end:
-            return self.tokenizer(text, add_special_tokens=False).input_ids[-PROMPT_TOKENS:]
-        ids = self.tokenizer(" " + text.strip(), add_special_tokens=False).input_ids if text.strip() else []
-        return ids[:REPLY_TOKENS]
-
-    def _log_likelihoods(self, rows: dict[str, list[tuple[int, list[int]]]], out: list[float]) -> None:
-        """out[i] = log p(tail | prompt) summed over the tail's tokens, for every (i, tail) of every prompt
-        in `rows`; each prompt is read once and its KV cache shared by its tails (`CausalLM.score`)."""
-        prompts = sorted(rows)
-        for start in range(0, len(prompts), PROMPT_BATCH):
-            chunk = prompts[start : start + PROMPT_BATCH]
-            sums = self._scorer.score(
-                [self._tokens(p, keep_end=True) for p in chunk], [[t for _, t in rows[p]] for p in chunk]
-            )
-            for prompt, row in zip(chunk, sums, strict=True):
-                for (i, _), value in zip(rows[prompt], row, strict=True):
-                    out[i] = value
-
-    def likelihood_gains(
-        self, contexts: Sequence[Sequence[Turn]], replies: Sequence[str]
-    ) -> list[tuple[float, float]]:
-        """(sum, mean) over each reply's tokens of log p(token | the dialogue's last turns) minus log p(token
-        | BASELINE_PROMPT): how much more likely the conversation makes the reply (pointwise mutual
-        information). (0, 0) for a blank reply or with `cfg.likelihood_turns` 0."""
-        if not self.cfg.likelihood_turns:
-            return [(0.0, 0.0)] * len(replies)
-        tails = {r: self._tokens(r, keep_end=False) for r in set(replies)}
-        distinct = [r for r in sorted(tails) if tails[r]]
-        given, alone = [0.0] * len(replies), [0.0] * len(distinct)
-        by_prompt: dict[str, list[tuple[int, list[int]]]] = {}
-        for i, (context, reply) in enumerate(zip(contexts, replies, strict=True)):
-            if tails[reply]:
-                prompt = dialogue_prompt(context, self.cfg.likelihood_turns)
-                by_prompt.setdefault(prompt, []).append((i, tails[reply]))
-        self.lm.eval()
-        self._log_likelihoods(by_prompt, given)
-        for start in range(0, len(distinct), TAIL_BATCH):
-            self._log_likelihoods(
-                {
-                    BASELINE_PROMPT: [
-                        (start + j, tails[r]) for j, r in enumerate(distinct[start : start + TAIL_BATCH])
-                    ]
-                },
-                alone,
-            )
-        baseline = dict(zip(distinct, alone, strict=True))
-        return [
-            (given[i] - baseline[r], (given[i] - baseline[r]) / len(tails[r])) if tails[r] else (0.0, 0.0)
-            for i, r in enumerate(replies)
-        ]
 
     def features(
         self,

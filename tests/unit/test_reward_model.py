@@ -15,7 +15,7 @@ from esc.future_labels import future_labels
 from esc.schemas import Dialogue, Scenario, Survey, Turn
 from jobs import UsageError
 from jobs.train_rm import run_train_rm
-from learner.reward_model import BASELINE_PROMPT, RewardModel, dialogue_prompt
+from learner.reward_model import RewardModel
 from learner.rm_data import (
     GENERIC_REPLIES,
     NEGATIVE_KINDS,
@@ -25,6 +25,7 @@ from learner.rm_data import (
     ranking_pairs,
     simulated_examples,
 )
+from learner.rm_likelihood import BASELINE_PROMPT, dialogue_prompt
 
 TOPICS = ("exam", "boss", "sister", "rent", "landlord", "coach", "thesis", "neighbour", "dentist", "visa")
 
