@@ -1,4 +1,5 @@
-# Two entry points: `make run` and `make test`. Both create .venv and install on first use.
+# Two entry points: `make run` and `make test` (`make test-unit` runs the fast tier alone). All create
+# .venv and install on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # This machine class ships a CPU build of torch 2.13.0 on local disk; elsewhere pick your build here.
@@ -6,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MODEL_STAMP := $(VENV)/.model-ready
 
-.PHONY: run test install model lint clean docs
+.PHONY: run test test-unit install model lint clean docs
 
 install: $(STAMP)
 
@@ -43,9 +44,15 @@ run: model
 	$(VENV)/bin/rlff run --config configs/local.yaml $(RUN_SETS)
 	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json, sft/report.json)"
 
+# Every tier (unit, integration, e2e; gpu skips itself without CUDA). tests/README.md lists the tiers.
 test: model
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q --durations=10
+
+# The fast tier alone: no Ray, no real model, under a minute on 2 cores. It needs the model cache all
+# the same: the in-process tiny-random model borrows the embedded model's tokenizer.
+test-unit: model
+	$(VENV)/bin/pytest -q -m unit
 
 # Reference pages generated from the code (a test checks they are up to date).
 docs: $(STAMP)

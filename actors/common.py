@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
+from esc import placement
 from esc.config import RunConfig
 
 
 def actor_setup(config: dict[str, Any], role: str) -> RunConfig:
-    """Validate the run config an actor was given (a plain dict), apply its torch threads and lower its
-    CPU priority by `actors.<role>.nice` (on a small machine the learner then wins contended cores)."""
+    """Validate the run config an actor was given (a plain dict) and apply the process side of
+    `actors.<role>` (`esc.placement.apply`: torch threads; a raised niceness, so on a small machine the
+    learner wins contended cores)."""
     run = RunConfig.model_validate(config)
-    actor = getattr(run.actors, role)
-    if actor.torch_threads:
-        import torch
-
-        torch.set_num_threads(actor.torch_threads)
-    if actor.nice:
-        os.nice(actor.nice)  # raising niceness needs no privilege; Ray starts workers at 15, capped at 19
+    placement.apply(getattr(run.actors, role))
     return run
 
 

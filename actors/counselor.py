@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from typing import Any
 
 from actors.common import Throughput, actor_setup
 from esc.backends import BackendError, BackendPool
 from esc.roles import Counselor as CounselorRole
+from esc.roles import CounselorOutput
 from esc.schemas import Turn
 from esc.weights import latest
 
@@ -51,22 +53,13 @@ class Counselor:
         await asyncio.to_thread(self._load, version, source)
         return version
 
-    async def respond(self, history: list[dict], seed: int | None = None) -> dict:
-        """Reply to `history`: {turn, raw, well_formed, completion_tokens, policy_version, prompt_ids,
-        token_ids, token_logprobs} (the last three empty for crisis replies and backends without them)."""
-        output = await self.counselor.respond([Turn.model_validate(t) for t in history], seed=seed)
-        version = output.weights_version
-        generation = output.generation
-        return {
-            "prompt_ids": list(generation.prompt_ids) if generation else [],
-            "token_ids": list(generation.token_ids) if generation else [],
-            "token_logprobs": list(generation.token_logprobs) if generation else [],
-            "turn": output.turn.model_dump(),
-            "raw": output.raw,
-            "well_formed": output.well_formed,
-            "completion_tokens": output.completion_tokens,
-            "policy_version": self.weights_version() if version is None else version,
-        }
+    async def respond(self, history: list[Turn], seed: int | None = None) -> CounselorOutput:
+        """Reply to `history`: the role's `CounselorOutput`, its `weights_version` always set (a crisis
+        reply, written without the model, carries the version being served)."""
+        output = await self.counselor.respond(list(history), seed=seed)
+        if output.weights_version is None:
+            output = replace(output, weights_version=self.weights_version())
+        return output
 
     def weights_version(self) -> int:
         return getattr(self.backend, "weights_version", 0)

@@ -101,12 +101,20 @@ class ReplayStore:
     """
 
     def __init__(
-        self, path: str | Path, capacity: int = 100_000, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+        self,
+        path: str | Path,
+        capacity: int = 100_000,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        nice: int = 0,
     ) -> None:
+        """`nice`: raise this process's niceness (`actors.store.nice`, where the store is an actor)."""
         if not isinstance(capacity, int) or capacity <= 0:
             raise ValueError(f"capacity must be a positive int, got {capacity!r}")
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        if nice:
+            os.nice(nice)
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.file = self.path / "store.sqlite"

@@ -19,13 +19,12 @@ import itertools
 import os
 import time
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
 from actors.common import actor_setup
 from esc.episode import Roles, future_reward, run_episode
 from esc.metrics import interactive_summary
-from esc.roles import FALLBACK_ANSWER, JudgeResult, malformed_reason, used_fallback
+from esc.roles import FALLBACK_ANSWER, CounselorOutput, JudgeResult, malformed_reason, used_fallback
 from esc.schemas import Candidate, CandidateGroup, Context, Scenario, Turn
 
 FULL_BACKOFF_S = (0.05, 2.0)  # first and largest wait while the store reports 'full'
@@ -57,9 +56,8 @@ class RemoteSeeker(_Spread):
 
 
 class RemoteCounselor(_Spread):
-    async def respond(self, history: list[Turn], seed: int | None = None) -> SimpleNamespace:
-        out = await self.next().respond.remote([t.model_dump() for t in history], seed)
-        return SimpleNamespace(**{**out, "turn": Turn.model_validate(out["turn"])})
+    async def respond(self, history: list[Turn], seed: int | None = None) -> CounselorOutput:
+        return await self.next().respond.remote(list(history), seed)
 
 
 class RemoteJudge(_Spread):
@@ -305,7 +303,7 @@ class RolloutWorker:
         )
 
     @staticmethod
-    def _candidate(out: SimpleNamespace, fut) -> Candidate:
+    def _candidate(out: CounselorOutput, fut) -> Candidate:
         extra = {}
         if fut is not None:
             extra = {
@@ -314,15 +312,16 @@ class RolloutWorker:
                 "verdict": fut.verdict,
                 "future": fut.future,
             }
+        generation = out.generation
         return Candidate(
             text=out.turn.text,
             raw=out.raw,
             reasoning=out.turn.reasoning,
             well_formed=out.well_formed,
-            policy_version=out.policy_version,
-            prompt_ids=tuple(out.prompt_ids),
-            token_ids=tuple(out.token_ids),
-            token_logprobs=tuple(out.token_logprobs),
+            policy_version=out.weights_version,
+            prompt_ids=generation.prompt_ids if generation else (),
+            token_ids=generation.token_ids if generation else (),
+            token_logprobs=generation.token_logprobs if generation else (),
             **extra,
         )
 

@@ -56,7 +56,7 @@ def ours(iterations: int) -> list[float]:
     from esc.config import LearnerConfig
     from esc.models import load_model
     from learner.loop import Learner
-    from learner.policy import candidate
+    from learner.policy import candidate, candidate_group
 
     model, tokenizer = load_model("smollm2-135m")
     lm = CausalLM(model, tokenizer, PrefixCache())  # as in the rollout actors' hf backend
@@ -77,12 +77,8 @@ def ours(iterations: int) -> list[float]:
             for i in range(G)
         ]
         outs = lm.decode([ids] * G, params)
-        record = {
-            "id": str(step),
-            "context": [{"role": "seeker", "text": SITUATIONS[step % len(SITUATIONS)]}],
-            "candidates": [candidate(o) for o in outs],
-            "policy_version": learner.version,
-        }
+        candidates = [candidate(o, version=learner.version) for o in outs]
+        record = candidate_group(str(step), SITUATIONS[step % len(SITUATIONS)], candidates, learner.version)
         learner.update(lambda n, r=record: [r], lambda version, state: None, 1)
         seconds.append(time.perf_counter() - started)
     return seconds

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from esc.config_placement import Placement
 from esc.config_roles import (  # noqa: F401  (re-exported: the roles' sections are part of the config)
     BackendKind,
     CounselorConfig,
@@ -86,7 +87,6 @@ class RolloutConfig(Section):
 
     group_size: int = Field(4, ge=2, le=64, description="G: candidate replies per context for GRPO.")
     max_staleness: int = Field(1, ge=0, le=100, description="Most policy versions a sample may lag.")
-    num_workers: int = Field(1, gt=0, le=256, description="RolloutWorker actors.")
     in_flight: int = Field(4, gt=0, le=1024, description="Contexts one worker works on at once.")
     max_generating: int | None = Field(
         None,
@@ -101,35 +101,30 @@ class RolloutConfig(Section):
     )
 
 
-class ActorConfig(Section):
+class ActorConfig(Placement):
     """Ray placement and fault tolerance of one actor role."""
 
-    num_cpus: float = Field(
-        0.0, ge=0.0, description="CPUs Ray reserves; 0 lets roles share a small machine without starving."
-    )
-    num_gpus: float = Field(0.0, ge=0.0, description="GPUs Ray reserves for each replica.")
-    replicas: int = Field(1, gt=0, le=256, description="Copies of this role; requests spread over them.")
     max_restarts: int = Field(3, ge=-1, description="Restarts after a crash (-1: unlimited).")
     max_concurrency: int = Field(64, gt=0, description="Requests one replica serves at once.")
-    torch_threads: int | None = Field(
-        None, gt=0, description="torch threads inside the actor; None: Ray's, one per reserved CPU (min 1)."
-    )
-    nice: int = Field(
-        0,
-        ge=0,
-        le=19,
-        description="Added to the actor's niceness: CPU the learner's critical path needs comes first.",
-    )
 
 
 class ActorsConfig(Section):
-    """Placement of every actor role."""
+    """Placement of every actor role (`rollout_worker.replicas`: how many rollout workers)."""
 
     seeker: ActorConfig = ActorConfig()
     counselor: ActorConfig = ActorConfig()
     judge: ActorConfig = ActorConfig()
     rollout_worker: ActorConfig = ActorConfig(max_concurrency=8)
     store: ActorConfig = ActorConfig(max_concurrency=1)
+
+    @model_validator(mode="after")
+    def _one_store(self) -> ActorsConfig:
+        if self.store.replicas != 1 or self.store.torch_threads is not None:
+            raise ValueError(
+                "actors.store takes replicas 1 and no torch_threads: one store holds a run's records"
+                " and runs no model"
+            )
+        return self
 
 
 class StoreConfig(Section):
@@ -171,13 +166,8 @@ class ServeConfig(Section):
     )
     host: str = Field("127.0.0.1", description="Bind address; loopback unless you mean to expose it.")
     port: int = Field(8000, gt=0, lt=65536, description="TCP port.")
-    replicas: int = Field(1, gt=0, le=64, description="Serve replicas, each with its own copy of the policy.")
-    num_cpus: float = Field(
-        0.0, ge=0.0, description="CPUs Ray reserves per replica (0 shares a small machine)."
-    )
-    num_gpus: float = Field(0.0, ge=0.0, description="GPUs Ray reserves per replica.")
-    torch_threads: int | None = Field(
-        None, gt=0, description="torch threads per replica; None: one per CPU of the machine."
+    placement: Placement = Field(
+        Placement(), description="Serve replicas, each with its own copy of the policy, and their resources."
     )
     max_ongoing_requests: int = Field(32, gt=0, description="Requests one replica holds at once.")
     max_batch_size: int = Field(8, gt=0, le=256, description="Most requests a replica decodes together.")
@@ -261,6 +251,13 @@ class RunConfig(Section):
             update={"path": str(Path(self.store.path).resolve()) if self.store.path else None}
         )
         return self.model_copy(update={"runs_dir": str(Path(self.runs_dir).resolve()), "store": store})
+
+    def replace(self, section: str, **changes: Any) -> RunConfig:
+        """This config with fields of one section changed, validated as a loaded config is (how code
+        changes a config: never through override strings)."""
+        data = self.model_dump()
+        data[section] = {**data[section], **changes}
+        return RunConfig.model_validate(data)
 
     def write_resolved(self) -> Path:
         """Write the resolved config to runs/<name>/config.json and return that path."""

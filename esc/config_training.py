@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from esc.config_placement import Placement
 from esc.config_roles import Section
 
 
@@ -65,9 +66,13 @@ class RewardModelConfig(Section):
 class LearnerConfig(Section):
     """The learner (reward model and GRPO policy updates)."""
 
+    placement: Placement = Field(
+        Placement(num_cpus=1.0), description="Ray Train workers (data-parallel replicas) and their resources."
+    )
     strategy: Literal["ddp", "deepspeed"] = Field("ddp", description="ddp: gloo/nccl DDP; deepspeed: ZeRO.")
     lr: float = Field(1e-6, gt=0.0, lt=1.0, description="Policy learning rate.")
     batch_size: int = Field(4, gt=0, description="Candidate groups per policy update.")
+    micro_batch: int = Field(4, gt=0, description="Rows per forward/backward pass; gradients accumulate.")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO clip range of the importance ratio.")
     is_cap: float = Field(2.0, ge=1.0, description="Cap of the truncated behaviour importance weight.")
@@ -79,8 +84,6 @@ class LearnerConfig(Section):
     safety_weight: float = Field(1.0, ge=0.0, description="Penalty for a reply the safety check flags.")
     lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) of the policy; 0 trains every weight.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")
-    num_workers: int = Field(1, gt=0, description="Ray Train workers (data-parallel replicas).")
-    use_gpu: bool = Field(False, description="Ray Train workers take a GPU each.")
     zero_stage: int = Field(
         2, ge=0, le=3, description="DeepSpeed ZeRO stage (strategy deepspeed; 0-2 publish)."
     )
@@ -88,8 +91,6 @@ class LearnerConfig(Section):
         "filesystem",
         description="How new weights reach counselors: runs/<name>/weights, or Ray's object store.",
     )
-    cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each Ray Train worker.")
-    torch_threads: int | None = Field(None, gt=0, description="torch threads per learner worker.")
     max_tokens: int = Field(384, gt=8, le=16384, description="Most prompt + completion tokens per sample.")
     checkpoint_every: int = Field(2, gt=0, description="Save learner state every K policy updates.")
     max_updates: int = Field(8, gt=0, description="Policy updates before the run stops.")
@@ -97,6 +98,11 @@ class LearnerConfig(Section):
         "async", description="async: rollouts and updates overlap; sync: generate, then train, alternately."
     )
     sample_timeout_s: float = Field(600.0, gt=0.0, description="Longest wait for a batch from the store.")
+
+    @property
+    def use_gpu(self) -> bool:
+        """Whether the learner's workers run on GPUs: `placement.num_gpus` > 0."""
+        return self.placement.num_gpus > 0
 
 
 class SFTConfig(Section):

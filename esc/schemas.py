@@ -109,9 +109,12 @@ class Candidate(_Strict):
 class CandidateGroup(_Strict):
     """G candidate replies to one context: the unit the replay store holds and GRPO learns from.
 
-    Invariants: `id` is deterministic for (run, context, policy version), so a retried or resumed
-    worker re-creates the same id and the store keeps one copy; `policy_version` is the version that
-    wrote every candidate (groups never mix versions); `created_at` is Unix seconds.
+    Invariants: `id` is deterministic for (run, context, the version served when the group started),
+    so a retried or resumed worker re-creates the same id and the store keeps one copy. Each candidate
+    carries the version that wrote it; when new weights arrive while a group is being written, its
+    candidates can differ, and `policy_version` is the oldest of them (what staleness is counted
+    from). `created_at` is Unix seconds. The store keeps `model_dump()` as msgpack and the learner
+    validates what it samples back into this type.
     """
 
     id: str = Field(min_length=1)

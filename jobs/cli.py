@@ -22,10 +22,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlff", description="RLFF-ESC: train and serve ESC counselors.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_config(commands: argparse._SubParsersAction) -> None:
     config = commands.add_parser("config", help="inspect configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = config_commands.add_parser("show", help="print the resolved config as JSON")
@@ -33,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser("reference", help="print the configuration reference (Markdown)")
     config_commands.add_parser("metrics", help="print the metrics glossary (Markdown)")
 
+
+def _add_chat(commands: argparse._SubParsersAction) -> None:
     chat = commands.add_parser("chat", help="talk to the counselor in the terminal")
     _add_config_args(chat)
     chat.add_argument("--model", help="counselor model spec (overrides counselor.model)")
@@ -40,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--demo", action="store_true", help="run a short scripted exchange")
     chat.add_argument("--show-reasoning", action="store_true", help="also print the counselor's reasoning")
 
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="interactive SR/AT evaluation plus reference quality")
     _add_config_args(evaluate)
     evaluate.add_argument(
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--references", help="dialogues for BLEU/ROUGE/Distinct (default: the scenarios)")
     evaluate.add_argument("--out", help="write the JSON report here (default: runs/<name>/evaluate.json)")
 
+
+def _add_judge_check(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser("judge-check", help="measure the judge against ESConv survey outcomes")
     _add_config_args(check)
     check.add_argument(
@@ -66,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--limit", type=int, default=50, help="number of dialogues")
     check.add_argument("--out", help="write the JSON report here (default: runs/<name>/judge-check.json)")
 
+
+def _add_collect(commands: argparse._SubParsersAction) -> None:
     collect = commands.add_parser("collect", help="phase 1 on Ray: candidate groups with future rewards")
     _add_config_args(collect)
     collect.add_argument(
@@ -73,12 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     collect.add_argument("--limit", type=int, default=8, help="number of contexts")
 
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="the online loop: actors, store, learner on Ray Train")
     _add_config_args(run)
     run.add_argument(
         "--resume", metavar="RUN_DIR", help="continue runs/<name> (its saved config, store, checkpoint)"
     )
 
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
     serving = commands.add_parser("serve", help="the OpenAI-compatible counselor endpoint and the dashboard")
     _add_config_args(serving)
     serving.add_argument(
@@ -88,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow", action="store_true", help="switch to each version the run's learner publishes"
     )
 
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
     trainer = commands.add_parser(
         "train", help="offline phases: reward model, SFT baseline, GRPO on the store"
     )
@@ -95,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--stage", required=True, choices=["rm", "sft", "policy"], help="what to train")
     trainer.add_argument("--out", help="output folder (rm: runs/<name>/reward_model, sft: runs/<name>/sft)")
 
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report", help="docs/results.md from a run: base model vs SFT vs RLFF on held-out contexts"
     )
@@ -118,14 +131,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, default=0, help="also run N interactive episodes for base and final"
     )
 
+
+def _add_prepare(commands: argparse._SubParsersAction) -> None:
     prepare = commands.add_parser("prepare", help="cache the embedded model as safetensors (once)")
     prepare.add_argument("--model", default="smollm2-135m", help="model spec to prepare")
 
+
+def _add_data(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="inspect datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     stats = data_commands.add_parser("stats", help="dialogue counts per split, emotions, problems")
     stats.add_argument("spec", help="builtin | esconv:PATH[#split] | extes:PATH[#split]")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `rlff` parser: one subcommand per `_add_*` function, listed in `--help` in this order."""
+    parser = argparse.ArgumentParser(prog="rlff", description="RLFF-ESC: train and serve ESC counselors.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_config,
+        _add_chat,
+        _add_evaluate,
+        _add_judge_check,
+        _add_collect,
+        _add_run,
+        _add_serve,
+        _add_train,
+        _add_report,
+        _add_prepare,
+        _add_data,
+    ):
+        add(commands)
     return parser
 
 

@@ -10,57 +10,27 @@ import json
 import sys
 import time
 
-import ray
 from tqdm import tqdm
 
 from esc.config import RunConfig
 from esc.contexts import dialogue_context
 from esc.data import load_dialogues
+from esc.schemas import Context
 from jobs import UsageError
-from jobs.launcher import init_ray, report_restarts, start_actors
-
-WATCH_EVERY_S = 3.0  # how often the driver checks actors for deaths and restarts while it waits
-PROBE_TIMEOUT_S = 10.0
-
-
-def _numbered(role: str, handles: list) -> list[tuple[str, object]]:
-    return [(f"{role}-{i}", h) for i, h in enumerate(handles)]
-
-
-def driver_metrics(system, total: int, restarts: int, pids: dict[str, int | None]) -> int | None:
-    """Record the driver's view of the run (`pids`: the latest `system.pids()` probe) and return how
-    many contexts the workers have finished; None when an actor is restarting and did not answer in
-    time (the next probe will)."""
-    try:
-        store = ray.get(system.store.stats.remote(), timeout=PROBE_TIMEOUT_S)
-        workers = ray.get([w.stats.remote() for w in system.workers], timeout=PROBE_TIMEOUT_S)
-        roles = {name: h for name, hs in system.roles().items() for name, h in _numbered(name, hs)}
-        rates = ray.get([h.throughput.remote() for h in roles.values()], timeout=PROBE_TIMEOUT_S)
-    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
-        return None
-    finished = sum(w["done"] for w in workers)
-    metrics = {
-        "store_size": store["total"],
-        "store_unconsumed": store["unconsumed"],
-        "queue_depth": max(0, total - finished),
-        "actor_restarts": restarts,
-        "actors_down": sum(pid is None for pid in pids.values()),
-    }
-    metrics["role_tokens_per_s"] = {
-        name: round(r["tokens"] / r["elapsed_s"], 2) for name, r in zip(roles, rates) if r["elapsed_s"] > 0
-    }
-    elapsed = max(w["elapsed_s"] for w in workers)
-    if elapsed > 0:
-        metrics["tokens_per_s"] = sum(w["completion_tokens"] for w in workers) / elapsed
-    system.hub.record.remote("driver", metrics)
-    return finished
+from jobs.driver import Watch, get
+from jobs.launcher import init_ray, start_actors
 
 
 def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
     if limit <= 0:
         raise UsageError("--limit must be a positive number of contexts")
-    # Phase 1 labels every candidate; rollout.future_fraction is for the online loop only.
-    config = config.model_copy(update={"rollout": config.rollout.model_copy(update={"future_fraction": 1.0})})
+    if config.rollout.future_fraction < 1.0:  # phase 1 labels every candidate; the fraction is for `rlff run`
+        print(
+            f"collect: every candidate gets a simulated future (rollout.future_fraction"
+            f" {config.rollout.future_fraction} applies to rlff run only)",
+            flush=True,
+        )
+        config = config.replace("rollout", future_fraction=1.0)
     spec = data_spec or config.data.scenarios
     contexts = [dialogue_context(d, config.seed) for d in load_dialogues(spec, seed=config.seed)[:limit]]
     config.write_resolved()
@@ -68,46 +38,19 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
     started = time.perf_counter()
     system = start_actors(config)
     print(f"actors ready in {time.perf_counter() - started:.1f} s; store {config.store_dir()}", flush=True)
-    pids = system.pids()
-    print("actor pids: " + json.dumps(pids), flush=True)
-    workers = system.workers
-    chunks = [contexts[i :: len(workers)] for i in range(len(workers))]
-    pending = {
-        w.collect.remote([c.model_dump() for c in chunk]): len(chunk) for w, chunk in zip(workers, chunks)
-    }
-    totals = {"stored": 0, "duplicate": 0, "skipped": 0, "stopped": 0}
-    work_started = time.perf_counter()
-    restarts = 0
-    with tqdm(total=len(contexts), desc="contexts") as bar:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=WATCH_EVERY_S)
-            if not done:
-                now = system.pids(pids)
-                lines, restarted = report_restarts(pids, now)
-                for line in lines:
-                    tqdm.write(line, file=sys.stderr)
-                restarts += restarted
-                pids = now
-                finished = driver_metrics(system, len(contexts), restarts, now)
-                if finished is not None:
-                    bar.update(max(0, min(finished, bar.total) - bar.n))
-            for ref in done:
-                for key, value in ray.get(ref, timeout=60).items():
-                    totals[key] += value
-                pending.pop(ref)
-        bar.update(bar.total - bar.n)
-    seconds = time.perf_counter() - work_started
-    driver_metrics(system, len(contexts), restarts, pids)
-    stats = ray.get([w.stats.remote() for w in workers], timeout=60)
-    store = ray.get(system.store.stats.remote(), timeout=60)
+    print("actor pids: " + json.dumps(system.pids()), flush=True)
+    watch = Watch(system, len(contexts), say=lambda line: tqdm.write(line, file=sys.stderr))
+    seconds = _collect(system, contexts, watch)
+    stats = get([w.stats.remote() for w in system.workers])
+    store = get(system.store.stats.remote())
     tokens = sum(s["completion_tokens"] for s in stats)
     labels: dict[int, int] = {}
     for s in stats:
         for label, count in s["labels"].items():
             labels[int(label)] = labels.get(int(label), 0) + count
     print(
-        f"groups: {totals['stored']} stored, {totals['skipped']} already there,"
-        f" {totals['duplicate']} duplicate"
+        f"groups: {watch.totals['stored']} stored, {watch.totals['skipped']} already there,"
+        f" {watch.totals['duplicate']} duplicate"
     )
     print(f"store: {store['total']} records ({store['unconsumed']} unconsumed) at {config.store_dir()}")
     edges = config.future.class_edges
@@ -121,5 +64,24 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
     )
     print(f"took {seconds:.1f} s; counselor {tokens / seconds if seconds else 0:.1f} tokens/s")
     print(f"metrics: {config.run_dir() / 'metrics.jsonl'}")
-    ray.get([system.store.close.remote(), system.hub.close.remote()], timeout=60)
+    get([system.store.close.remote(), system.hub.close.remote()])
     return 0
+
+
+def _collect(system, contexts: list[Context], watch: Watch) -> float:
+    """Split `contexts` over the workers, wait for them with a progress bar; returns the seconds taken
+    (outcome counts in `watch.totals`)."""
+    workers, started = system.workers, time.perf_counter()
+    chunks = [contexts[i :: len(workers)] for i in range(len(workers))]
+    pending = {w.collect.remote([c.model_dump() for c in chunk]) for w, chunk in zip(workers, chunks)}
+    with tqdm(total=len(contexts), desc="contexts") as bar:
+        while pending:
+            for ref in watch.wait(list(pending)):
+                watch.count(ref)
+                pending.remove(ref)
+            if watch.finished is not None:
+                bar.update(max(0, min(watch.finished, bar.total) - bar.n))
+        bar.update(bar.total - bar.n)
+    seconds = time.perf_counter() - started
+    watch.probe()  # the driver's last view of the run, for the metrics
+    return seconds

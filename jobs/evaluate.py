@@ -12,7 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from esc.backends import BackendPool
-from esc.config import RunConfig, build_config
+from esc.config import RunConfig
 from esc.contexts import dialogue_context
 from esc.data import load_dialogues
 from esc.episode import Episode, Roles, run_episode
@@ -98,7 +98,7 @@ def run_evaluate(
             raise UsageError(
                 f"policy {policy} is not a model folder with config.json; use 'base' or a checkpoint"
             )
-        config = build_config(config.model_dump(), [f"counselor.model={policy}"])
+        config = config.replace("counselor", model=str(policy))
     out_path = writable_output(out or config.run_dir() / "evaluate.json")
     config.write_resolved()
     scenarios = scenarios or config.data.scenarios

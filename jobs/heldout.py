@@ -36,9 +36,11 @@ from esc.learning import (
 )
 from esc.metrics import rouge_l_each
 from esc.parsing import parse_counselor
+from esc.roles import CounselorOutput
 from esc.safety import check_message
 from esc.schemas import Context
 from jobs import UsageError
+from jobs.driver import get
 
 HELDOUT_TIMEOUT_S = 1800.0  # one point's replies; the counselors share the machine with the rollouts
 
@@ -85,17 +87,17 @@ class Scorer:
         self.rm = RewardModel.load(reward_model)
         self.tokenizer = load_tokenizer(config.counselor.model)
 
-    def rows(self, contexts: list[Context], replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def rows(self, contexts: list[Context], replies: list[CounselorOutput]) -> list[dict[str, Any]]:
         """Context rows (`esc.learning.context_row`) from `replies`: G per context, context-major, each
-        a counselor reply {turn: {text}, raw, policy_version} as `Counselor.respond` returns it."""
+        a counselor actor's output (its `weights_version` set)."""
         from learner.loop import grpo_reward
 
         g = samples_per_context(self.config)
         if len(replies) != len(contexts) * g:
             raise ValueError(f"expected {len(contexts) * g} held-out replies, got {len(replies)}")
         owners = [c for c in contexts for _ in range(g)]
-        answers = [r["turn"]["text"] for r in replies]
-        raws = [r["raw"] for r in replies]
+        answers = [r.turn.text for r in replies]
+        raws = [r.raw for r in replies]
         intensities = [c.scenario.initial_intensity for c in owners]
         rm = self.rm.score([c.turns for c in owners], answers, intensities)
         lc = self.config.learner
@@ -107,7 +109,7 @@ class Scorer:
             {
                 "answer": answer,
                 "raw": raw,
-                "version": int(reply["policy_version"]),
+                "version": int(reply.weights_version or 0),
                 "well_formed": parse_counselor(raw).well_formed,
                 "reward": float(parts.reward[k]),
                 "rm_score": float(parts.rm_score[k]),
@@ -168,16 +170,14 @@ class Heldout:
             )
 
     def _serving(self) -> int:
-        return ray.get(self.system.counselor[0].weights_version.remote(), timeout=60)
+        return get(self.system.counselor[0].weights_version.remote())
 
     def point(self, expect_version: int | None = None) -> int:
         """Generate, score and record one point with whatever the counselors serve; returns its version."""
         started = time.perf_counter()
         g, counselors = samples_per_context(self.config), self.system.counselor
         refs = [
-            counselors[i % len(counselors)].respond.remote(
-                [t.model_dump() for t in c.turns], seed=sample_seed(self.config, i, j)
-            )
+            counselors[i % len(counselors)].respond.remote(list(c.turns), seed=sample_seed(self.config, i, j))
             for i, c in enumerate(self.contexts)
             for j in range(g)
         ]  # all at once, so the backends batch them; a context's G samples share one prompt-prefix cache
@@ -218,7 +218,7 @@ class Heldout:
         every = self.config.evaluation.every
         if not every or self.next is None or (self.thread is not None and self.thread.is_alive()):
             return
-        version = ray.get(self.system.gate.state.remote(), timeout=60)["version"]
+        version = get(self.system.gate.state.remote())["version"]
         if version < self.next:
             return
         self.next = version + every

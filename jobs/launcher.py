@@ -40,10 +40,12 @@ def init_ray(quiet: bool = False) -> None:
 
 
 def remote(cls: type, actor: ActorConfig, retries: bool = True):
-    """`cls` made remote with the placement and fault tolerance of one role."""
+    """`cls` made remote with the placement (Ray's side: CPUs, GPUs, custom resources) and fault
+    tolerance of one role; its `replicas` are started by the caller."""
     return ray.remote(cls).options(
         num_cpus=actor.num_cpus,
         num_gpus=actor.num_gpus,
+        resources=dict(actor.resources),
         max_restarts=actor.max_restarts,
         max_task_retries=-1 if retries and actor.max_restarts != 0 else 0,
         max_concurrency=actor.max_concurrency,
@@ -116,13 +118,19 @@ def report_restarts(before: dict[str, int | None], after: dict[str, int | None])
     return lines, restarted
 
 
+def start_store(config: RunConfig):
+    """The replay store actor of a run (`actors.store`, `store.capacity`), on its folder."""
+    place = config.actors.store
+    return remote(ReplayStore, place).remote(str(config.store_dir()), config.store.capacity, nice=place.nice)
+
+
 def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = True) -> ActorSystem:
     """Start store, role actors and rollout workers; return when every model has loaded (with `wait`;
     else at once, and `ActorSystem.wait_ready()` waits). With `staleness` (the online loop) a
     StalenessGate applies admission control to the workers."""
     plain = config.model_dump()
     a = config.actors
-    store = remote(ReplayStore, a.store).remote(str(config.store_dir()), config.store.capacity)
+    store = start_store(config)
     hub = remote(MetricsHub, ActorConfig(max_concurrency=1)).remote(
         str(config.run_dir() / "metrics.jsonl"), tensorboard=True, prometheus=True
     )
@@ -148,7 +156,7 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
     handles = system.roles()
     system.workers = [
         remote(RolloutWorker, a.rollout_worker).remote(plain, handles, store, f"worker-{i}", hub, system.gate)
-        for i in range(config.rollout.num_workers)
+        for i in range(a.rollout_worker.replicas)
     ]
     if wait:
         system.wait_ready()

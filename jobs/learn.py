@@ -1,17 +1,21 @@
 """The learner as a Ray Train job: every Ray Train worker runs `learner_loop`.
 
-Each worker loads the policy (DDP-wrapped by Ray Train when there are several workers, gloo on CPU),
-the reward model and, when `learner.kl_beta > 0`, a frozen reference; resumes from the newest
-checkpoint; then repeats `Learner.update` until `learner.max_updates` or until the staleness gate says
-the run is stopping. Records come from the replay store actor (each worker samples its own share, as
-consumer `learner-r<rank>`); rank 0 publishes each new version to `runs/<name>/weights`, waits for the
-counselor actors to load it, then moves the gate. Handles arrive in `train_loop_config`.
+Each worker builds its learner (`build_learner`: the policy, DDP-wrapped by Ray Train when there are
+several workers, gloo on CPU; the reward model; a frozen reference when `learner.kl_beta > 0`),
+resumes from the newest checkpoint, then repeats `Learner.update` until `learner.max_updates` or until
+the staleness gate says the run is stopping. Records come from the replay store (`StoreSampler`: each
+worker samples its own share, as consumer `learner-r<rank>`, validated back into `CandidateGroup`);
+rank 0 publishes each new version (`Publisher`: to `runs/<name>/weights` or through Ray's object
+store), waits for the counselor actors to load it, then moves the gate. Handles arrive in
+`train_loop_config`.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -20,15 +24,16 @@ import torch.distributed as dist
 from ray import train
 
 from actors.metrics_hub import METRICS
-from esc import weights
+from esc import placement, weights
 from esc.config import RunConfig
 from esc.models import load_model
+from esc.schemas import CandidateGroup
 from learner import checkpoint
 from learner.checkpoint import LearnerState
 from learner.loop import Learner
 from learner.lora import add_lora
 from learner.reward_model import RewardModel
-from learner.strategy import deepspeed_engine, unwrap
+from learner.strategy import EngineFactory, deepspeed_step, plain_step, unwrap
 
 CALL_TIMEOUT_S = 300.0  # every ray.get here: a store call, a weights load by the counselors
 POLL_S = 0.5  # how often a learner waiting for records asks the store again
@@ -43,23 +48,60 @@ def staleness(config: RunConfig) -> int:
     return 0 if config.learner.mode == "sync" else config.rollout.max_staleness
 
 
+@dataclass
+class Handles:
+    """The actors a learner worker talks to; `gate` is None offline (`rlff train --stage policy`)."""
+
+    store: Any
+    gate: Any
+    hub: Any
+    counselors: list
+
+    def stopping(self) -> bool:
+        return self.gate is not None and ray.get(self.gate.stopped.remote(), timeout=CALL_TIMEOUT_S)
+
+
 def learner_loop(loop_config: dict[str, Any]) -> None:
     config = RunConfig.model_validate(loop_config["config"])
-    store, gate, hub, counselors = (loop_config[k] for k in ("store", "gate", "hub", "counselors"))
-    lc = config.learner
+    handles = Handles(*(loop_config[k] for k in ("store", "gate", "hub", "counselors")))
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    if lc.torch_threads:
-        torch.set_num_threads(lc.torch_threads)
+    learner, model_files = build_learner(config, loop_config["reward_model"], rank, world)
+    updates = resume(config, learner, handles, rank)
+    sample = StoreSampler(config, learner, handles, f"learner-r{rank}")
+    publish = Publisher(config, handles, model_files, rank)
+    per_rank, lc = max(1, config.learner.batch_size // world), config.learner
+    with UpdateLog(config.run_dir() / "learner" / f"updates-r{rank}.jsonl") as log:
+        while updates < lc.max_updates and not handles.stopping():
+            before = len(learner.consumed)
+            try:
+                metrics = learner.update(sample, publish, per_rank)
+            except Stopping:
+                break
+            updates += 1
+            log.write(updates, learner.version, learner.consumed[before:])
+            if updates % lc.checkpoint_every == 0 or updates == lc.max_updates:
+                save_checkpoint(config, learner, updates, world, rank)
+            if handles.hub is not None and rank == 0:
+                handles.hub.record.remote("learner", {k: v for k, v in metrics.items() if k in METRICS})
+            train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    if handles.gate is not None and rank == 0:
+        ray.get(handles.gate.stop.remote(), timeout=CALL_TIMEOUT_S)  # the learner is done: rollouts may end
+
+
+def build_learner(config: RunConfig, reward_model: str, rank: int, world: int):
+    """This worker's `Learner` and the function that writes the model's config and tokenizer beside
+    each published version (the plain model's, before any LoRA wrapping)."""
+    lc = config.learner
+    placement.apply(lc.placement)
     torch.manual_seed(config.seed + rank)
     device = "cuda" if lc.use_gpu and torch.cuda.is_available() else "cpu"
     model, tokenizer = load_model(config.counselor.model, device=device, seed=config.seed)
     if lc.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    plain = model
 
-    plain = model  # the model before any LoRA wrapping: its config describes what is published
-
-    def model_files(folder) -> None:  # config + tokenizer beside each published version
+    def model_files(folder) -> None:
         plain.config.save_pretrained(folder)
         plain.generation_config.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
@@ -67,91 +109,124 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     if lc.lora_rank:
         model = add_lora(model, lc.lora_rank)
     reference = load_model(config.counselor.model, device=device)[0] if lc.kl_beta > 0 else None
-    reward = RewardModel.load(loop_config["reward_model"], device=device)
-    wrapped = model
-    if world > 1 and lc.strategy == "ddp":
-        wrapped = train.torch.prepare_model(model, move_to_device=False)
+    reward = RewardModel.load(reward_model, device=device)
     learner = Learner(
-        lc, wrapped, tokenizer.pad_token_id, reward.score, config.reward_model.weight, reference
+        lc,
+        model,
+        tokenizer.pad_token_id,
+        reward.score,
+        config.reward_model.weight,
+        reference,
+        engine=engine_factory(config, world),
     )
+    return learner, model_files
+
+
+def engine_factory(config: RunConfig, world: int) -> EngineFactory:
+    """DeepSpeed when `learner.strategy` asks for it; else plain torch, DDP-wrapped by Ray Train when
+    there are several workers."""
+    lc = config.learner
     if lc.strategy == "deepspeed":
-        learner.model = learner.engine = deepspeed_engine(model, learner.optimizer, lc, world)
-        wrapped = learner.model
-    consumer, updates = f"learner-r{rank}", 0
-    latest = checkpoint.latest(config.checkpoint_dir())
+        return deepspeed_step(lc, world)
+    if world > 1:
+        return plain_step(lc.max_grad_norm, lambda m: train.torch.prepare_model(m, move_to_device=False))
+    return plain_step(lc.max_grad_norm)
+
+
+def resume(config: RunConfig, learner: Learner, handles: Handles, rank: int) -> int:
+    """Restore the newest checkpoint (if any) into `learner`, hand this worker's unconsumed samples back
+    to the store, and (rank 0, online) rebase the gate on the restored version; returns updates done."""
+    updates, latest = 0, checkpoint.latest(config.checkpoint_dir())
     if latest is not None:
-        state = checkpoint.restore(latest, unwrap(wrapped), learner.optimizer)
+        state = checkpoint.restore(latest, unwrap(learner.model), learner.optimizer)
         learner.version, learner.consumed, updates = state.version, list(state.consumed), state.updates
-    requeued = ray.get(store.requeue.remote(consumer, learner.consumed), timeout=CALL_TIMEOUT_S)
-    if gate is not None and rank == 0:
-        stats = ray.get(store.stats.remote(), timeout=CALL_TIMEOUT_S)["by_kind"].get("group", {})
-        ray.get(gate.rebase.remote(learner.version, stats.get("unconsumed", 0)), timeout=CALL_TIMEOUT_S)
-    log_path = config.run_dir() / "learner" / f"updates-r{rank}.jsonl"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    session = f"{time.time():.0f}"
+    call = handles.store.requeue.remote(f"learner-r{rank}", learner.consumed)
+    requeued = ray.get(call, timeout=CALL_TIMEOUT_S)
+    if handles.gate is not None and rank == 0:
+        stats = ray.get(handles.store.stats.remote(), timeout=CALL_TIMEOUT_S)["by_kind"].get("group", {})
+        call = handles.gate.rebase.remote(learner.version, stats.get("unconsumed", 0))
+        ray.get(call, timeout=CALL_TIMEOUT_S)
     print(f"learner r{rank}: version {learner.version}, {updates} updates done, {requeued} records requeued")
+    return updates
 
-    def stopping() -> bool:
-        return gate is not None and ray.get(gate.stopped.remote(), timeout=CALL_TIMEOUT_S)
 
-    offline = gate is None  # `rlff train --stage policy`: learn from what the store holds, then stop
+class StoreSampler:
+    """`sample(n)` for `Learner.update`: n fresh groups from the replay store as `CandidateGroup`s.
+    Online it waits for workers to write them (up to `learner.sample_timeout_s`, raising `Stopping`
+    when the run stops meanwhile); offline it takes what the store holds and stops when it is empty."""
 
-    def sample(n: int) -> list[dict[str, Any]]:
-        bound, version = (10**9 if offline else staleness(config)), learner.version
+    def __init__(self, config: RunConfig, learner: Learner, handles: Handles, consumer: str):
+        self.config, self.learner, self.handles, self.consumer = config, learner, handles, consumer
+        self.offline = handles.gate is None
+
+    def __call__(self, n: int) -> list[CandidateGroup]:
+        store, timeout = self.handles.store, self.config.learner.sample_timeout_s
+        bound = 10**9 if self.offline else staleness(self.config)
+        version = self.learner.version
         ray.get(store.drop_stale.remote(version, bound), timeout=CALL_TIMEOUT_S)
-        deadline, records = time.monotonic() + lc.sample_timeout_s, []
+        deadline, records = time.monotonic() + timeout, []
         while len(records) < n:
-            call = store.sample.remote(n - len(records), version, bound, consumer, "group")
-            records += ray.get(call, timeout=CALL_TIMEOUT_S)
-            if offline and len(records) < n:
+            call = store.sample.remote(n - len(records), version, bound, self.consumer, "group")
+            records += [CandidateGroup.model_validate(r) for r in ray.get(call, timeout=CALL_TIMEOUT_S)]
+            if len(records) >= n:
+                break
+            if self.offline:
                 if not records:
                     raise Stopping
                 break
-            if len(records) < n:
-                if stopping():
-                    raise Stopping
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no {n} fresh groups in the store after {lc.sample_timeout_s:.0f} s")
-                time.sleep(POLL_S)
+            if self.handles.stopping():
+                raise Stopping
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {n} fresh groups in the store after {timeout:.0f} s")
+            time.sleep(POLL_S)
         return records
 
-    def publish(version: int, state: dict[str, torch.Tensor]) -> None:
-        if rank != 0:
+
+class Publisher:
+    """`publish(version, state)` for `Learner.update`: rank 0 sends the new weights to every counselor
+    (through runs/<name>/weights, or as one shared copy in Ray's object store with
+    `learner.publish=object_store`), waits until they serve it, then moves the gate."""
+
+    def __init__(self, config: RunConfig, handles: Handles, model_files, rank: int):
+        self.config, self.handles, self.model_files, self.rank = config, handles, model_files, rank
+
+    def __call__(self, version: int, state: dict[str, torch.Tensor]) -> None:
+        if self.rank != 0:
             return
-        if lc.publish == "object_store":  # one shared copy in the object store, no shared disk needed
+        counselors = self.handles.counselors
+        if self.config.learner.publish == "object_store":
             data = ray.put(weights.to_bytes(state))
-            ray.get([c.load_weights.remote(version, data) for c in counselors], timeout=CALL_TIMEOUT_S)
+            loads = [c.load_weights.remote(version, data) for c in counselors]
         else:
-            weights.publish(state, config.weights_dir(), version, model_files)
-            ray.get([c.load_weights.remote(version) for c in counselors], timeout=CALL_TIMEOUT_S)
-        if gate is not None:
-            ray.get(gate.set_version.remote(version), timeout=CALL_TIMEOUT_S)
-
-    per_rank = max(1, lc.batch_size // world)
-    with open(log_path, "a") as log:
-        while updates < lc.max_updates and not stopping():
-            before = len(learner.consumed)
-            try:
-                metrics = learner.update(sample, publish, per_rank)
-            except Stopping:
-                break
-            updates += 1
-            used = learner.consumed[before:]
-            log.write(
-                json.dumps({"update": updates, "version": learner.version, "session": session, "ids": used})
-            )
-            log.write("\n")
-            log.flush()
-            if updates % lc.checkpoint_every == 0 or updates == lc.max_updates:
-                _checkpoint(config, unwrap(wrapped), learner, updates, world, rank)
-            if hub is not None and rank == 0:
-                hub.record.remote("learner", {k: v for k, v in metrics.items() if k in METRICS})
-            train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    if gate is not None and rank == 0:
-        ray.get(gate.stop.remote(), timeout=CALL_TIMEOUT_S)  # the learner is done: rollouts may end
+            weights.publish(state, self.config.weights_dir(), version, self.model_files)
+            loads = [c.load_weights.remote(version) for c in counselors]
+        ray.get(loads, timeout=CALL_TIMEOUT_S)
+        if self.handles.gate is not None:
+            ray.get(self.handles.gate.set_version.remote(version), timeout=CALL_TIMEOUT_S)
 
 
-def _checkpoint(config: RunConfig, model, learner: Learner, updates: int, world: int, rank: int) -> None:
+class UpdateLog:
+    """runs/<name>/learner/updates-r<rank>.jsonl: one line per update with the ids it consumed (this
+    process's `session` tells a resumed run's lines apart)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.session = path, f"{time.time():.0f}"
+
+    def __enter__(self) -> UpdateLog:
+        self.file = open(self.path, "a")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def write(self, update: int, version: int, ids: list[str]) -> None:
+        line = {"update": update, "version": version, "session": self.session, "ids": ids}
+        self.file.write(json.dumps(line) + "\n")
+        self.file.flush()
+
+
+def save_checkpoint(config: RunConfig, learner: Learner, updates: int, world: int, rank: int) -> None:
     """Rank 0 saves the policy, optimizer and every rank's consumed ids (gathered)."""
     consumed = list(learner.consumed)
     if world > 1:
@@ -160,4 +235,4 @@ def _checkpoint(config: RunConfig, model, learner: Learner, updates: int, world:
         consumed = list(dict.fromkeys(rid for part in gathered for rid in (part or [])))
     if rank == 0:
         state = LearnerState(learner.version, updates, tuple(consumed))
-        checkpoint.save(config.checkpoint_dir(), model, learner.optimizer, state)
+        checkpoint.save(config.checkpoint_dir(), unwrap(learner.model), learner.optimizer, state)

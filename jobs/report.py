@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from esc.backends import BackendPool
-from esc.config import ConfigError, RunConfig, build_config, load_config
+from esc.config import ConfigError, RunConfig, load_config
 from esc.learning import METRIC_KEYS, point_estimates, pooled_distinct2
-from esc.roles import Counselor
+from esc.roles import Counselor, CounselorOutput
 from esc.schemas import Context
 from esc.stats import Estimate, mean_ci, paired_difference_ci
 from jobs import UsageError
@@ -34,9 +35,9 @@ JUDGE_CAVEAT = (
 )
 
 
-async def base_replies(config: RunConfig, contexts: list[Context]) -> list[dict[str, Any]]:
-    """The config's counselor, in process, on every (context, sample) with the held-out seeds; replies
-    shaped as the counselor actor's (`turn`, `raw`, `policy_version`)."""
+async def base_replies(config: RunConfig, contexts: list[Context]) -> list[CounselorOutput]:
+    """The config's counselor, in process, on every (context, sample) with the held-out seeds; each
+    reply as the counselor actor returns it (version 0)."""
     pool = BackendPool(seed=config.seed)
     counselor = Counselor.from_config(config, pool)
     g = samples_per_context(config)
@@ -48,7 +49,7 @@ async def base_replies(config: RunConfig, contexts: list[Context]) -> list[dict[
         )
     )
     await pool.close()
-    return [{"turn": o.turn.model_dump(), "raw": o.raw, "policy_version": 0} for o in outputs]
+    return [replace(o, weights_version=0) for o in outputs]
 
 
 def _cell(est: Estimate | dict[str, float], fmt: str, sign: bool = False) -> str:
@@ -102,9 +103,77 @@ def _evaluate(config: RunConfig, policy: str, episodes: int) -> dict[str, Any]:
     from jobs.evaluate import evaluate
 
     if policy != "base":
-        config = build_config(config.model_dump(), [f"counselor.model={policy}"])
+        config = config.replace("counselor", model=str(policy))
     spec = config.evaluation.heldout or config.data.scenarios
     return asyncio.run(evaluate(config, spec, episodes, []))
+
+
+def _load_run(run: Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any], list[dict], list[dict]]:
+    """(the run's config with `overrides`, its learning.json, the held-out rows of its SFT version and
+    of its final version). Raises UsageError when a file is missing or lacks those versions."""
+    try:
+        config = load_config(run / "config.json", overrides)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    learning_path = run / "learning.json"
+    if not learning_path.is_file():
+        raise UsageError(f"{run} has no learning.json; run `rlff run` with evaluation.heldout set first")
+    learning = json.loads(learning_path.read_text())
+    points = read_points(run / "heldout.jsonl")
+    sft, final = points.get(learning["base_version"]), points.get(learning["final_version"])
+    if not sft or not final:
+        raise UsageError(f"{run / 'heldout.jsonl'} lacks the points learning.json names")
+    return config, learning, sft, final
+
+
+def _in_context_order(
+    config: RunConfig, contexts: list[Context], sft: list[dict], final: list[dict]
+) -> tuple[list[dict], list[dict]]:
+    """`sft` and `final` rows sorted in the order of `contexts`, SFT rows of other contexts left out.
+    Raises UsageError when a final row's context is not among `contexts` (evaluation.heldout changed)."""
+    order = {c.id: k for k, c in enumerate(contexts)}
+    if any(r["id"] not in order for r in final):
+        raise UsageError(
+            f"evaluation.heldout {config.evaluation.heldout!r} no longer gives the run's held-out contexts;"
+            " point it at the same data with --set evaluation.heldout=SPEC"
+        )
+    sft = sorted((r for r in sft if r["id"] in order), key=lambda r: order[r["id"]])
+    return sft, sorted(final, key=lambda r: order[r["id"]])
+
+
+def _base_rows(
+    run: Path,
+    config: RunConfig,
+    base_config: RunConfig,
+    base_spec: str,
+    contexts: list[Context],
+    ids: list[str],
+) -> list[dict]:
+    """The base model (`base_config`'s counselor, `base_spec`) answers every context here, in process;
+    its replies are scored like the run's and the rows of the contexts in `ids` are returned."""
+    started = time.perf_counter()
+    print(
+        f"base model {base_spec}: {len(contexts)} contexts x {samples_per_context(config)} samples",
+        flush=True,
+    )
+    replies = asyncio.run(base_replies(base_config, contexts))
+    rows = [r for r in Scorer(config, run / "reward_model").rows(contexts, replies) if r["id"] in ids]
+    print(f"base model answered and was scored in {time.perf_counter() - started:.0f} s", flush=True)
+    return rows
+
+
+def _interactive_episodes(
+    run: Path, base_config: RunConfig, policies: dict[str, str], episodes: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """(label, report) of `episodes` interactive episodes per policy (label -> model spec or folder);
+    each report is also saved as interactive-<first word of the label>.json in the run folder."""
+    reports = []
+    for label, policy in policies.items():
+        print(f"interactive evaluation of {label}: {episodes} episodes", flush=True)
+        report = _evaluate(base_config, policy, episodes)
+        (run / f"interactive-{label.split()[0]}.json").write_text(json.dumps(report, indent=2) + "\n")
+        reports.append((label, report))
+    return reports
 
 
 def run_report(
@@ -118,40 +187,13 @@ def run_report(
 ) -> int:
     """CLI body: see the module docstring. Writes `out` (default docs/results.md)."""
     run = Path(folder)
-    try:
-        config = load_config(run / "config.json", overrides)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
-    learning_path = run / "learning.json"
-    if not learning_path.is_file():
-        raise UsageError(f"{run} has no learning.json; run `rlff run` with evaluation.heldout set first")
-    learning = json.loads(learning_path.read_text())
-    points = read_points(run / "heldout.jsonl")
-    sft, final = points.get(learning["base_version"]), points.get(learning["final_version"])
-    if not sft or not final:
-        raise UsageError(f"{run / 'heldout.jsonl'} lacks the points learning.json names")
+    config, learning, sft, final = _load_run(run, overrides)
     out_path = writable_output(out or "docs/results.md")
     base_spec = base or _base_model(run, config.counselor.model)
-    base_config = build_config(config.model_dump(), [f"counselor.model={base_spec}"])
+    base_config = config.replace("counselor", model=str(base_spec))
     contexts = heldout_contexts(base_config)
-    ids = [r["id"] for r in final]
-    by_id = {c.id: c for c in contexts}
-    if any(i not in by_id for i in ids):
-        raise UsageError(
-            f"evaluation.heldout {config.evaluation.heldout!r} no longer gives the run's held-out contexts;"
-            " point it at the same data with --set evaluation.heldout=SPEC"
-        )
-    order = {c.id: k for k, c in enumerate(contexts)}
-    sft = sorted((r for r in sft if r["id"] in order), key=lambda r: order[r["id"]])
-    final = sorted(final, key=lambda r: order[r["id"]])
-    started = time.perf_counter()
-    print(
-        f"base model {base_spec}: {len(contexts)} contexts x {samples_per_context(config)} samples",
-        flush=True,
-    )
-    replies = asyncio.run(base_replies(base_config, contexts))
-    base_rows = [r for r in Scorer(config, run / "reward_model").rows(contexts, replies) if r["id"] in ids]
-    print(f"base model answered and was scored in {time.perf_counter() - started:.0f} s", flush=True)
+    sft, final = _in_context_order(config, contexts, sft, final)
+    base_rows = _base_rows(run, config, base_config, base_spec, contexts, [r["id"] for r in final])
     columns = {
         f"base model ({base_spec})": base_rows,
         f"SFT cold start (v{learning['base_version']})": sft,
@@ -160,11 +202,8 @@ def run_report(
     reports = [(Path(p).stem, _read_report(p)) for p in interactive]
     if episodes:
         final_weights = config.weights_dir() / f"v{learning['final_version']}"
-        for label, policy in ((f"base model ({base_spec})", base_spec), ("RLFF final", str(final_weights))):
-            print(f"interactive evaluation of {label}: {episodes} episodes", flush=True)
-            report = _evaluate(base_config, policy, episodes)
-            (run / f"interactive-{label.split()[0]}.json").write_text(json.dumps(report, indent=2) + "\n")
-            reports.append((label, report))
+        policies = {f"base model ({base_spec})": base_spec, "RLFF final": str(final_weights)}
+        reports += _interactive_episodes(run, base_config, policies, episodes)
     text = results_markdown(command, config, learning, columns, reports)
     out_path.write_text(text)
     print(f"wrote {out_path}")

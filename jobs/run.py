@@ -21,19 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray
 from ray import train
 from ray.train.torch import TorchTrainer
 
-from actors.replay_store import ReplayStore
 from esc.config import ConfigError, RunConfig, load_config
 from esc.contexts import dialogue_context
 from esc.data import load_dialogues
 from jobs import UsageError
-from jobs.collect import WATCH_EVERY_S, driver_metrics
 from jobs.console import Progress, quiet_libraries
+from jobs.driver import Watch, get
 from jobs.heldout import Heldout
-from jobs.launcher import init_ray, remote, report_restarts, start_actors
+from jobs.launcher import init_ray, start_actors, start_store
 from jobs.learn import learner_loop, staleness
 from jobs.serve import check_port_free, start_endpoint
 from jobs.train_sft import cold_start
@@ -74,12 +72,15 @@ def reward_model_dir(config: RunConfig) -> Path:
 
 
 def _trainer(config: RunConfig, loop_config: dict[str, Any]) -> TorchTrainer:
-    lc = config.learner
+    place = config.learner.placement
+    resources = {"CPU": place.num_cpus, **place.resources}
+    if place.num_gpus:
+        resources["GPU"] = place.num_gpus
     return TorchTrainer(
         learner_loop,
         train_loop_config=loop_config,
         scaling_config=train.ScalingConfig(
-            num_workers=lc.num_workers, use_gpu=lc.use_gpu, resources_per_worker={"CPU": lc.cpus_per_worker}
+            num_workers=place.replicas, use_gpu=place.num_gpus > 0, resources_per_worker=resources
         ),
         run_config=train.RunConfig(
             name="learner", storage_path=str((config.run_dir() / "ray_train").resolve())
@@ -94,8 +95,8 @@ def run_offline_policy(config: RunConfig) -> int:
     rm_dir = reward_model_dir(config)
     config.write_resolved()
     init_ray()
-    store = remote(ReplayStore, config.actors.store).remote(str(config.store_dir()), config.store.capacity)
-    held = ray.get(store.stats.remote(), timeout=60)["unconsumed"]
+    store = start_store(config)
+    held = get(store.stats.remote())["unconsumed"]
     if held == 0:
         raise UsageError(
             f"the store at {config.store_dir()} has no unconsumed groups; run `rlff collect` first"
@@ -105,11 +106,13 @@ def run_offline_policy(config: RunConfig) -> int:
     done = checkpoint.latest(config.checkpoint_dir())
     updates = checkpoint.read_state(done).updates if done else 0
     print(f"{updates} policy updates done; weights in {config.weights_dir()}")
-    ray.get(store.close.remote(), timeout=60)
+    get(store.close.remote())
     return 0
 
 
-def run_online(config: RunConfig, resume: bool = False) -> int:
+def online_inputs(config: RunConfig, resume: bool) -> tuple[RunConfig, Path, list]:
+    """Check what `rlff run` needs before anything starts; returns the config (cold-started: the
+    counselor is the SFT model when `sft.cold_start`), the reward model's folder and the contexts."""
     if not resume and (config.checkpoint_dir() / "LATEST").is_file():
         raise UsageError(
             f"{config.run_dir()} already holds a learner checkpoint; continue it with"
@@ -127,6 +130,11 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     ]
     if not contexts:
         raise UsageError(f"data.scenarios {config.data.scenarios!r} holds no dialogues")
+    return config, rm_dir, contexts
+
+
+def run_online(config: RunConfig, resume: bool = False) -> int:
+    config, rm_dir, contexts = online_inputs(config, resume)
     if config.serve.enabled:
         check_port_free(config.serve.host, config.serve.port)
         importlib.import_module("ray.serve")  # importing it gives Serve's logger a terminal handler
@@ -165,8 +173,13 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     learner.join()
     if heldout is not None and "error" not in outcome:
         heldout.last()  # the final point, learning.json and the table
-    store = ray.get(system.store.stats.remote(), timeout=60)
-    gate = ray.get(system.gate.state.remote(), timeout=60)
+    return _finish(config, system, totals, outcome.get("error"))
+
+
+def _finish(config: RunConfig, system, totals: dict[str, int], error: str | None) -> int:
+    """Print where the run's outputs are, close the store and the metrics hub; 1 if the learner failed."""
+    store = get(system.store.stats.remote())
+    gate = get(system.gate.state.remote())
     print(
         f"groups: {totals['stored']} stored, {totals['skipped']} skipped; learner version {gate['version']};"
         f" store {store['total']} records ({store['unconsumed']} unconsumed, {store['stale']} stale)"
@@ -175,9 +188,9 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         f"metrics: {config.run_dir() / 'metrics.jsonl'}; weights: {config.weights_dir()};"
         f" checkpoints: {config.checkpoint_dir()}"
     )
-    ray.get([system.store.close.remote(), system.hub.close.remote()], timeout=60)
-    if "error" in outcome:
-        print(f"error: the learner failed: {outcome['error']}", file=sys.stderr)
+    get([system.store.close.remote(), system.hub.close.remote()])
+    if error is not None:
+        print(f"error: the learner failed: {error}", file=sys.stderr)
         return 1
     return 0
 
@@ -206,7 +219,7 @@ class Evaluations:
     def maybe_start(self) -> None:
         if not self.scenarios or self.ref is not None:
             return
-        version = ray.get(self.system.gate.state.remote(), timeout=60)["version"]
+        version = get(self.system.gate.state.remote())["version"]
         if version >= self.next:
             self.ref = self.system.workers[0].evaluate.remote(self.scenarios, self.config.seed)
             self.next = version + self.config.evaluation.every
@@ -216,7 +229,7 @@ class Evaluations:
         if ref is not self.ref:
             return False
         self.ref = None
-        result = ray.get(ref, timeout=60)
+        result = get(ref)
         metrics = {k: result[k] for k in ("sr", "at", "eval_format_rate")}
         self.system.hub.record.remote("evaluate", {**metrics, "weights_version": result["policy_version"]})
         print(
@@ -238,53 +251,51 @@ def _drive(
     """Keep every worker busy with `rollout.in_flight` contexts until the learner ends; returns outcome
     counts. Ctrl-C stops the gate and waits for work in flight (a periodic evaluation included; a
     held-out point in its thread is joined by `Heldout.last`)."""
-    feed = itertools.cycle(contexts)
-    chunk = config.rollout.in_flight
-    stop_file = config.run_dir() / "STOP"  # how a run without a terminal (a Ray job) is ended gracefully
-    pending: dict[Any, Any] = {}
-    totals = {"stored": 0, "duplicate": 0, "skipped": 0, "stopped": 0}
-    pids, restarts, stopping = system.pids(), 0, False
-    start_version = ray.get(system.gate.state.remote(), timeout=60)["version"]
-    progress = Progress(config.learner.max_updates, start_version)
+    feed, chunk = itertools.cycle(contexts), config.rollout.in_flight
+    pending: dict[Any, Any] = {}  # collect call -> the worker running it
+    watch, stop = Watch(system), Stop(config, system)
+    progress = Progress(config.learner.max_updates, get(system.gate.state.remote())["version"])
     while True:
         try:
-            if not stopping and stop_file.exists():
-                stop_file.unlink()
-                print(f"stopping: {stop_file} found; finishing work in flight", file=sys.stderr, flush=True)
-                stopping = True
-                ray.get(system.gate.stop.remote(), timeout=60)
-            if not stopping and not learner.is_alive():
-                stopping = True
-                ray.get(system.gate.stop.remote(), timeout=60)
-            busy = set(pending.values())
-            for worker in system.workers:
-                if not stopping and worker not in busy:
-                    batch = [next(feed).model_dump() for _ in range(chunk)]
-                    pending[worker.collect.remote(batch)] = worker
-            if not stopping:
+            if not stop.stopping and not learner.is_alive():
+                stop.now()
+            if not stop.check():
+                busy = set(pending.values())
+                for worker in (w for w in system.workers if w not in busy):
+                    pending[worker.collect.remote([next(feed).model_dump() for _ in range(chunk)])] = worker
                 evaluation.maybe_start()
                 if heldout is not None:
                     heldout.maybe_start()
-            if not pending and not evaluation.refs() and stopping:
-                return totals
-            done, _ = ray.wait([*pending, *evaluation.refs()], num_returns=1, timeout=WATCH_EVERY_S)
-            progress.update(ray.get(system.hub.snapshot.remote(), timeout=60))  # a line per new version
+            elif not pending and not evaluation.refs():
+                return watch.totals
+            done = watch.wait([*pending, *evaluation.refs()])
+            progress.update(get(system.hub.snapshot.remote()))  # a line per new version
             for ref in done:
-                if evaluation.finish(ref):
-                    continue
-                pending.pop(ref)
-                for key, value in ray.get(ref, timeout=60).items():
-                    totals[key] += value
-            if not done:
-                now = system.pids(pids)
-                lines, restarted = report_restarts(pids, now)
-                for line in lines:
-                    print(line, file=sys.stderr, flush=True)
-                restarts, pids = restarts + restarted, now
-                driver_metrics(system, 0, restarts, now)
+                if not evaluation.finish(ref):
+                    pending.pop(ref)
+                    watch.count(ref)
         except KeyboardInterrupt:
-            if stopping:
+            if stop.stopping:
                 raise
             print("stopping: finishing work in flight (Ctrl-C again to quit at once)", file=sys.stderr)
-            stopping = True
-            ray.get(system.gate.stop.remote(), timeout=60)
+            stop.now()
+
+
+class Stop:
+    """Whether the run is stopping: the learner ended, Ctrl-C, or a file runs/<name>/STOP appeared (how
+    a run without a terminal, a Ray job, is ended gracefully). Stopping stops the gate: workers finish
+    the groups they started and take no new ones."""
+
+    def __init__(self, config: RunConfig, system):
+        self.file, self.system, self.stopping = config.run_dir() / "STOP", system, False
+
+    def check(self) -> bool:
+        if not self.stopping and self.file.exists():
+            self.file.unlink()
+            print(f"stopping: {self.file} found; finishing work in flight", file=sys.stderr, flush=True)
+            self.now()
+        return self.stopping
+
+    def now(self) -> None:
+        self.stopping = True
+        get(self.system.gate.stop.remote())

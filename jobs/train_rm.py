@@ -24,7 +24,7 @@ from typing import Any
 from esc.config import RunConfig
 from esc.data import SPLITS, DataError, DataSpec, hash_split, load_dialogues, parse_spec
 from esc.future_labels import future_labels
-from esc.schemas import Dialogue
+from esc.schemas import CandidateGroup, Dialogue
 from esc.stats import correlation_ci
 from jobs import UsageError, fingerprint
 from jobs.progress import write_report
@@ -80,14 +80,14 @@ def store_examples(config: RunConfig) -> tuple[list[RMExample], list[RMExample]]
         )
     store = ReplayStore(folder)
     try:
-        records = list(store.iter_records(kind="group"))
+        groups = [CandidateGroup.model_validate(r) for r in store.iter_records(kind="group")]
     finally:
         store.close()
     train: list[RMExample] = []
     valid: list[RMExample] = []
-    for record in records:
-        side = hash_split(str(record["id"]), config.seed, (0.8, 0.2, 0.0))
-        (train if side == "train" else valid).extend(simulated_examples([record]))
+    for group in groups:
+        side = hash_split(group.id, config.seed, (0.8, 0.2, 0.0))
+        (train if side == "train" else valid).extend(simulated_examples([group]))
     if not train:
         raise UsageError(f"the replay store at {folder} has no candidates with future-simulation labels")
     return train, valid

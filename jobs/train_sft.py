@@ -16,9 +16,11 @@ from __future__ import annotations
 import shlex
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from esc.config import RunConfig
 from esc.data import SPLITS, DataSpec, load_dialogues, parse_spec
+from esc.schemas import Dialogue
 from jobs import UsageError
 from jobs.fingerprint import FILE as FINGERPRINT_FILE
 from jobs.fingerprint import fingerprint, is_current, mark
@@ -80,11 +82,10 @@ def inputs_fingerprint(config: RunConfig, spec: DataSpec) -> str:
     return fingerprint(settings, data_files(spec))
 
 
-def run_train_sft(config: RunConfig, out: str | None = None) -> int:
-    """CLI body: train the SFT model and save it to `out` (default runs/<name>/sft), or skip when that
-    folder already holds the model for the same inputs; returns 0.
+def _data_spec(config: RunConfig) -> tuple[str, DataSpec]:
+    """`sft.data` as written, and parsed with the split it names, else its train split.
 
-    The data spec's own split is used when it names one, else its train split.
+    Raises UsageError when it is not set or is 'builtin' (built-in scenarios have no counselor replies).
     """
     data = (config.sft.data or "").strip()
     if not data:
@@ -92,16 +93,14 @@ def run_train_sft(config: RunConfig, out: str | None = None) -> int:
     spec = parse_spec(data)
     if spec.kind == "builtin":
         raise UsageError("sft.data must be ESConv-style dialogues with counselor replies, not 'builtin'")
-    spec = replace(spec, split=spec.split or "train")
-    out_dir = Path(out) if out else sft_dir(config)
-    inputs = inputs_fingerprint(config, spec)
-    if is_current(out_dir, inputs) and (out_dir / "config.json").is_file():
-        print(f"SFT model in {out_dir} is up to date (same settings and data); not retraining")
-        return 0
-    dialogues = load_dialogues(spec, seed=config.seed)
+    return data, replace(spec, split=spec.split or "train")
 
+
+def _examples(config: RunConfig, dialogues: list[Dialogue]) -> list[dict]:
+    """Prompt/completion examples from `dialogues` (`learner.sft.sft_examples`), each reply cut to the
+    leading sentences that fit `sft.max_answer_tokens` of the counselor's tokenizer."""
     from esc.models import load_tokenizer
-    from learner.sft import ExamplesDontFitError, cap_reply, sft_examples, train_sft
+    from learner.sft import cap_reply, sft_examples
 
     tokenizer = load_tokenizer(config.counselor.model)
 
@@ -111,26 +110,67 @@ def run_train_sft(config: RunConfig, out: str | None = None) -> int:
     def cap(text: str) -> str | None:
         return cap_reply(text, count, config.sft.max_answer_tokens)
 
-    reasoning = config.counselor.reasoning
-    examples = sft_examples(
+    return sft_examples(
         dialogues,
-        reasoning,
+        config.counselor.reasoning,
         config.sft.max_examples,
         config.seed,
         cap=cap,
         max_turns=config.counselor.max_history_turns,
     )
-    if not examples:
-        raise UsageError(f"no counselor reply follows a seeker turn in the {spec.split} split of {data}")
+
+
+def _clear_output(out_dir: Path) -> None:
+    """Create `out_dir` and remove its fingerprint, so an interrupted retrain is never "current"."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create output folder {out_dir}: {error.strerror}") from None
-    (out_dir / FINGERPRINT_FILE).unlink(missing_ok=True)  # an interrupted retrain is never "current"
+    (out_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
+
+
+def _print_summary(config: RunConfig, spec: DataSpec, result: dict[str, Any], out_dir: Path) -> None:
+    """Print the example counts, steps, loss and time of `result`, and the `rlff evaluate` command
+    that scores the saved model (on the data's test split where the data is ESConv)."""
+    evaluate = ["rlff", "evaluate", "--policy", str(out_dir)]
+    if spec.kind == "esconv" and spec.path is not None:
+        evaluate += ["--scenarios", f"esconv:{spec.path}#test"]
+    if not config.counselor.reasoning:
+        evaluate += ["--set", "counselor.reasoning=false"]
+    print(
+        f"examples {result['examples']} ({result['examples_trimmed']} with history trimmed to"
+        f" {config.sft.max_tokens} tokens, {result['examples_dropped']} dropped)\n"
+        f"steps {result['steps']}, loss {result['first_loss']:.3f} -> {result['last_loss']:.3f},"
+        f" {result['seconds']:.1f} s ({result['seconds_per_step']:.2f} s/step)\n"
+        f"model saved to {out_dir}\n"
+        f"evaluate it with: {shlex.join(evaluate)}"
+    )
+
+
+def run_train_sft(config: RunConfig, out: str | None = None) -> int:
+    """CLI body: train the SFT model and save it to `out` (default runs/<name>/sft), or skip when that
+    folder already holds the model for the same inputs; returns 0.
+
+    The data spec's own split is used when it names one, else its train split.
+    """
+    data, spec = _data_spec(config)
+    out_dir = Path(out) if out else sft_dir(config)
+    inputs = inputs_fingerprint(config, spec)
+    if is_current(out_dir, inputs) and (out_dir / "config.json").is_file():
+        print(f"SFT model in {out_dir} is up to date (same settings and data); not retraining")
+        return 0
+    dialogues = load_dialogues(spec, seed=config.seed)
+    examples = _examples(config, dialogues)
+    if not examples:
+        raise UsageError(f"no counselor reply follows a seeker turn in the {spec.split} split of {data}")
+    _clear_output(out_dir)
+    reasoning = config.counselor.reasoning
     print(
         f"SFT of {config.counselor.model} on {len(examples)} replies from {len(dialogues)} {spec.split}"
         f" dialogues ({'reasoning' if reasoning else 'plain'} format), {config.sft.max_steps} steps"
     )
+    from learner.sft import ExamplesDontFitError, train_sft
+
     try:
         result = train_sft(config, examples, out_dir)
     except ExamplesDontFitError as error:
@@ -147,17 +187,5 @@ def run_train_sft(config: RunConfig, out: str | None = None) -> int:
     }
     write_report(out_dir / "report.json", report)
     mark(out_dir, inputs)
-    evaluate = ["rlff", "evaluate", "--policy", str(out_dir)]
-    if spec.kind == "esconv" and spec.path is not None:
-        evaluate += ["--scenarios", f"esconv:{spec.path}#test"]
-    if not reasoning:
-        evaluate += ["--set", "counselor.reasoning=false"]
-    print(
-        f"examples {result['examples']} ({result['examples_trimmed']} with history trimmed to"
-        f" {config.sft.max_tokens} tokens, {result['examples_dropped']} dropped)\n"
-        f"steps {result['steps']}, loss {result['first_loss']:.3f} -> {result['last_loss']:.3f},"
-        f" {result['seconds']:.1f} s ({result['seconds_per_step']:.2f} s/step)\n"
-        f"model saved to {out_dir}\n"
-        f"evaluate it with: {shlex.join(evaluate)}"
-    )
+    _print_summary(config, spec, result, out_dir)
     return 0

@@ -20,13 +20,13 @@ import torch
 from esc.config import LearnerConfig
 from esc.memory import release_free_memory
 from esc.parsing import parse_counselor
-from esc.schemas import Turn
+from esc.schemas import Candidate, CandidateGroup, Turn
 from learner.lora import policy_state
 from learner.losses import format_reward, group_advantages, kl_k3, policy_loss, safety_penalty
 from learner.policy import build_rows, completion_logprobs, trainable
-from learner.strategy import TorchStep, adamw
+from learner.strategy import EngineFactory, adamw, plain_step
 
-Sample = Callable[[int], list[dict[str, Any]]]
+Sample = Callable[[int], list[CandidateGroup]]
 Publish = Callable[[int, dict[str, torch.Tensor]], None]
 # reward(contexts, answers, intensities) -> one score per answer; intensities: seekers' starting 1-5 or None
 Reward = Callable[[list[tuple[Turn, ...]], list[str], list[int | None]], list[float]]
@@ -87,21 +87,21 @@ class Learner:
         reward_weight: float = 1.0,
         ref_model: torch.nn.Module | None = None,
         version: int = 0,
-        engine: Any = None,
+        engine: EngineFactory | None = None,
     ):
-        """`model`: the policy (possibly DDP-wrapped); `ref_model`: frozen reference, needed when
-        `config.kl_beta > 0`; `version`: the weights version `model` holds now; `engine`: what turns a
-        loss into a step (`learner.strategy`; default `TorchStep`: clip, then AdamW). A DeepSpeed engine
-        is passed as both `model` and `engine`, wrapping the optimizer this constructor made."""
+        """`model`: the plain policy; `ref_model`: frozen reference, needed when `config.kl_beta > 0`;
+        `version`: the weights version `model` holds now; `engine`: builds, from the model and the AdamW
+        optimizer made here, what the update runs forward on and what turns a loss into a step
+        (`learner.strategy`: plain torch by default, DDP-wrapped, or a DeepSpeed engine)."""
         if config.kl_beta > 0 and ref_model is None:
             raise ValueError("learner.kl_beta > 0 needs a reference model")
-        self.config, self.model, self.pad_id = config, model, pad_id
+        self.config, self.pad_id = config, pad_id
         self.reward, self.reward_weight, self.ref_model = reward, reward_weight, ref_model
         self.version = version
         self.consumed: list[str] = []
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = adamw(params, config.lr)
-        self.engine = engine or TorchStep(model, self.optimizer, config.max_grad_norm)
+        self.model, self.engine = (engine or plain_step(config.max_grad_norm))(model, self.optimizer)
 
     def update(self, sample: Sample, publish: Publish, groups_wanted: int) -> dict[str, Any]:
         """One policy update on `groups_wanted` groups; returns its metrics (the version it published
@@ -109,7 +109,7 @@ class Learner:
         stage = Stages()
         with stage("sample"):
             records = sample(groups_wanted)
-            groups = [[c for c in r["candidates"] if trainable(c)] for r in records]
+            groups = [[c for c in r.candidates if trainable(c)] for r in records]
             kept = [(r, g) for r, g in zip(records, groups) if len(g) >= 2]
         with stage("score"):
             rewards, parts = self.score(kept)
@@ -122,10 +122,10 @@ class Learner:
             stats = self.optimise([g for _, g in kept], advantages) if kept else {}
         with stage("publish"):
             self.version += 1
-            self.consumed.extend(r["id"] for r in records)
+            self.consumed.extend(r.id for r in records)
             publish(self.version, policy_state(self.model))
         release_free_memory()  # activations and gradients are freed; other processes can have the pages
-        staleness = Counter(self.version - 1 - r["policy_version"] for r in records)
+        staleness = Counter(self.version - 1 - r.policy_version for r in records)
         return {
             "weights_version": self.version,
             "groups_used": len(kept),
@@ -135,19 +135,20 @@ class Learner:
             **stage.seconds,
         }
 
-    def score(self, kept: list[tuple[dict, list[dict]]]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Rewards, flat over the groups' candidates in order (`grpo_reward`)."""
+    def score(
+        self, kept: list[tuple[CandidateGroup, list[Candidate]]]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Rewards, flat over the kept candidates of each group in order (`grpo_reward`), and their
+        batch means."""
         if not kept:
             return torch.zeros(0), {}
         contexts, answers, raws, intensities = [], [], [], []
         for record, candidates in kept:
-            context = tuple(Turn.model_validate(t) for t in record["context"])
-            intensity = (record.get("scenario") or {}).get("initial_intensity")
             for c in candidates:
-                contexts.append(context)
-                answers.append(c["text"])
-                raws.append(c["raw"])
-                intensities.append(intensity)
+                contexts.append(record.context)
+                answers.append(c.text)
+                raws.append(c.raw)
+                intensities.append(record.scenario.initial_intensity)
         rm = self.reward(contexts, answers, intensities)
         c = self.config
         parts = grpo_reward(rm, raws, self.reward_weight, c.format_weight, c.safety_weight, c.format_gate)
@@ -160,23 +161,25 @@ class Learner:
         }
         return flat, summary
 
-    def optimise(self, groups: list[list[dict]], advantages: torch.Tensor) -> dict[str, float]:
-        """One optimizer step over every candidate, in micro-batches of 4 rows (gradients accumulate,
-        each micro-batch weighted by its share of the batch's completion tokens)."""
+    def optimise(self, groups: list[list[Candidate]], advantages: torch.Tensor) -> dict[str, float]:
+        """One optimizer step over every candidate, in micro-batches of `learner.micro_batch` rows
+        (gradients accumulate, each micro-batch weighted by its share of the batch's completion
+        tokens, so the step equals one on the whole batch)."""
         rows = build_rows(groups, self.config.max_tokens, self.pad_id)
         adv = advantages
         total_tokens = float(rows.completion_mask.sum())
         self.model.train()
         sums: Counter = Counter()
-        for start in range(0, len(rows), 4):
-            part = rows.select(slice(start, start + 4))
+        size = self.config.micro_batch
+        for start in range(0, len(rows), size):
+            part = rows.select(slice(start, start + size))
             logp = completion_logprobs(self.model, part)
             mask = part.completion_mask.to(logp.device)
             loss, stats = policy_loss(
                 logp,
                 logp.detach(),  # proximal policy = these weights before the step (one step per batch)
                 part.behaviour_logp.to(logp.device),
-                adv[start : start + 4].to(logp.device),
+                adv[start : start + size].to(logp.device),
                 mask,
                 clip_eps=self.config.clip_eps,
                 is_cap=self.config.is_cap,

@@ -8,14 +8,14 @@ completion ends in the last column and one `logits_to_keep` covers every complet
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from esc.backends.hf_decode import cache_keyword
-from esc.backends.prefix_cache import shared_length
+from esc.backends.base import Generation
+from esc.backends.shared_start import can_share, common_start, logits_after_start
+from esc.parsing import parse_counselor
+from esc.schemas import Candidate, CandidateGroup, Scenario, Turn
 from learner.losses import token_logprobs
 from learner.strategy import unwrap
 
@@ -52,25 +52,45 @@ class TokenRows:
         )
 
 
-def candidate(generation: Any, text: str | None = None) -> dict[str, Any]:
-    """A store candidate from a decoded `Generation`: its raw text, the answer `text` (default: the raw
-    text) and the token ids and behaviour log-probs the learner trains on."""
-    return {
-        "text": generation.text if text is None else text,
-        "raw": generation.text,
-        "prompt_ids": list(generation.prompt_ids),
-        "token_ids": list(generation.token_ids),
-        "token_logprobs": list(generation.token_logprobs),
-    }
+def candidate(generation: Generation, text: str | None = None, version: int = 0) -> Candidate:
+    """A store candidate from a decoded `Generation` of weights `version`: its raw text, the answer
+    `text` (default: the raw text) and the token ids and behaviour log-probs the learner trains on.
+    For tests and benchmarks that drive a backend directly; rollout workers build theirs from the
+    counselor's output."""
+    return Candidate(
+        text=generation.text if text is None else text,
+        raw=generation.text,
+        well_formed=parse_counselor(generation.text).well_formed,
+        policy_version=version,
+        prompt_ids=generation.prompt_ids,
+        token_ids=generation.token_ids,
+        token_logprobs=generation.token_logprobs,
+    )
 
 
-def trainable(candidate: dict[str, Any]) -> bool:
+def candidate_group(
+    gid: str, seeker_text: str, candidates: list[Candidate], version: int = 0
+) -> CandidateGroup:
+    """A group of `candidates` answering one seeker turn, with a stand-in scenario: for tests and
+    benchmarks that drive a backend directly."""
+    scenario = Scenario(id=gid, emotion_type="unknown", problem_type="unknown", situation=seeker_text)
+    turns = (Turn(role="seeker", text=seeker_text),)
+    return CandidateGroup(
+        id=gid,
+        scenario=scenario,
+        context=turns,
+        candidates=tuple(candidates),
+        policy_version=version,
+        created_at=0.0,
+    )
+
+
+def trainable(candidate: Candidate) -> bool:
     """A candidate the policy can learn from: it has sampled tokens and their behaviour log-probs."""
-    tokens = candidate.get("token_ids") or ()
-    return bool(tokens) and len(candidate.get("token_logprobs") or ()) == len(tokens)
+    return bool(candidate.token_ids) and len(candidate.token_logprobs) == len(candidate.token_ids)
 
 
-def build_rows(groups: list[list[dict[str, Any]]], max_tokens: int, pad_id: int) -> TokenRows:
+def build_rows(groups: list[list[Candidate]], max_tokens: int, pad_id: int) -> TokenRows:
     """Token rows for every candidate of every group (each candidate must be `trainable`).
 
     A row longer than `max_tokens` loses prompt tokens from the left (the completion is kept whole,
@@ -79,10 +99,10 @@ def build_rows(groups: list[list[dict[str, Any]]], max_tokens: int, pad_id: int)
     rows, completions, behaviour, group_of = [], [], [], []
     for g, candidates in enumerate(groups):
         for c in candidates:
-            completion, logp = list(c["token_ids"]), list(c["token_logprobs"])
+            completion, logp = list(c.token_ids), list(c.token_logprobs)
             if len(completion) > max_tokens - 1:
                 completion, logp = completion[-(max_tokens - 1) :], logp[-(max_tokens - 1) :]
-            prompt = list(c["prompt_ids"])[-(max_tokens - len(completion)) :]
+            prompt = list(c.prompt_ids)[-(max_tokens - len(completion)) :]
             rows.append(prompt + completion)
             completions.append(len(completion))
             behaviour.append(logp)
@@ -113,7 +133,7 @@ def completion_logprobs(model: torch.nn.Module, rows: TokenRows, share_prefix: b
     device = next(model.parameters()).device
     cols = rows.completion_mask.shape[1]
     plain = unwrap(model)
-    shared = _shared_prefix(rows) if share_prefix and not _checkpointing(plain) else 0
+    shared = _shared_prefix(rows) if share_prefix and can_share(plain) else 0
     if shared < MIN_SHARED:
         out = model(
             input_ids=rows.ids.to(device),
@@ -124,45 +144,16 @@ def completion_logprobs(model: torch.nn.Module, rows: TokenRows, share_prefix: b
         )
         logits = out.logits[:, :-1]  # position t predicts token t + 1: the last C + 1 logits cover C tokens
         return token_logprobs(logits, rows.ids[:, -cols:].to(device))
-    first = rows.ids[0][rows.attention[0].bool()][:shared].view(1, -1).to(device)
-    cache_kw = cache_keyword(plain)
-    # the plain module, so a DDP wrapper sees one forward (its gradient hooks still fire once per weight)
-    head = plain(
-        input_ids=first,
-        position_ids=torch.arange(shared, device=device).view(1, -1),
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache = getattr(head, cache_kw)
-    cache.batch_repeat_interleave(len(rows))
+    start = rows.ids[0][rows.attention[0].bool()][:shared]
     own = rows.attention.sum(1) - shared  # each row's tokens after the shared part
     width = max(int(own.max()), cols + 1)  # a micro-batch's completions may all be shorter than C
     ids = rows.ids[:, -width:]  # rows are left-padded: each row's own tokens are its last columns
     attention = (torch.arange(width) >= width - own.view(-1, 1)).to(rows.attention.dtype)
-    ones = torch.ones((len(rows), shared), dtype=attention.dtype)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0) + shared
-    out = model(
-        input_ids=ids.to(device),
-        attention_mask=torch.cat([ones, attention], 1).to(device),
-        position_ids=positions.to(device),
-        logits_to_keep=cols + 1,
-        use_cache=True,
-        **{cache_kw: cache},
-    )
-    return token_logprobs(out.logits[:, :-1], rows.ids[:, -cols:].to(device))
+    logits = logits_after_start(plain, start, ids, attention, cols + 1, run=model)
+    return token_logprobs(logits[:, :-1], rows.ids[:, -cols:].to(device))
 
 
 MIN_SHARED = 16  # below this many shared prompt tokens, one plain pass is as cheap
-
-
-def _checkpointing(model: torch.nn.Module) -> bool:
-    """Whether activation (gradient) checkpointing is on; transformers renamed the flag in 5.x."""
-    flag = getattr(model, "is_activation_checkpointing", None)
-    if flag is None:
-        with warnings.catch_warnings():  # the old name warns of its removal in transformers 6
-            warnings.simplefilter("ignore", FutureWarning)
-            flag = getattr(model, "is_gradient_checkpointing", False)
-    return bool(flag)
 
 
 def _shared_prefix(rows: TokenRows) -> int:
@@ -170,5 +161,4 @@ def _shared_prefix(rows: TokenRows) -> int:
     logits predict its first completion token)."""
     real = [r[a.bool()].tolist() for r, a in zip(rows.ids, rows.attention)]
     prompt_lengths = rows.attention.sum(1) - rows.completion_mask.sum(1).long()
-    shared = min(shared_length(real[0], r) for r in real)
-    return max(0, min(shared, int(prompt_lengths.min()) - 1))
+    return max(0, min(common_start(real), int(prompt_lengths.min()) - 1))

@@ -30,11 +30,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from esc.config import RewardModelConfig
 from esc.future_labels import future_labels
-from esc.schemas import Dialogue, Turn
+from esc.schemas import CandidateGroup, Dialogue, Turn
 
 # the kinds ranked below a group's real reply
 NEGATIVE_KINDS = ("other", "empty", "generic", "copy", "padded")
@@ -129,27 +128,25 @@ def data_grounded_examples(
     return examples
 
 
-def simulated_examples(records: Iterable[dict[str, Any]]) -> list[RMExample]:
-    """One 'candidate' example per candidate with a future-simulation label, from replay-store records.
+def simulated_examples(groups: Iterable[CandidateGroup]) -> list[RMExample]:
+    """One 'candidate' example per candidate with a future-simulation label, from replay-store groups.
 
-    A record is a `CandidateGroup.model_dump()`; candidates without `label` are skipped (they got no
-    future simulation). `group` is the record id, `reward` the candidate's `future_reward`.
+    Candidates without `label` are skipped (they got no future simulation). `group` is the group's id,
+    `reward` the candidate's `future_reward`.
     """
     examples = []
-    for record in records:
-        context = tuple(Turn.model_validate(t) for t in record["context"])
-        intensity = (record.get("scenario") or {}).get("initial_intensity")
-        for candidate in record["candidates"]:
-            if candidate.get("label") is None:
+    for group in groups:
+        for candidate in group.candidates:
+            if candidate.label is None:
                 continue
             examples.append(
                 RMExample(
-                    context=context,
-                    reply=candidate["text"],
-                    reward=candidate.get("future_reward"),
-                    group=str(record["id"]),
+                    context=group.context,
+                    reply=candidate.text,
+                    reward=candidate.future_reward,
+                    group=group.id,
                     kind="candidate",
-                    intensity=intensity,
+                    intensity=group.scenario.initial_intensity,
                 )
             )
     return examples

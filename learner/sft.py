@@ -226,6 +226,57 @@ def completion_loss(model: Any, prefix: list[int], rows: list[tuple[list[int], i
     return output.loss
 
 
+def _train_steps(
+    model: Any,
+    encoded: list[tuple[list[int], int]],
+    prefix: list[int],
+    pad_id: int,
+    config: RunConfig,
+    device: str,
+) -> tuple[list[float], float]:
+    """Train `model`'s trainable weights for `sft.max_steps` steps of `sft.batch_size` rows of `encoded`
+    (a seeded shuffle, taken in turn and wrapped around), with AdamW at `sft.lr` decaying linearly to 0;
+    bf16 autocast when `device` is CUDA. Prints the loss about eight times.
+
+    Returns (one loss per step, seconds the steps took).
+    """
+    import torch
+
+    sft = config.sft
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=sft.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / sft.max_steps)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+    model.train()
+    losses: list[float] = []
+    started = time.perf_counter()
+    for step in range(sft.max_steps):
+        picked = [order[(step * sft.batch_size + i) % len(order)] for i in range(sft.batch_size)]
+        with autocast:
+            loss = completion_loss(model, prefix, [encoded[i] for i in picked], pad_id)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % max(1, sft.max_steps // 8) == 0 or step + 1 == sft.max_steps:  # ~8 lines in all
+            print(f"sft step {step + 1}/{sft.max_steps} loss {losses[-1]:.3f}", flush=True)
+    return losses, time.perf_counter() - started
+
+
+def _save(model: Any, tokenizer: Any, lora_rank: int, out_dir: str | Path) -> Path:
+    """Merge the LoRA adapters into the weights (when `lora_rank` is set) and save the model and
+    tokenizer to `out_dir`; returns it as a Path."""
+    if lora_rank:
+        model = model.merge_and_unload()
+    model.eval()
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def train_sft(
     config: RunConfig, examples: list[dict[str, list[Message]]], out_dir: str | Path
 ) -> dict[str, Any]:
@@ -263,36 +314,12 @@ def train_sft(
     shared = shared_prefix([ids for ids, _ in encoded], min(start for _, start in encoded))
     prefix = encoded[0][0][:shared]
     torch.manual_seed(config.seed)
-    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed)).tolist()
     if sft.lora_rank:
         from learner.lora import add_lora
 
         model = add_lora(model, sft.lora_rank)
-    trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=sft.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / sft.max_steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
-    model.train()
-    losses: list[float] = []
-    started = time.perf_counter()
-    for step in range(sft.max_steps):
-        picked = [order[(step * sft.batch_size + i) % len(order)] for i in range(sft.batch_size)]
-        with autocast:
-            loss = completion_loss(model, prefix, [encoded[i] for i in picked], tokenizer.pad_token_id)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % max(1, sft.max_steps // 8) == 0 or step + 1 == sft.max_steps:  # ~8 lines in all
-            print(f"sft step {step + 1}/{sft.max_steps} loss {losses[-1]:.3f}", flush=True)
-    seconds = time.perf_counter() - started
-    if sft.lora_rank:
-        model = model.merge_and_unload()
-    model.eval()
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    losses, seconds = _train_steps(model, encoded, prefix, tokenizer.pad_token_id, config, device)
+    out = _save(model, tokenizer, sft.lora_rank, out_dir)
     steps = len(losses)
     return {
         "steps": steps,

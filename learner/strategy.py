@@ -1,6 +1,8 @@
 """How one learner step turns a loss into new weights: plain torch (DDP or not) or a DeepSpeed engine.
 
-Both give the Learner the same two calls: `backward(loss)` and `step() -> gradient norm`. `TorchStep`
+The Learner is handed an `EngineFactory`: given the plain model and the AdamW optimizer it made, the
+factory returns what the update runs forward on and the engine. Engines give the same two calls:
+`backward(loss)` and `step() -> gradient norm`. `TorchStep`
 clips the gradient norm to `learner.max_grad_norm` and steps AdamW; DeepSpeed's engine already has
 `backward` and `step` (ZeRO stage `learner.zero_stage`, clipping and bf16 from the config built by
 `deepspeed_config`), so `deepspeed_engine` only builds it. DeepSpeed is the GPU strategy (`gpu` extra);
@@ -9,6 +11,7 @@ it is imported only when `learner.strategy=deepspeed`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,6 +43,31 @@ class TorchStep:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
+
+
+# (plain model, optimizer) -> (the module the update runs forward on, the engine that steps)
+EngineFactory = Callable[[torch.nn.Module, torch.optim.Optimizer], tuple[torch.nn.Module, Any]]
+
+
+def plain_step(max_grad_norm: float, wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None):
+    """Plain torch: forward on the model (or on `wrap(model)`, e.g. Ray Train's DDP wrapper), then
+    `TorchStep` over the same parameters."""
+
+    def build(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[torch.nn.Module, Any]:
+        forward = wrap(model) if wrap is not None else model
+        return forward, TorchStep(forward, optimizer, max_grad_norm)
+
+    return build
+
+
+def deepspeed_step(config: LearnerConfig, world_size: int) -> EngineFactory:
+    """DeepSpeed: one engine around the model and optimizer is both what runs forward and what steps."""
+
+    def build(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[torch.nn.Module, Any]:
+        engine = deepspeed_engine(model, optimizer, config, world_size)
+        return engine, engine
+
+    return build
 
 
 def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from ray import serve
 
+from esc import placement
 from esc.config import RunConfig
 from serve.api import Answer, ChatRequest
 from serve.app import build_app
@@ -33,7 +33,7 @@ class CounselorEndpoint:
         run = RunConfig.model_validate(config)
         # Ray gives a replica reserving under 2 CPUs one thread; batched decoding wants the cores (set
         # before the backend is built: it applies this count in the threads that decode)
-        torch.set_num_threads(run.serve.torch_threads or os.cpu_count() or 1)
+        placement.apply(run.serve.placement, default_threads=os.cpu_count() or 1)
         self.service = CounselorService(run, checkpoint=checkpoint, follow=follow)
         self.config, self.model_name = self.service.config, self.service.model_name
         self.api_key = os.environ.get(run.serve.api_key_env) or None
@@ -63,11 +63,16 @@ def deploy(config: RunConfig, checkpoint: str | None = None, follow: bool = Fals
     quiet = {"log_level": "WARNING", "enable_access_log": False}
     serve.start(http_options={"host": s.host, "port": s.port}, logging_config=quiet)
     env = {s.api_key_env: os.environ[s.api_key_env]} if os.environ.get(s.api_key_env) else {}
-    actor_options: dict[str, Any] = {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus}
+    place = s.placement
+    actor_options: dict[str, Any] = {
+        "num_cpus": place.num_cpus,
+        "num_gpus": place.num_gpus,
+        "resources": dict(place.resources),
+    }
     if env:
         actor_options["runtime_env"] = {"env_vars": env}
     app = CounselorEndpoint.options(
-        num_replicas=s.replicas,
+        num_replicas=place.replicas,
         max_ongoing_requests=max(s.max_ongoing_requests, s.max_batch_size),
         ray_actor_options=actor_options,
     ).bind(config.model_dump(), checkpoint, follow)

@@ -19,9 +19,10 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from esc.backends import BackendPool
-from esc.config import RunConfig, build_config
+from esc.config import RunConfig
 from esc.roles import Counselor
 from esc.weights import latest
 from serve.api import Answer, ChatRequest, to_history
@@ -42,7 +43,7 @@ def resolve_checkpoint(config: RunConfig, path: str) -> tuple[RunConfig, int, Pa
         return config, version, folder / "policy.safetensors"
     if (folder / "config.json").is_file():
         match = re.fullmatch(r"v(\d+)", folder.name)
-        moved = build_config(config.model_dump(), [f"counselor.model={folder}"])
+        moved = config.replace("counselor", model=str(folder))
         return moved, int(match.group(1)) if match else 0, None
     raise CheckpointError(
         f"{path} is neither a model folder (config.json) nor a learner checkpoint (policy.safetensors);"
@@ -57,10 +58,10 @@ class CounselorService:
             config, version, weights = resolve_checkpoint(config, checkpoint)
         # the endpoint runs hf, which swaps weights in place, and batches requests as `serve` says
         s = config.serve
-        sets = [f"counselor.max_batch_size={s.max_batch_size}", f"counselor.max_wait_ms={s.batch_wait_ms}"]
+        changes: dict[str, Any] = {"max_batch_size": s.max_batch_size, "max_wait_ms": s.batch_wait_ms}
         if config.counselor.backend != "hf":
-            sets += ["counselor.backend=hf", "counselor.base_url=null"]
-        config = build_config(config.model_dump(), sets)
+            changes |= {"backend": "hf", "base_url": None}
+        config = config.replace("counselor", **changes)
         self.config = config
         self.model_name = f"rlff-{config.name}"
         self.pool = BackendPool(seed=config.seed)

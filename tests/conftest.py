@@ -1,4 +1,8 @@
-"""Shared test fixtures: paths, the ESConv location, and skipping `gpu` tests without a GPU."""
+"""Shared test fixtures: paths, the ESConv location, the tier markers, and skipping `gpu` tests
+without a GPU.
+
+Every test is marked with its folder's tier (tests/unit -> `unit`, and so on), so `pytest -m unit`
+runs the fast tier; tests/README.md says what each tier may use."""
 
 from __future__ import annotations
 
@@ -9,11 +13,27 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ESCONV = REPO.parent / "shared" / "data" / "esconv"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TIERS = ("unit", "integration", "e2e", "gpu")
 
 needs_esconv = pytest.mark.skipif(not (ESCONV / "train.jsonl").is_file(), reason=f"ESConv not at {ESCONV}")
 
 
+def tier_of(path: Path) -> str | None:
+    """The tier of a test file: the folder under tests/ it sits in, or None outside the tiers."""
+    try:
+        folder = Path(path).resolve().relative_to(REPO / "tests").parts[0]
+    except ValueError:
+        return None
+    return folder if folder in TIERS else None
+
+
+# tryfirst: the markers must be on the items before `-m` deselects by them.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = tier_of(item.path)
+        if tier:
+            item.add_marker(tier)
     try:
         import torch
 

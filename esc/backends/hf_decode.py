@@ -12,7 +12,6 @@ left-padded after the shared part, so the padding sits between the prefix and ea
 from __future__ import annotations
 
 import copy
-import inspect
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from esc.backends.base import Generation, SamplingParams
 from esc.backends.decode_batch import DecodeBatch, Row
 from esc.backends.prefix_cache import PrefixCache, shared_length
 from esc.backends.sampling import sample_tokens, uniform_draws
+from esc.backends.shared_start import cache_keyword
 
 TAIL_ROWS = 16  # tails per second scoring pass (memory: their logits are [rows, width, vocabulary])
 
@@ -164,8 +164,3 @@ class CausalLM:
         picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
         for row, (b, j) in enumerate(pairs):
             scores[b][j] += float(picked[row, : len(tails[b][j]) - 1].sum())
-
-
-def cache_keyword(model: Any) -> str:
-    """The forward() keyword for a KV cache: transformers renamed `past_key_values` to `cache` (5.x)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -3,6 +3,7 @@ the same log-probs and gradients as one plain pass over the padded rows."""
 
 import pytest
 import torch
+from support.records import tokens_only
 
 from esc.models import load_model
 from learner.policy import build_rows, completion_logprobs
@@ -11,10 +12,7 @@ PROMPT = list(range(300, 340))  # 40 shared prompt tokens
 
 
 def _group(prompt, completions):
-    return [
-        {"prompt_ids": prompt, "token_ids": c, "token_logprobs": [-1.0] * len(c), "text": "", "raw": ""}
-        for c in completions
-    ]
+    return [tokens_only(prompt, c, [-1.0] * len(c)) for c in completions]
 
 
 @pytest.fixture(scope="module")

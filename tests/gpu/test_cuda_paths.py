@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.records import tokens_only
 
 from esc.backends.base import SamplingParams
 from esc.backends.hf_decode import CausalLM
@@ -45,7 +46,7 @@ def test_shared_prompt_pass_on_cuda_matches_the_plain_pass(tiny):
     model, tokenizer = tiny
     prompt = _encode(tokenizer, "Work has been overwhelming lately.")
     completions = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15]]
-    group = [{"prompt_ids": prompt, "token_ids": c, "token_logprobs": [-1.0] * len(c)} for c in completions]
+    group = [tokens_only(prompt, c, [-1.0] * len(c)) for c in completions]
     rows = build_rows([group], max_tokens=512, pad_id=tokenizer.pad_token_id)
     mask = rows.completion_mask.cuda().bool()
     results = []

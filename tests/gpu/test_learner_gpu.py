@@ -12,24 +12,18 @@ from esc.backends.base import SamplingParams
 from esc.backends.hf_decode import CausalLM
 from esc.config import LearnerConfig
 from esc.models import load_model
+from esc.schemas import CandidateGroup
 from learner.loop import Learner
-from learner.policy import build_rows, candidate, completion_logprobs
+from learner.policy import build_rows, candidate, candidate_group, completion_logprobs
+from learner.strategy import deepspeed_step
 
 pytestmark = pytest.mark.gpu
 
 
-def _groups(lm: CausalLM, prompt: list[int]) -> list[dict]:
+def _groups(lm: CausalLM, prompt: list[int]) -> list[CandidateGroup]:
     params = [SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=i) for i in range(4)]
     outs = lm.decode([prompt] * 4, params)
-    candidates = [candidate(o) for o in outs]
-    return [
-        {
-            "id": "g",
-            "context": [{"role": "seeker", "text": "hi"}],
-            "candidates": candidates,
-            "policy_version": 0,
-        }
-    ]
+    return [candidate_group("g", "hi", [candidate(o) for o in outs])]
 
 
 def _update_raises_the_rewarded_reply(strategy: str) -> None:
@@ -37,13 +31,12 @@ def _update_raises_the_rewarded_reply(strategy: str) -> None:
     lm = CausalLM(model, tokenizer)
     records = _groups(lm, tokenizer("I feel lonely")["input_ids"])
     rewards = [1.0, 0.0, 0.0, 0.0]  # only the first reply is rewarded
-    config = LearnerConfig(lr=1e-2, format_weight=0.0, safety_weight=0.0, use_gpu=True, zero_stage=1)
-    learner = Learner(config, model, tokenizer.pad_token_id, lambda c, a, i: rewards)
-    if strategy == "deepspeed":
-        from learner.strategy import deepspeed_engine
-
-        learner.model = learner.engine = deepspeed_engine(model, learner.optimizer, config, world_size=1)
-    rows = build_rows([records[0]["candidates"]], 256, tokenizer.pad_token_id)
+    config = LearnerConfig(
+        lr=1e-2, format_weight=0.0, safety_weight=0.0, placement={"num_gpus": 1}, zero_stage=1
+    )
+    engine = deepspeed_step(config, world_size=1) if strategy == "deepspeed" else None
+    learner = Learner(config, model, tokenizer.pad_token_id, lambda c, a, i: rewards, engine=engine)
+    rows = build_rows([list(records[0].candidates)], 256, tokenizer.pad_token_id)
     with torch.no_grad():
         before = (completion_logprobs(model, rows) * rows.completion_mask.cuda()).sum(1)
     metrics = learner.update(lambda n: records, lambda v, s: None, 1)

@@ -16,7 +16,7 @@ from esc.backends.hf_decode import CausalLM
 from esc.config import LearnerConfig
 from esc.models import load_tokenizer
 from learner.loop import Learner
-from learner.policy import candidate
+from learner.policy import candidate, candidate_group
 
 pytestmark = pytest.mark.gpu
 BATCH, NEW_TOKENS = 16, 64
@@ -85,14 +85,11 @@ def test_learner_step_on_gpu(qwen2):
     prompt = tokenizer("Work has been overwhelming lately.")["input_ids"]
     params = [SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=32, seed=i) for i in range(8)]
     outs = lm.decode([prompt] * 8, params)
-    record = {
-        "id": "g",
-        "context": [{"role": "seeker", "text": "Work has been overwhelming lately."}],
-        "candidates": [candidate(o) for o in outs],
-        "policy_version": 0,
-    }
+    record = candidate_group("g", "Work has been overwhelming lately.", [candidate(o) for o in outs])
     rewards = [float(i % 2) for i in range(8)]
-    config = LearnerConfig(lr=1e-5, format_weight=0.0, safety_weight=0.0, use_gpu=True, max_tokens=512)
+    config = LearnerConfig(
+        lr=1e-5, format_weight=0.0, safety_weight=0.0, placement={"num_gpus": 1}, max_tokens=512
+    )
     learner = Learner(config, model, tokenizer.pad_token_id, lambda c, a, i: rewards)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     torch.cuda.reset_peak_memory_stats()

@@ -28,7 +28,12 @@ def ray_local():
 def tiny_config(tmp_path, **extra):
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += [f"{r}.max_new_tokens=6" for r in ("seeker", "counselor", "system_agent")]
-    sets += ["rollout.group_size=2", "rollout.num_workers=2", "rollout.in_flight=2", "future.horizon=1"]
+    sets += [
+        "rollout.group_size=2",
+        "actors.rollout_worker.replicas=2",
+        "rollout.in_flight=2",
+        "future.horizon=1",
+    ]
     sets += ["rollout.future_fraction=1"]  # phase 1: every candidate gets a future reward
     sets += [f"runs_dir={tmp_path}", "name=t", "judge.max_new_tokens=2"]
     sets += [f"{k}={v}" for k, v in extra.items()]

@@ -50,7 +50,12 @@ def stored(store_dir):
 def test_collect_survives_killed_worker_and_judge(tmp_path):
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += [f"{r}.max_new_tokens=16" for r in ("seeker", "counselor", "system_agent")]
-    sets += ["rollout.group_size=4", "rollout.num_workers=2", "rollout.in_flight=1", "future.horizon=2"]
+    sets += [
+        "rollout.group_size=4",
+        "actors.rollout_worker.replicas=2",
+        "rollout.in_flight=1",
+        "future.horizon=2",
+    ]
     sets += [f"runs_dir={tmp_path}", "name=ft", "judge.max_new_tokens=2"]
     args = [a for s in sets for a in ("--set", s)]
     out, err = tmp_path / "out.log", tmp_path / "err.log"

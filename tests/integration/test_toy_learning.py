@@ -14,7 +14,7 @@ from esc.config import LearnerConfig
 from esc.models import load_model
 from esc.parsing import parse_counselor
 from esc.prompts import counselor_messages
-from esc.schemas import Turn
+from esc.schemas import CandidateGroup, Scenario, Turn
 from learner.loop import Learner
 from learner.policy import candidate
 
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 
 CONTEXTS = [(Turn(role="seeker", text=t),) for t in ("I feel lonely since I moved.", "Work stresses me out.")]
 GROUP = 8
+SCENARIO = Scenario(id="toy", emotion_type="sadness", problem_type="moving", situation="I moved.")
 
 
 def opens_like_a_sentence(_contexts, answers, _intensities):
@@ -63,15 +64,16 @@ def test_mean_reward_rises_with_a_fixed_seed():
                 for i in range(GROUP)
             ]
             outs = lm.decode([prompt] * GROUP, params)
-            candidates = [candidate(o, parse_counselor(o.text).answer) for o in outs]
-            context = [t.model_dump() for t in context]
+            candidates = [candidate(o, parse_counselor(o.text).answer, learner.version) for o in outs]
             records.append(
-                {
-                    "id": f"{step}-{k}",
-                    "context": context,
-                    "candidates": candidates,
-                    "policy_version": learner.version,
-                }
+                CandidateGroup(
+                    id=f"{step}-{k}",
+                    scenario=SCENARIO,
+                    context=context,
+                    candidates=tuple(candidates),
+                    policy_version=learner.version,
+                    created_at=0.0,
+                )
             )
         return records[:n]
 

@@ -9,11 +9,12 @@ from support.ray_helpers import wait_for_new_process
 from actors.counselor import Counselor
 from esc.config import ActorConfig, load_config
 from esc.models import load_model, tiny_random_model
+from esc.schemas import Turn
 from esc.weights import publish, to_bytes
 from jobs.launcher import remote
 
 TIMEOUT_S = 120
-HISTORY = [{"role": "seeker", "text": "I feel lonely since I moved."}]
+HISTORY = [Turn(role="seeker", text="I feel lonely since I moved.")]
 
 
 def test_counselor_swaps_weights_and_reloads_them_after_restart(tmp_path):
@@ -29,11 +30,11 @@ def test_counselor_swaps_weights_and_reloads_them_after_restart(tmp_path):
         (config.weights_dir() / "LATEST").unlink()  # the actor starts on the base weights
         actor = remote(Counselor, ActorConfig(max_restarts=1)).remote(config.model_dump())
         base = ray.get(actor.respond.remote(HISTORY, 7), timeout=TIMEOUT_S)
-        assert base["policy_version"] == 0
+        assert base.weights_version == 0
 
         assert ray.get(actor.load_weights.remote(1), timeout=TIMEOUT_S) == 1
         new = ray.get(actor.respond.remote(HISTORY, 7), timeout=TIMEOUT_S)
-        assert new["policy_version"] == 1 and new["raw"] != base["raw"]
+        assert new.weights_version == 1 and new.raw != base.raw
 
         publish(tiny_random_model(len(tokenizer), seed=1).state_dict(), config.weights_dir(), 2)
         old_pid = ray.get(actor.ready.remote(), timeout=TIMEOUT_S)
@@ -41,13 +42,13 @@ def test_counselor_swaps_weights_and_reloads_them_after_restart(tmp_path):
         wait_for_new_process(actor, old_pid)
         assert ray.get(actor.weights_version.remote(), timeout=TIMEOUT_S) == 2
         again = ray.get(actor.respond.remote(HISTORY, 7), timeout=TIMEOUT_S)
-        assert again["policy_version"] == 2 and again["raw"] == new["raw"]  # v2 holds the same weights as v1
+        assert again.weights_version == 2 and again.raw == new.raw  # v2 holds the same weights as v1
 
         # learner.publish=object_store: the bytes travel through Ray's object store, nothing on disk
         data = ray.put(to_bytes(tiny_random_model(len(tokenizer), seed=5).state_dict()))
         assert ray.get(actor.load_weights.remote(3, data), timeout=TIMEOUT_S) == 3
         third = ray.get(actor.respond.remote(HISTORY, 7), timeout=TIMEOUT_S)
-        assert third["policy_version"] == 3 and third["raw"] != new["raw"]
+        assert third.weights_version == 3 and third.raw != new.raw
         assert not (config.weights_dir() / "v3").exists()
     finally:
         ray.shutdown()

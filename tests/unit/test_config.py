@@ -35,7 +35,7 @@ def test_gpu_config_places_every_role_on_gpus():
         True,
     )
     assert all(getattr(config.actors, r).num_gpus >= 1 for r in ("seeker", "counselor", "judge"))
-    assert config.serve.enabled and config.serve.num_gpus == 1
+    assert config.serve.enabled and config.serve.placement.num_gpus == 1
 
 
 def test_overrides_are_typed():

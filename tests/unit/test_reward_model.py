@@ -12,7 +12,7 @@ import torch
 
 from esc.config import RewardModelConfig, build_config
 from esc.future_labels import future_labels
-from esc.schemas import Dialogue, Scenario, Survey, Turn
+from esc.schemas import CandidateGroup, Dialogue, Scenario, Survey, Turn
 from jobs import UsageError
 from jobs.train_rm import run_train_rm
 from learner.reward_model import RewardModel
@@ -27,6 +27,7 @@ from learner.rm_data import (
 )
 from learner.rm_likelihood import BASELINE_PROMPT, dialogue_prompt
 
+SCENARIO = {"id": "s", "emotion_type": "anxiety", "problem_type": "work", "situation": "Worried."}
 TOPICS = ("exam", "boss", "sister", "rent", "landlord", "coach", "thesis", "neighbour", "dentist", "visa")
 
 
@@ -114,14 +115,17 @@ def test_simulated_examples_keep_labelled_candidates_only():
     candidate = {"text": "That sounds hard.", "raw": "x", "well_formed": True, "policy_version": 0}
     record = {
         "id": "run:ctx:v0",
+        "scenario": SCENARIO,
         "context": [{"role": "seeker", "text": "I feel alone."}],
         "candidates": [
             {**candidate, "label": 2, "future_reward": 0.5},
             {**candidate, "text": "Whatever.", "label": 0, "future_reward": -1.0},
             {**candidate, "text": "Not simulated."},
         ],
+        "policy_version": 0,
+        "created_at": 0.0,
     }
-    examples = simulated_examples([record])
+    examples = simulated_examples([CandidateGroup.model_validate(record)])
     assert [(e.reply, e.reward, e.group, e.kind) for e in examples] == [
         ("That sounds hard.", 0.5, "run:ctx:v0", "candidate"),
         ("Whatever.", -1.0, "run:ctx:v0", "candidate"),
@@ -263,6 +267,7 @@ def test_train_job_reads_simulated_labels_from_the_store(tmp_path):
                 "kind": "group",
                 "policy_version": 0,
                 "created_at": 0.0,
+                "scenario": SCENARIO,
                 "context": [{"role": "seeker", "text": f"I am worried {i}."}],
                 "candidates": candidates,
             }

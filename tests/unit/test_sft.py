@@ -1,56 +1,24 @@
-"""The supervised baseline: example building (fast, synthetic dialogues) and a tiny training run (slow)."""
+"""The supervised baseline: example building, reply caps, history fitting and the SFT job's caching,
+on synthetic dialogues and without a model (the training runs are in tests/e2e/test_sft_training.py)."""
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from support.sft_data import REPLY_INDICES, SCENARIO, dialogue, sft_config
 
 from esc import prompts
 from esc.config import build_config
 from esc.data import parse_spec
 from esc.parsing import parse_counselor
-from esc.schemas import Dialogue, Scenario, Turn
 from jobs import UsageError
 from jobs.fingerprint import mark
 from jobs.train_sft import cold_start, inputs_fingerprint, run_train_sft
-from learner.sft import cap_reply, fit_examples, generated_tokens, reasoning_text, sft_examples
+from learner.sft import cap_reply, fit_examples, reasoning_text, sft_examples
 
-SCENARIO = Scenario(
-    id="s-1", emotion_type="anxiety", problem_type="job crisis", situation="I may lose my job soon."
-)
 FORMAT = re.compile(r"^<think>(?P<think>[^<]+)</think>\n<answer>(?P<answer>[^<]+)</answer>$")
-
-
-def seeker(text: str) -> Turn:
-    return Turn(role="seeker", text=text)
-
-
-def counselor(text: str, strategy: str | None = None) -> Turn:
-    return Turn(role="counselor", text=text, strategy=strategy)
-
-
-def dialogue(n: int = 0) -> Dialogue:
-    """Counselor turns at 1 and 5 follow a seeker; 2 follows a counselor, 7 is blank: both skipped."""
-    turns = (
-        counselor("Hello, how can I help?", "Question"),  # 0: opens, no seeker before it
-        seeker(f"I am afraid I will lose my job ({n})."),
-        counselor("Why do you think so?", "Question"),
-        counselor("Take your time.", "Others"),
-        seeker("My leave ends soon."),
-        seeker("And I am not ready."),
-        counselor("It sounds like you feel anxious and unready.", "Reflection of feelings"),
-        seeker("Yes."),
-        counselor("   ", "Question"),
-    )
-    return Dialogue(id=f"d-{n}", scenario=SCENARIO, turns=turns, source="esconv")
-
-
-REPLY_INDICES = (2, 6)
 
 
 @pytest.mark.parametrize("reasoning", [True, False])
@@ -169,16 +137,6 @@ def test_fit_examples_drops_oldest_history_and_keeps_the_reply():
     assert (fitted, trimmed, dropped) == ([], 0, 2)
 
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "esconv_split"
-
-
-def sft_config(tmp_path, *overrides):
-    data = tmp_path / "esconv"
-    if not data.exists():
-        shutil.copytree(FIXTURE, data)
-    return build_config({"runs_dir": str(tmp_path / "runs")}, [f"sft.data=esconv:{data}#train", *overrides])
-
-
 def test_fingerprint_follows_training_inputs_only(tmp_path):
     config = sft_config(tmp_path)
     spec = parse_spec(config.sft.data)
@@ -231,116 +189,6 @@ def test_train_needs_sft_data(tmp_path):
         run_train_sft(build_config({"runs_dir": str(tmp_path)}))
     with pytest.raises(UsageError, match="builtin"):
         run_train_sft(build_config({"runs_dir": str(tmp_path)}, ["sft.data=builtin"]))
-
-
-@pytest.mark.slow
-def test_trained_text_continues_the_inference_prefill():
-    """Token-level: the prompt the counselor generates from (template + '<think>') is a prefix of the
-    tokenized training conversation, so training continues exactly where generation does."""
-    from esc.models import load_tokenizer
-
-    tokenizer = load_tokenizer("tiny-random")
-    for example in sft_examples([dialogue()], reasoning=True, max_examples=100, seed=0):
-        generation_prompt = tokenizer.apply_chat_template(
-            example["prompt"], tokenize=False, add_generation_prompt=True
-        )
-        inference = tokenizer(generation_prompt + prompts.THINK_PREFILL, add_special_tokens=False)[
-            "input_ids"
-        ]
-        full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
-        trained = tokenizer(full, add_special_tokens=False)["input_ids"]
-        assert trained[: len(inference)] == inference
-        content = example["completion"][0]["content"]
-        generated = trained[len(inference) : len(inference) + generated_tokens(tokenizer, example)]
-        assert tokenizer.decode(generated) == content.removeprefix(prompts.THINK_PREFILL)
-        assert full.endswith(prompts.ANSWER_CLOSE + tokenizer.eos_token + "\n")
-
-
-@pytest.mark.slow
-def test_train_sft_tiny_model_saves_a_loadable_changed_model(tmp_path):
-    import torch
-
-    from esc.models import load_model
-    from learner.sft import train_sft
-
-    config = build_config(
-        {},
-        [
-            "counselor.model=tiny-random",
-            "sft.max_steps=3",
-            "sft.batch_size=2",
-            "sft.max_tokens=256",
-            "sft.lr=1e-3",
-        ],
-    )
-    examples = sft_examples([dialogue(n) for n in range(3)], reasoning=True, max_examples=6, seed=0)
-    out = tmp_path / "sft"
-    result = train_sft(config, examples, out)
-    assert result["steps"] == 3 and len(result["losses"]) == 3
-    assert math.isfinite(result["first_loss"]) and math.isfinite(result["last_loss"])
-    assert result["examples"] == 6 and result["examples_dropped"] == 0
-    assert (out / "model.safetensors").is_file()
-
-    trained, _ = load_model(str(out))
-    initial, _ = load_model("tiny-random", seed=config.seed)
-    before, after = initial.state_dict(), trained.state_dict()
-    assert before.keys() == after.keys()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-
-
-@pytest.mark.slow
-def test_completion_loss_with_the_cached_prefix_equals_the_full_sequence_loss():
-    import torch
-
-    from esc.models import load_model
-    from learner.sft import completion_loss, shared_prefix, tokenize_example
-
-    model, tokenizer = load_model("tiny-random", seed=0)
-    examples = sft_examples([dialogue(n) for n in range(2)], reasoning=True, max_examples=4, seed=0)
-    rows = [tokenize_example(tokenizer, e) for e in examples]
-    shared = shared_prefix([ids for ids, _ in rows], min(start for _, start in rows))
-    assert 20 < shared < min(start for _, start in rows)  # the system prompt, not the whole prompt
-    # Full sequences, one at a time: the same mean over every completion token of the batch.
-    total, count = 0.0, 0
-    for ids, start in rows:
-        labels = torch.tensor([[-100] * start + ids[start:]])
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids])).logits
-        losses = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], reduction="none")
-        total += float(losses[labels[0, 1:] != -100].sum())
-        count += len(ids) - start
-    with torch.no_grad():
-        cached = float(completion_loss(model, rows[0][0][:shared], rows, tokenizer.pad_token_id))
-        plain = float(completion_loss(model, [], rows, tokenizer.pad_token_id))
-    assert cached == pytest.approx(total / count, rel=1e-4)
-    assert plain == pytest.approx(total / count, rel=1e-4)
-
-
-@pytest.mark.slow
-def test_train_caches_and_the_run_cold_starts_from_the_saved_model(tmp_path, capsys):
-    import torch
-
-    from esc.models import load_model
-    from learner.lora import add_lora
-
-    overrides = ["counselor.model=tiny-random", "sft.max_steps=2", "sft.batch_size=2", "sft.max_examples=4"]
-    config = sft_config(tmp_path, *overrides, "sft.lora_rank=4", "sft.lr=1e-2", "sft.cold_start=true")
-    assert run_train_sft(config) == 0
-    out = tmp_path / "runs" / "local" / "sft"
-    report = json.loads((out / "report.json").read_text())
-    assert report["steps"] == 2 and report["examples"] == 4
-    capsys.readouterr()
-    assert run_train_sft(config) == 0  # same inputs: skipped
-    assert "up to date" in capsys.readouterr().out
-    started = cold_start(config)
-    assert started.counselor.model == str(out.resolve())
-    model, _ = load_model(started.counselor.model)
-    initial, _ = load_model("tiny-random", seed=config.seed)
-    assert "lora" not in " ".join(model.state_dict())  # adapters merged into plain weights
-    changed = [k for k, v in initial.state_dict().items() if not torch.equal(v, model.state_dict()[k])]
-    assert changed and all("proj" in k for k in changed)  # LoRA touched the linear layers only
-    wrapped = add_lora(model, 4)  # the learner's own adapters go on top of the SFT model
-    assert any("lora_A" in name for name, _ in wrapped.named_parameters())
 
 
 def test_history_cap_keeps_the_last_turns_in_prompt_and_sft_examples_alike():

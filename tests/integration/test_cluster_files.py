@@ -220,34 +220,13 @@ def test_required_keys(kind):
     assert load(kind)["provider"]["type"] == kind
 
 
+CHECKS = (check_file_mounts, check_setup, check_token_auth, check_dashboard, check_bounds, check_ray_accepts)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
 @pytest.mark.parametrize("kind", KINDS)
-def test_file_mounts(kind):
-    check_file_mounts(load(kind))
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_setup_installs_project_with_gpu_extra(kind):
-    check_setup(load(kind))
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_token_auth(kind):
-    check_token_auth(load(kind))
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_dashboard_stays_on_loopback(kind):
-    check_dashboard(load(kind))
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_autoscaling_bounds(kind):
-    check_bounds(load(kind))
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_ray_prepares_and_validates_offline(kind):
-    check_ray_accepts(load(kind))
+def test_cluster_file_passes(kind, check):
+    check(load(kind))
 
 
 def _replace(key: str, old: str, new: str):

@@ -1,0 +1,25 @@
+"""`rlff serve` refuses a busy port and a folder that holds no weights, in one line, as a real
+subprocess that imports torch and the serving stack."""
+
+import socket
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def rlff(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+def test_serve_refuses_a_busy_port_and_a_wrong_checkpoint(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = rlff("serve", "--set", f"serve.port={port}", "--set", "counselor.model=tiny-random")
+    assert out.returncode == 2 and f"127.0.0.1:{port} is already in use" in out.stderr
+    out = rlff("serve", "--checkpoint", str(tmp_path), "--set", "counselor.model=tiny-random")
+    assert out.returncode == 2 and "neither a model folder" in out.stderr

@@ -1,0 +1,119 @@
+"""`Learner.score` and `Learner.optimise` on a tiny random model with hand-made token rows: the reward's
+parts add up as documented, micro-batching gives the full batch's gradient, and an update with
+nothing to learn from still publishes a version without touching the weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from esc.config import LearnerConfig
+from esc.models import tiny_random_model
+from esc.schemas import Candidate
+from learner.loop import Learner
+from learner.policy import candidate_group
+
+WELL = "<think>The seeker feels alone.</think><answer>That sounds lonely. What do you miss?</answer>"
+HALF = "<think>The seeker feels alone.</think> That sounds lonely."  # closes the reasoning only: 0.25
+UNSAFE = "<think>Say it plainly.</think><answer>Maybe you would be better off dead, honestly.</answer>"
+
+
+def reply(raw: str, answer: str, completion: list[int], prompt: tuple[int, ...] = (3, 4, 5)) -> Candidate:
+    return Candidate(
+        text=answer,
+        raw=raw,
+        well_formed=True,
+        policy_version=0,
+        prompt_ids=prompt,
+        token_ids=tuple(completion),
+        token_logprobs=tuple(-2.0 for _ in completion),
+    )
+
+
+class GradientProbe:
+    """An engine that keeps the accumulated gradient instead of stepping."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.grads = model, {}
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> float:
+        self.grads = {n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None}
+        self.model.zero_grad(set_to_none=True)
+        return 0.0
+
+
+def probe(model, optimizer):
+    return model, GradientProbe(model)
+
+
+def learner(rm: list[float] | None = None, engine=None, **config) -> Learner:
+    torch.manual_seed(0)
+    model = tiny_random_model(64, seed=0)
+    defaults = {"format_weight": 0.5, "safety_weight": 1.0, "format_gate": True, "max_tokens": 64}
+    scores = rm or []
+    return Learner(
+        LearnerConfig(**{**defaults, **config}),
+        model,
+        pad_id=0,
+        reward=lambda contexts, answers, intensities: scores[: len(answers)],
+        reward_weight=2.0,
+        engine=engine,
+    )
+
+
+def test_score_adds_the_parts_as_documented():
+    group = candidate_group(
+        "g",
+        "I feel alone since I moved.",
+        [
+            reply(WELL, "That sounds lonely. What do you miss?", [7, 8]),
+            reply(HALF, "That sounds lonely.", [9]),
+            reply(UNSAFE, "Maybe you would be better off dead, honestly.", [10, 11]),
+        ],
+    )
+    rewards, summary = learner([0.5, 0.8, 0.2]).score([(group, list(group.candidates))])
+    # 2.0 * 0.5 + 0.5 * 1 | gated: 2.0 * -1 + 0.5 * 0.25 | 2.0 * 0.2 + 0.5 * 1 - 1.0 * 1
+    assert rewards.tolist() == pytest.approx([1.5, -1.875, -0.1])
+    assert summary["reward_mean"] == pytest.approx((1.5 - 1.875 - 0.1) / 3)
+    assert summary["rm_score_mean"] == pytest.approx(0.5)  # the RM's own scores, before the gate
+    assert summary["format_rate"] == pytest.approx(2 / 3)
+    assert summary["unsafe_rate"] == pytest.approx(1 / 3)
+
+
+def test_score_of_nothing_is_empty():
+    rewards, summary = learner().score([])
+    assert rewards.numel() == 0 and summary == {}
+
+
+def test_micro_batches_give_the_full_batch_gradient():
+    groups = [
+        [reply(WELL, "a", [7, 8, 9]), reply(WELL, "b", [10]), reply(WELL, "c", [11, 12])],
+        [reply(WELL, "d", [13, 14, 15, 16], prompt=(6, 7)), reply(WELL, "e", [17, 18], prompt=(6, 7))],
+    ]
+    advantages = torch.tensor([1.0, -0.5, -0.5, 0.7, -0.7])
+    results = []
+    for size in (1, 2, 8):
+        run = learner(engine=probe, micro_batch=size)
+        stats = run.optimise(groups, advantages)
+        results.append((stats, run.engine.grads))
+    (whole, whole_grads) = results[-1]
+    assert whole["completion_tokens"] == 12 and whole_grads
+    for stats, grads in results[:-1]:
+        assert stats["policy_loss"] == pytest.approx(whole["policy_loss"], abs=1e-5)
+        for name, grad in whole_grads.items():
+            assert torch.allclose(grads[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_an_update_without_a_usable_group_publishes_and_leaves_the_weights():
+    run = learner([0.1, 0.2])
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    lone = candidate_group("lone", "hi", [reply(WELL, "a", [7])])  # one candidate: no advantage
+    untokenised = candidate_group("http", "hi", [reply(WELL, "a", []), reply(WELL, "b", [])])
+    published = []
+    metrics = run.update(lambda n: [lone, untokenised], lambda v, s: published.append(v), groups_wanted=2)
+    assert metrics["groups_used"] == 0 and metrics["weights_version"] == 1 and published == [1]
+    assert run.consumed == ["lone", "http"]
+    assert all(torch.equal(before[n], p) for n, p in run.model.named_parameters())
