@@ -7,12 +7,12 @@ nothing of workers, the store or training. Plain-dict arguments and results.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from typing import Any
 
 from actors.common import Throughput, actor_setup
 from esc.backends import make_backend
 from esc.roles import Judge as JudgeRole
+from esc.roles import JudgeResult
 from esc.schemas import Scenario, Turn
 
 
@@ -22,12 +22,9 @@ class Judge:
         self.judge = JudgeRole(make_backend(run.judge, seed=run.seed), run.judge)
         self._throughput = Throughput(self.judge.backend)
 
-    async def rate(self, scenario: dict, history: list[dict], seed: int | None = None) -> dict:
-        """The judge's rating of the seeker after `history`: {reward, verdict, probs, samples}."""
-        result = await self.judge.rate(
-            Scenario.model_validate(scenario), [Turn.model_validate(t) for t in history], seed=seed
-        )
-        return asdict(result)
+    async def rate(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> JudgeResult:
+        """The judge's rating of the seeker after `history`."""
+        return await self.judge.rate(scenario, list(history), seed=seed)
 
     def throughput(self) -> dict[str, float]:
         """Tokens processed (prompt + generated) and seconds since start: the dashboard's tokens/s."""

@@ -51,8 +51,7 @@ class _Spread:
 
 class RemoteSeeker(_Spread):
     async def speak(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> Turn:
-        turn = await self.next().speak.remote(scenario.model_dump(), [t.model_dump() for t in history], seed)
-        return Turn.model_validate(turn)
+        return await self.next().speak.remote(scenario, list(history), seed)
 
 
 class RemoteCounselor(_Spread):
@@ -62,8 +61,7 @@ class RemoteCounselor(_Spread):
 
 class RemoteJudge(_Spread):
     async def rate(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> JudgeResult:
-        out = await self.next().rate.remote(scenario.model_dump(), [t.model_dump() for t in history], seed)
-        return JudgeResult(**out)
+        return await self.next().rate.remote(scenario, list(history), seed)
 
 
 def _turns(turns, keep: int | None = None, simulated: bool = False) -> list[dict[str, Any]]:

@@ -22,12 +22,9 @@ class UserSimulator:
         self.seeker = Seeker(make_backend(run.seeker, seed=run.seed), run.seeker)
         self._throughput = Throughput(self.seeker.backend)
 
-    async def speak(self, scenario: dict, history: list[dict], seed: int | None = None) -> dict:
-        """The seeker's next turn after `history` (Turn dicts), as a Turn dict."""
-        turn = await self.seeker.speak(
-            Scenario.model_validate(scenario), [Turn.model_validate(t) for t in history], seed=seed
-        )
-        return turn.model_dump()
+    async def speak(self, scenario: Scenario, history: list[Turn], seed: int | None = None) -> Turn:
+        """The seeker's next turn after `history`."""
+        return await self.seeker.speak(scenario, list(history), seed=seed)
 
     def throughput(self) -> dict[str, float]:
         """Tokens processed (prompt + generated) and seconds since start: the dashboard's tokens/s."""
