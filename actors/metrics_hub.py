@@ -156,6 +156,9 @@ METRICS: dict[str, Metric] = {
         "share", "share of one update's candidates in well-formed <think>/<answer> format", "rising towards 1"
     ),
     "unsafe_rate": Metric("share", "share of one update's candidates the safety check flagged", "0"),
+    "novelty_mean": Metric(
+        "share", "mean share of a candidate's bigrams no other candidate of its group has", "near 1"
+    ),
     "policy_loss": Metric(
         "loss", "clipped policy-gradient loss of one update (token mean)", "near 0, either sign"
     ),

@@ -82,6 +82,9 @@ class LearnerConfig(Section):
         True, description="A malformed reply's RM part is the RM's floor, -1 (off for a plain counselor)."
     )
     safety_weight: float = Field(1.0, ge=0.0, description="Penalty for a reply the safety check flags.")
+    novelty_weight: float = Field(
+        0.0, ge=0.0, description="Training reward + this x the share of a reply's bigrams its group lacks."
+    )
     lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) of the policy; 0 trains every weight.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")
     zero_stage: int = Field(

@@ -22,7 +22,14 @@ from esc.memory import release_free_memory
 from esc.parsing import parse_counselor
 from esc.schemas import Candidate, CandidateGroup, Turn
 from learner.lora import policy_state
-from learner.losses import format_reward, group_advantages, kl_k3, policy_loss, safety_penalty
+from learner.losses import (
+    format_reward,
+    group_advantages,
+    group_novelty,
+    kl_k3,
+    policy_loss,
+    safety_penalty,
+)
 from learner.policy import build_rows, completion_logprobs, trainable
 from learner.strategy import EngineFactory, adamw, plain_step
 
@@ -138,8 +145,8 @@ class Learner:
     def score(
         self, kept: list[tuple[CandidateGroup, list[Candidate]]]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Rewards, flat over the kept candidates of each group in order (`grpo_reward`), and their
-        batch means."""
+        """Rewards, flat over the kept candidates of each group in order (`grpo_reward`, plus
+        `learner.novelty_weight` x `group_novelty`), and their batch means."""
         if not kept:
             return torch.zeros(0), {}
         contexts, answers, raws, intensities = [], [], [], []
@@ -152,8 +159,12 @@ class Learner:
         rm = self.reward(contexts, answers, intensities)
         c = self.config
         parts = grpo_reward(rm, raws, self.reward_weight, c.format_weight, c.safety_weight, c.format_gate)
-        flat = parts.reward
+        novelty = torch.tensor(
+            [n for _, group in kept for n in group_novelty([g.text for g in group])], dtype=torch.float32
+        )
+        flat = parts.reward + c.novelty_weight * novelty  # a training term only: held-out rewards lack it
         summary = {
+            "novelty_mean": float(novelty.mean()),
             "reward_mean": float(flat.mean()),
             "rm_score_mean": float(parts.rm_score.mean()),
             "format_rate": float((parts.format_reward == 1.0).float().mean()),

@@ -20,6 +20,7 @@ Functions:
     classification_metrics  accuracy, macro-F1 and majority baseline of class predictions
     format_reward           reward for the counselor's `<think>/<answer>` format
     safety_penalty          penalty for a counselor answer that the crisis lexicon flags
+    group_novelty           share of each answer's word bigrams that no other answer of its group has
 """
 
 from __future__ import annotations
@@ -245,3 +246,20 @@ def safety_penalty(answer: str) -> float:
     such as "you'd be better off dead" but also a reply that names "suicide" when naming a hotline.
     """
     return 1.0 if check_message(answer).crisis else 0.0
+
+
+def group_novelty(answers: Sequence[str]) -> list[float]:
+    """For each answer of one group, the share of its word bigrams (lower-cased, whitespace-split, as
+    Distinct-2 counts them) that no other answer of the group contains; 0.0 for an answer of fewer
+    than two words. Answers that repeat each other's phrasing score low, so a reward with this term
+    keeps a group's replies apart (the held-out Distinct-2 is the same count over a context's replies).
+    """
+    grams = []
+    for answer in answers:
+        words = answer.lower().split()
+        grams.append(set(zip(words, words[1:])))
+    novelty = []
+    for i, own in enumerate(grams):
+        others = set().union(*(g for j, g in enumerate(grams) if j != i))
+        novelty.append(len(own - others) / len(own) if own else 0.0)
+    return novelty

@@ -83,6 +83,24 @@ def test_score_adds_the_parts_as_documented():
     assert summary["unsafe_rate"] == pytest.approx(1 / 3)
 
 
+def test_novelty_adds_to_the_training_reward_only():
+    group = candidate_group(
+        "g",
+        "I feel alone.",
+        [
+            reply(WELL, "that sounds lonely", [7]),
+            reply(WELL, "that sounds hard", [8]),
+            reply(WELL, "tell me", [9]),
+        ],
+    )
+    plain, _ = learner([0.0, 0.0, 0.0]).score([(group, list(group.candidates))])
+    rewards, summary = learner([0.0, 0.0, 0.0], novelty_weight=0.5).score([(group, list(group.candidates))])
+    # novelty: 1/2, 1/2 ("that sounds" is shared), 1/1
+    assert (rewards - plain).tolist() == pytest.approx([0.25, 0.25, 0.5])
+    assert summary["novelty_mean"] == pytest.approx(2 / 3)
+    assert summary["reward_mean"] == pytest.approx(float(rewards.mean()))
+
+
 def test_score_of_nothing_is_empty():
     rewards, summary = learner().score([])
     assert rewards.numel() == 0 and summary == {}

@@ -13,6 +13,7 @@ from learner.losses import (
     expected_reward,
     format_reward,
     group_advantages,
+    group_novelty,
     kl_k3,
     masked_mean,
     policy_loss,
@@ -46,6 +47,15 @@ def test_group_advantages_constant_group_is_exactly_zero():
         assert torch.equal(adv[:2], torch.zeros(2, 4))
     # the third group: mean 0.5, std 0.5 -> [-1, 1, -1, 1]
     assert_close(group_advantages(rewards, eps=0.0)[2], torch.tensor([-1.0, 1.0, -1.0, 1.0]))
+
+
+def test_group_novelty_counts_bigrams_no_sibling_has():
+    answers = ["That sounds hard for you", "that sounds lonely", "Tell me more", "Okay"]
+    # bigrams: A {that sounds, sounds hard, hard for, for you}; B {that sounds, sounds lonely};
+    # C {tell me, me more}; D none. A shares "that sounds" with B: 3/4; B: 1/2; C: 2/2; D: 0
+    assert group_novelty(answers) == [0.75, 0.5, 1.0, 0.0]
+    assert group_novelty(["same words here", "same words here"]) == [0.0, 0.0]
+    assert group_novelty(["one answer alone"]) == [1.0]
 
 
 def test_token_logprobs_gathers_log_softmax_in_float32():
