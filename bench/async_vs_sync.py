@@ -4,7 +4,8 @@ embedded model: wall time to N policy updates, and where the time went (per-stag
 
 Time to N updates is measured from the run's first metric event (actors ready, work starting) to its
 N-th learner event, so the identical start-up of both runs does not water the ratio down; the whole
-command's wall time is printed too. Needs a trained reward model (`make run` trains one).
+command's wall time is printed too. Needs a trained reward model and the cold-start SFT model beside
+it (`make run` trains both).
 
     .venv/bin/python bench/async_vs_sync.py [--updates 3] [--reward-model runs/local/reward_model]
 """
@@ -37,6 +38,9 @@ LEARNER_STAGES = (
 def run(mode: str, updates: int, reward_model: Path, folder: Path) -> dict:
     run_dir = folder / mode
     shutil.copytree(reward_model, run_dir / "reward_model")
+    sft = reward_model.parent / "sft"  # configs/local.yaml cold-starts from the run's SFT model
+    if (sft / "config.json").is_file():
+        shutil.copytree(sft, run_dir / "sft")
     sets = [f"runs_dir={folder}", f"name={mode}", f"learner.mode={mode}", f"learner.max_updates={updates}"]
     sets += ["serve.enabled=false", "evaluation.every=0", f"learner.checkpoint_every={updates}"]
     command = [sys.executable, "-m", "jobs.cli", "run", "--config", "configs/local.yaml"]
