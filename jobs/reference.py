@@ -47,14 +47,16 @@ def _limits(field) -> str:
     return ", ".join(parts)
 
 
-def _rows(model: type[BaseModel], prefix: str, sections: list[tuple[str, type[BaseModel]]]) -> list[str]:
+def _rows(defaults: BaseModel, prefix: str, sections: list[tuple[str, BaseModel]]) -> list[str]:
+    """Table rows of one section; `defaults` is the section as a default config holds it (a nested
+    section's default can differ from its class's, e.g. `learner.placement.num_cpus`)."""
     rows = []
-    for name, field in model.model_fields.items():
+    for name, field in type(defaults).model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            sections.append((f"{prefix}{name}", annotation))
+            sections.append((f"{prefix}{name}", getattr(defaults, name)))
             continue
-        default = json.dumps(field.default)
+        default = json.dumps(getattr(defaults, name))
         rows.append(
             f"| `{prefix}{name}` | {_type_name(annotation)} | `{default}` | {_limits(field)} |"
             f" {_cell(field.description or '')} |"
@@ -74,16 +76,16 @@ def config_reference() -> str:
         "The resolved config of every run is saved to `runs/<name>/config.json`.",
         "",
     ]
-    sections: list[tuple[str, type[BaseModel]]] = []
-    top = _rows(RunConfig, "", sections)
+    sections: list[tuple[str, BaseModel]] = []
+    top = _rows(RunConfig(), "", sections)
     lines += ["## Top level", "", (RunConfig.__doc__ or "").strip(), ""]
     lines += ["| key | type | default | limits | meaning |", "|---|---|---|---|---|", *top, ""]
     while sections:
-        prefix, model = sections.pop(0)
-        nested: list[tuple[str, type[BaseModel]]] = []
-        rows = _rows(model, f"{prefix}.", nested)
+        prefix, section = sections.pop(0)
+        nested: list[tuple[str, BaseModel]] = []
+        rows = _rows(section, f"{prefix}.", nested)
         sections[:0] = nested
-        lines += [f"## `{prefix}`", "", (model.__doc__ or "").strip(), ""]
+        lines += [f"## `{prefix}`", "", (type(section).__doc__ or "").strip(), ""]
         lines += ["| key | type | default | limits | meaning |", "|---|---|---|---|---|", *rows, ""]
     return "\n".join(lines)
 
