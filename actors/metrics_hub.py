@@ -147,7 +147,9 @@ METRICS: dict[str, Metric] = {
         "learner.batch_size",
     ),
     "reward_mean": Metric(
-        "reward", "mean GRPO reward of one update's candidates: RM score + format - safety", "rising"
+        "reward",
+        "mean GRPO reward of one update's candidates: RM score + format - safety (+ novelty)",
+        "rising",
     ),
     "rm_score_mean": Metric(
         "reward", "mean reward-model score of one update's candidates, in [-1, 1]", "rising"
