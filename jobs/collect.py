@@ -38,8 +38,8 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
     started = time.perf_counter()
     system = start_actors(config)
     print(f"actors ready in {time.perf_counter() - started:.1f} s; store {config.store_dir()}", flush=True)
-    print("actor pids: " + json.dumps(system.pids()), flush=True)
     watch = Watch(system, len(contexts), say=lambda line: tqdm.write(line, file=sys.stderr))
+    print("actor pids: " + json.dumps(watch.pids), flush=True)  # the first probe, taken by the watch
     seconds = _collect(system, contexts, watch)
     stats = get([w.stats.remote() for w in system.workers])
     store = get(system.store.stats.remote())

@@ -18,9 +18,9 @@ import torch
 
 from esc.backends.base import Generation, SamplingParams
 from esc.backends.decode_batch import DecodeBatch, Row
-from esc.backends.prefix_cache import PrefixCache, shared_length
+from esc.backends.prefix_cache import PrefixCache
 from esc.backends.sampling import sample_tokens, uniform_draws
-from esc.backends.shared_start import cache_keyword
+from esc.backends.shared_start import cache_keyword, common_start
 
 TAIL_ROWS = 16  # tails per second scoring pass (memory: their logits are [rows, width, vocabulary])
 
@@ -58,7 +58,7 @@ class CausalLM:
     def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
         """Last-position logits, KV cache, attention mask and positions after reading every prompt."""
         cached = self.prefix_cache
-        shared = min(shared_length(prompts[0], p) for p in prompts)
+        shared = common_start(prompts)
         shared = min(shared, min(map(len, prompts)) - 1)  # every row keeps a token of its own to read
         if cached is None or shared < cached.min_tokens:
             ids, mask, positions = self._left_pad(prompts)
