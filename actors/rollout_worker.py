@@ -103,6 +103,7 @@ def group_feed(group: CandidateGroup) -> dict[str, Any]:
     verdict where it was simulated."""
     return {
         "kind": "group",
+        "id": group.id,
         "policy_version": group.policy_version,
         "problem": group.scenario.problem_type,
         "emotion": group.scenario.emotion_type,
@@ -141,17 +142,12 @@ def episode_feed(episode, version: int) -> dict[str, Any]:
 
 
 class RolloutWorker:
-    def __init__(
-        self,
-        config: dict[str, Any],
-        handles: dict[str, list],
-        store: Any,
-        worker_id: str,
-        hub: Any = None,
-        gate: Any = None,
-    ):
-        """`gate`: a StalenessGate handle for the online loop (admission control); None in `collect`."""
+    def __init__(self, config: dict[str, Any], peers: Any, worker_id: str):
+        """`peers.resolve()` gives (role handles by role, store, metrics hub, gate) in this process
+        (`jobs.launcher.Peers`); the gate is a StalenessGate for the online loop (admission control),
+        None in `collect`."""
         self.run = actor_setup(config, "rollout_worker")
+        handles, store, hub, gate = peers.resolve()
         self.roles = Roles(
             seeker=RemoteSeeker(handles["seeker"]),
             counselor=RemoteCounselor(handles["counselor"]),

@@ -18,6 +18,8 @@ COMMANDS = {
     "async_vs_sync": ".venv/bin/python bench/async_vs_sync.py --updates 3",
     "grpo_vs_trl": ".venv/bin/python bench/grpo_vs_trl.py --iterations 4",
     "serving": ".venv/bin/python bench/serving.py",
+    "streaming": ".venv/bin/python bench/streaming.py",
+    "chaos_soak": ".venv/bin/python bench/chaos_soak.py",
     "replay_store": ".venv/bin/python bench/replay_store.py",
     "peak_memory": ".venv/bin/python bench/peak_memory.py make run",
     "run_all": "bash bench/run_all.sh",
@@ -54,6 +56,39 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
             ("publish_to_serve_latency", median, latency, "<= 2", median <= 2),
             ("serve_load_16_clients", ratio, load, ">= 3, 0 errors", ratio >= 3 and errors == 0),
         ]
+    if name == "streaming":
+        rows = []
+        for case, label in (
+            ("answer", "answer text, reasoning hidden"),
+            ("reasoning", "any text, reasoning shown"),
+        ):
+            c = raw[case]
+            unit = (
+                f"s p50 time to first token, {raw['clients']} streaming clients ({label};"
+                f" p99 {c['ttft_p99_s']} s, {c['errors']} errors)"
+            )
+            met = c["errors"] == 0 and c["ttft_p50_s"] <= 2 and c["ttft_p99_s"] <= 5
+            rows.append(
+                (f"stream_first_token_{case}", c["ttft_p50_s"], unit, "p50 <= 2, p99 <= 5, 0 errors", met)
+            )
+        return rows
+    if name == "chaos_soak":
+        lost = raw["groups_produced_not_stored"] + raw["consumed_not_stored"]
+        twice = raw["groups_reported_twice"] + raw["consumed_twice"]
+        e = raw["endpoint"]
+        clean = lost == 0 and twice == 0 and raw["consumed_lineage_equals_store_marks"] and e["hung"] == 0
+        updates = f"{raw['updates_completed']}/{raw['updates_planned']} updates, {raw['resumes']} resumes"
+        groups = (
+            f"groups {raw['groups_produced']} produced, {raw['groups_stored']} stored,"
+            f" {raw['groups_consumed']} consumed, {lost} lost, {twice} twice"
+        )
+        calls = (
+            f"endpoint {e['answered']} answered, {e['refused']} refused,"
+            f" {e['unreachable']} unreachable while restarting, {e['hung']} hung"
+        )
+        unit = f"kills survived ({updates}; {groups}; {calls})"
+        met = clean and raw["kill_count"] >= 10 and raw["updates_completed"] == raw["updates_planned"]
+        return [("chaos_soak", raw["kill_count"], unit, ">= 10 kills, 0 lost, 0 twice, 0 hung", met)]
     if name == "replay_store":
         puts, p99 = raw["single_puts_per_s"], raw["sample_p99_ms"]
         return [

@@ -11,6 +11,8 @@ run() { local name=$1; shift; "$@" | tee "$OUT/$name.log"; tail -n 1 "$OUT/$name
 started=$(date +%s)
 echo "== serving: publish -> serve latency, 16 clients vs 1"
 run serving $PY bench/serving.py
+echo "== streaming: time to first token, 16 streaming clients"
+run streaming $PY bench/streaming.py
 echo "== our GRPO iteration vs TRL GRPOTrainer"
 run grpo_vs_trl $PY bench/grpo_vs_trl.py --iterations 4
 echo "== batched actor inference"

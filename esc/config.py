@@ -67,6 +67,12 @@ class SafetyConfig(Section):
     """The crisis-safety check on every seeker or user message."""
 
     enabled: bool = Field(True, description="Run the crisis check on every seeker/user message.")
+    window: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="The last N seeker/user messages checked before each reply (all must pass).",
+    )
     region: Literal["us", "uk", "ie", "ca", "au", "international"] = Field(
         "international", description="Which crisis resources a crisis reply lists."
     )
@@ -165,6 +171,10 @@ class ServeConfig(Section):
         False, description="`rlff run` also serves the endpoint and dashboard while it trains."
     )
     host: str = Field("127.0.0.1", description="Bind address; loopback unless you mean to expose it.")
+    allow_open: bool = Field(
+        False,
+        description="Serve on a non-loopback host without an API key; without it such a start is refused.",
+    )
     port: int = Field(8000, gt=0, lt=65536, description="TCP port.")
     placement: Placement = Field(
         Placement(), description="Serve replicas, each with its own copy of the policy, and their resources."

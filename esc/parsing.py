@@ -69,3 +69,66 @@ def parse_verdict(text: str) -> float | None:
     """Reward of the first PPDPP verdict word in a judge's text, or None when there is none."""
     word = parse_verdict_word(text)
     return None if word is None else VERDICTS[word]
+
+
+def _settled(region: str) -> str:
+    """What of a growing text region can no longer change once stripped: from its first non-blank
+    character up to the last one before any '<' (a tag may be starting) or trailing blanks."""
+    return region.split("<", 1)[0].strip()
+
+
+class AnswerStream:
+    """Turns a counselor's growing raw text into the pieces of its answer (and reasoning) that may be
+    shown already, so that the pieces add up to what `parse_counselor` makes of the finished text.
+
+    `feed(raw)` takes the whole text so far and returns the new (reasoning, answer) pieces. Text is held
+    back while it could still change: trailing blanks, anything after a '<', an answer not yet opened.
+    `finish(reasoning, answer)` takes the final parsed texts and returns what is left to send; if the
+    finished answer does not extend what was sent (a broken format), nothing more is sent and
+    `diverged` is set.
+    """
+
+    def __init__(self, reasoning: bool, stops: tuple[str, ...] = ()):
+        self.reasoning, self.stops = reasoning, stops
+        self.sent_reasoning = self.sent_answer = ""
+        self.diverged = False
+
+    def _cut(self, answer: str) -> str:
+        hits = [answer.index(s) for s in self.stops if s in answer]
+        return answer[: min(hits)] if hits else answer
+
+    def feed(self, raw: str) -> tuple[str, str]:
+        lower = raw.lower()
+        thought, answer = "", ""
+        if not self.reasoning:
+            answer = _settled(raw)
+        else:
+            start = lower.find("<think>")
+            if start >= 0:
+                end = lower.find("</think>", start)
+                thought = _settled(raw[start + 7 : end if end >= 0 else len(raw)])
+            opened = lower.find("<answer>")
+            if opened >= 0:
+                answer = _settled(raw[opened + 8 :])
+        answer = self._cut(answer)
+        if self.stops:  # a stop string may be starting at the end: hold back its longest partial match
+            longest = max(
+                (n for s in self.stops for n in range(1, len(s)) if answer.endswith(s[:n])), default=0
+            )
+            answer = answer[: len(answer) - longest].rstrip()
+        return self._advance(thought, answer)
+
+    def finish(self, reasoning: str | None, answer: str) -> tuple[str, str]:
+        return self._advance(reasoning or "", self._cut(answer).strip(), final=True)
+
+    def _advance(self, thought: str, answer: str, final: bool = False) -> tuple[str, str]:
+        pieces = []
+        for sent, now in ((self.sent_reasoning, thought), (self.sent_answer, answer)):
+            if now.startswith(sent):
+                pieces.append(now[len(sent) :])
+            else:
+                pieces.append("")
+                self.diverged = self.diverged or final
+        self.sent_reasoning += pieces[0]
+        self.sent_answer += pieces[1]
+        return pieces[0], pieces[1]

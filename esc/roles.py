@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from esc import prompts
 from esc.backends import BackendPool
-from esc.backends.base import Generation, InferenceBackend, SamplingParams
+from esc.backends.base import Generation, InferenceBackend, SamplingParams, stream_generation
 from esc.config import CounselorConfig, JudgeConfig, RoleConfig, RunConfig, SafetyConfig, SeekerConfig
 from esc.metrics import verdict_from_probs
 from esc.parsing import VERDICTS, parse_counselor, parse_verdict, parse_verdict_word
-from esc.safety import check_message, crisis_reply
+from esc.safety import check_conversation, crisis_reply
 from esc.safety_model import LLMCrisisClassifier
 from esc.schemas import Scenario, Turn
 from esc.seeker_check import SeekerGrounding
@@ -105,39 +106,68 @@ class Counselor:
         )
         return cls(pool.get(config.counselor), config.counselor, config.safety, classifier)
 
-    async def is_crisis(self, text: str) -> bool:
-        """The lexicon first; the model-based classifier (if any) only when the lexicon is silent."""
-        if check_message(text).crisis:
+    async def is_crisis(self, history: list[Turn]) -> bool:
+        """The lexicon on each of the last `safety.window` seeker turns first; the model-based
+        classifier (if any) on the last one, only when the lexicon is silent."""
+        said = [t.text for t in history if t.role == "seeker"]
+        if not said:
+            return False
+        if check_conversation(said, self.safety.window).crisis:
             return True
-        return self.classifier is not None and await self.classifier(text) >= self.safety.classifier_threshold
+        if self.classifier is None:
+            return False
+        return await self.classifier(said[-1]) >= self.safety.classifier_threshold
 
     async def respond(
         self, history: list[Turn], seed: int | None = None, **sampling_overrides: float | int | None
     ) -> CounselorOutput:
         """Reply to the last seeker turn of `history`.
 
-        When the safety check flags the last seeker message, the reply is the crisis reply with
-        resources, without calling the model, and the turn is flagged `crisis=True`.
+        When the safety check flags any of the last `safety.window` seeker messages, the reply is the
+        crisis reply with resources, without calling the model, and the turn is flagged `crisis=True`.
         `sampling_overrides` (temperature, top_p, max_new_tokens; None keeps the config's) apply to
         this reply only, e.g. from an API request.
         """
-        overrides = {k: v for k, v in sampling_overrides.items() if v is not None}
-        config = self.config.model_copy(update=overrides) if overrides else self.config
-        last = next((t for t in reversed(history) if t.role == "seeker"), None)
-        if self.safety.enabled and last is not None and await self.is_crisis(last.text):
-            text = crisis_reply(self.safety.region)
-            return CounselorOutput(Turn(role="counselor", text=text, crisis=True), text, True, 0)
-        reasoning = config.reasoning
+        if self.safety.enabled and await self.is_crisis(history):
+            return self.crisis_output()
+        config, messages, params = self._request(history, seed, sampling_overrides)
+        return self._output(config, await self.backend.generate(messages, params))
+
+    async def respond_stream(
+        self, history: list[Turn], seed: int | None = None, **sampling_overrides: float | int | None
+    ) -> AsyncIterator[str | CounselorOutput]:
+        """`respond`, as it is written: the model's raw text so far (prefill included) each time it
+        grows, then the `CounselorOutput`, the same one `respond` returns for the same seed. A crisis
+        reply comes as the output alone. Closing the iterator early frees the backend's row."""
+        if self.safety.enabled and await self.is_crisis(history):
+            yield self.crisis_output()
+            return
+        config, messages, params = self._request(history, seed, sampling_overrides)
+        async with aclosing(stream_generation(self.backend, messages, params)) as items:
+            async for item in items:
+                yield self._output(config, item) if isinstance(item, Generation) else item
+
+    def crisis_output(self) -> CounselorOutput:
+        text = crisis_reply(self.safety.region)
+        return CounselorOutput(Turn(role="counselor", text=text, crisis=True), text, True, 0)
+
+    def _request(
+        self, history: list[Turn], seed: int | None, overrides: dict[str, float | int | None]
+    ) -> tuple[CounselorConfig, list[dict[str, str]], SamplingParams]:
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        config = self.config.model_copy(update=changes) if changes else self.config
         # Prefilling "<think>" makes small models far more likely to keep the format; an HTTP
         # chat-completions server cannot prefill, so there the instruction alone asks for it.
+        reasoning = config.reasoning
         prefill = prompts.THINK_PREFILL if reasoning and self.backend.name != "openai" else ""
         params = sampling(config, seed, prefill=prefill, stop=(prompts.ANSWER_CLOSE,) if reasoning else ())
-        messages = prompts.counselor_messages(history, reasoning, config.max_history_turns)
-        generation = await self.backend.generate(messages, params)
+        return config, prompts.counselor_messages(history, reasoning, config.max_history_turns), params
+
+    def _output(self, config: CounselorConfig, generation: Generation) -> CounselorOutput:
         raw = generation.text
         if generation.stop_sequence == prompts.ANSWER_CLOSE:  # stop strings are cut from the text
             raw += prompts.ANSWER_CLOSE
-        if reasoning:
+        if config.reasoning:
             parsed = parse_counselor(raw)
             answer, thought, ok = parsed.answer, parsed.reasoning, parsed.well_formed
         else:

@@ -37,7 +37,7 @@ from esc.learning import (
 from esc.metrics import rouge_l_each
 from esc.parsing import parse_counselor
 from esc.roles import CounselorOutput
-from esc.safety import check_message
+from esc.safety import check_conversation
 from esc.schemas import Context
 from jobs import UsageError
 from jobs.driver import get
@@ -47,7 +47,7 @@ HELDOUT_TIMEOUT_S = 1800.0  # one point's replies; the counselors share the mach
 
 def heldout_contexts(config: RunConfig) -> list[Context]:
     """The first `evaluation.heldout_contexts` dialogues of `evaluation.heldout` that give a context
-    with a real reply and whose last seeker turn the crisis lexicon does not flag (those get the fixed
+    with a real reply and whose recent seeker turns the crisis lexicon does not flag (those get the fixed
     crisis reply, which measures nothing about the policy)."""
     spec = config.evaluation.heldout
     if spec is None:
@@ -56,7 +56,11 @@ def heldout_contexts(config: RunConfig) -> list[Context]:
     for dialogue in load_dialogues(spec, seed=config.seed):
         context = dialogue_context(dialogue, config.seed)
         seeker = [t for t in context.turns if t.role == "seeker"]
-        if context.reference is None or not seeker or check_message(seeker[-1].text).crisis:
+        if (
+            context.reference is None
+            or not seeker
+            or check_conversation([t.text for t in seeker], config.safety.window).crisis
+        ):
             continue
         picked.append(context)
         if len(picked) == config.evaluation.heldout_contexts:

@@ -9,6 +9,7 @@ constructor (role actors reload their model, the store reopens its folder).
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +40,12 @@ def init_ray(quiet: bool = False) -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=not quiet)
 
 
-def remote(cls: type, actor: ActorConfig, retries: bool = True):
+def remote(cls: type, actor: ActorConfig, retries: bool = True, name: str | None = None):
     """`cls` made remote with the placement (Ray's side: CPUs, GPUs, custom resources) and fault
-    tolerance of one role; its `replicas` are started by the caller."""
+    tolerance of one role; its `replicas` are started by the caller. `name`: a Ray actor name, so
+    that other actors can look it up (`Peers`)."""
     return ray.remote(cls).options(
+        name=name,
         num_cpus=actor.num_cpus,
         num_gpus=actor.num_gpus,
         resources=dict(actor.resources),
@@ -101,6 +104,24 @@ class ActorSystem:
         }
 
 
+@dataclass(frozen=True)
+class Peers:
+    """The Ray names of the actors a rollout worker talks to. A worker gets this, not their handles:
+    it resolves the names in its own process, again after every restart, and its constructor's
+    arguments stay small enough to travel inline, where Ray can always find them for a restart."""
+
+    roles: dict[str, list[str]]
+    store: str
+    hub: str
+    gate: str | None = None
+
+    def resolve(self) -> tuple[dict[str, list], Any, Any, Any]:
+        """(role handles by role, store, hub, gate or None)."""
+        find = ray.get_actor
+        roles = {role: [find(name) for name in names] for role, names in self.roles.items()}
+        return roles, find(self.store), find(self.hub), find(self.gate) if self.gate else None
+
+
 def report_restarts(before: dict[str, int | None], after: dict[str, int | None]) -> tuple[list[str], int]:
     """Compare two `pids()` probes: one log line per actor whose process changed or vanished, and how
     many actors are now running in a new process (restarts completed since `before`)."""
@@ -118,10 +139,12 @@ def report_restarts(before: dict[str, int | None], after: dict[str, int | None])
     return lines, restarted
 
 
-def start_store(config: RunConfig):
+def start_store(config: RunConfig, name: str | None = None):
     """The replay store actor of a run (`actors.store`, `store.capacity`), on its folder."""
     place = config.actors.store
-    return remote(ReplayStore, place).remote(str(config.store_dir()), config.store.capacity, nice=place.nice)
+    return remote(ReplayStore, place, name=name).remote(
+        str(config.store_dir()), config.store.capacity, nice=place.nice
+    )
 
 
 def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = True) -> ActorSystem:
@@ -130,8 +153,9 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
     StalenessGate applies admission control to the workers."""
     plain = config.model_dump()
     a = config.actors
-    store = start_store(config)
-    hub = remote(MetricsHub, ActorConfig(max_concurrency=1)).remote(
+    tag = f"rlff-{config.name}-{uuid.uuid4().hex[:8]}"  # unique per start: runs may share a cluster
+    store = start_store(config, name=f"{tag}-store")
+    hub = remote(MetricsHub, ActorConfig(max_concurrency=1), name=f"{tag}-hub").remote(
         str(config.run_dir() / "metrics.jsonl"), tensorboard=True, prometheus=True
     )
     system = ActorSystem(store=store, hub=hub)
@@ -140,22 +164,28 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
             "group", {"unconsumed": 0}
         )
         gate_actor = ActorConfig(max_restarts=0, max_concurrency=1000)
-        system.gate = remote(StalenessGate, gate_actor).remote(
+        system.gate = remote(StalenessGate, gate_actor, name=f"{tag}-gate").remote(
             config.learner.batch_size,
             staleness,
             accepted=held["unconsumed"],
             max_running=config.rollout.max_generating,
         )
-    system.seeker = [remote(UserSimulator, a.seeker).remote(plain) for _ in range(a.seeker.replicas)]
-    system.counselor = [remote(Counselor, a.counselor).remote(plain) for _ in range(a.counselor.replicas)]
+    names: dict[str, list[str]] = {"seeker": [], "counselor": [], "system_agent": [], "judge": []}
+
+    def role(cls: type, kind: str, actor: ActorConfig, *args, **kwargs):
+        names[kind].append(f"{tag}-{kind}-{len(names[kind])}")
+        return remote(cls, actor, name=names[kind][-1]).remote(*args, **kwargs)
+
+    system.seeker = [role(UserSimulator, "seeker", a.seeker, plain) for _ in range(a.seeker.replicas)]
+    system.counselor = [role(Counselor, "counselor", a.counselor, plain) for _ in range(a.counselor.replicas)]
     # the system agent continues conversations for future rewards: every candidate in `rlff collect`,
     # `rollout.future_fraction` of them online; none means no actor (and one model less in memory)
     if staleness is None or config.rollout.future_fraction > 0:
-        system.system_agent = [remote(Counselor, a.counselor).remote(plain, system_agent=True)]
-    system.judge = [remote(Judge, a.judge).remote(plain) for _ in range(a.judge.replicas)]
-    handles = system.roles()
+        system.system_agent = [role(Counselor, "system_agent", a.counselor, plain, system_agent=True)]
+    system.judge = [role(Judge, "judge", a.judge, plain) for _ in range(a.judge.replicas)]
+    peers = Peers(names, f"{tag}-store", f"{tag}-hub", f"{tag}-gate" if system.gate is not None else None)
     system.workers = [
-        remote(RolloutWorker, a.rollout_worker).remote(plain, handles, store, f"worker-{i}", hub, system.gate)
+        remote(RolloutWorker, a.rollout_worker).remote(plain, peers, f"worker-{i}")
         for i in range(a.rollout_worker.replicas)
     ]
     if wait:

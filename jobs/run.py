@@ -33,7 +33,7 @@ from jobs.driver import Watch, get
 from jobs.heldout import Heldout
 from jobs.launcher import init_ray, start_actors, start_store
 from jobs.learn import learner_loop, staleness
-from jobs.serve import check_port_free, start_endpoint
+from jobs.serve import check_open_bind, check_port_free, start_endpoint
 from jobs.train_sft import cold_start
 from learner import checkpoint
 
@@ -136,6 +136,7 @@ def online_inputs(config: RunConfig, resume: bool) -> tuple[RunConfig, Path, lis
 def run_online(config: RunConfig, resume: bool = False) -> int:
     config, rm_dir, contexts = online_inputs(config, resume)
     if config.serve.enabled:
+        check_open_bind(config)
         check_port_free(config.serve.host, config.serve.port)
         importlib.import_module("ray.serve")  # importing it gives Serve's logger a terminal handler
     log_file = quiet_libraries(config.run_dir() / "run.log")

@@ -6,6 +6,8 @@ of the config's run publishes. `rlff run` starts the same application itself whe
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import signal
 import socket
 import threading
@@ -25,6 +27,28 @@ def check_port_free(host: str, port: int) -> None:
             raise UsageError(
                 f"{host}:{port} is already in use; pick another port with --set serve.port=N"
             ) from None
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_open_bind(config: RunConfig) -> None:
+    """Refuse, in one sentence, to serve on a non-loopback address without an API key, unless the
+    config says `serve.allow_open: true`."""
+    s = config.serve
+    if is_loopback(s.host) or os.environ.get(s.api_key_env) or s.allow_open:
+        return
+    raise UsageError(
+        f"serve.host {s.host} is reachable from other machines and {s.api_key_env} is not set; set an API"
+        f" key in {s.api_key_env}, bind to 127.0.0.1, or pass --set serve.allow_open=true to serve"
+        " without one"
+    )
 
 
 def check_checkpoint(config: RunConfig, checkpoint: str | None) -> None:
@@ -54,6 +78,7 @@ def start_endpoint(config: RunConfig, checkpoint: str | None = None, follow: boo
 def run_serve(config: RunConfig, checkpoint: str | None, follow: bool) -> int:
     config = config.absolute()
     check_checkpoint(config, checkpoint)
+    check_open_bind(config)
     check_port_free(config.serve.host, config.serve.port)
     from jobs.launcher import init_ray  # Ray loads only once the request is known to be good
 

@@ -28,10 +28,16 @@ class ApiError(Exception):
     """A request the endpoint refuses: HTTP `status` with an OpenAI-style error body."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.kind = status, message, param, kind
+        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
@@ -62,10 +68,20 @@ class ChatRequest(_Lenient):
     n: int = Field(1, ge=1, le=1)
     stream: bool = False
     seed: int | None = Field(None, ge=0, lt=2**31)
+    stop: Any = None  # a string or a list of strings; checked by `parse_request` with one message
     rlff: RLFFOptions = RLFFOptions()
 
     def token_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def stops(self) -> tuple[str, ...]:
+        """The stop sequences: the answer ends before the first of them (like OpenAI's `stop`)."""
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+MAX_STOP_SEQUENCES = 4  # the OpenAI API's limit
 
 
 def parse_request(raw: bytes, limits: ServeConfig) -> ChatRequest:
@@ -92,6 +108,18 @@ def parse_request(raw: bytes, limits: ServeConfig) -> ChatRequest:
             )
     if request.messages[-1].role != "user":
         raise ApiError(400, "the last message must come from the user", "messages")
+    stop = request.stop
+    if not (
+        stop is None
+        or isinstance(stop, str)
+        or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))
+    ):
+        raise ApiError(400, f"stop must be a string or a list of up to {MAX_STOP_SEQUENCES} strings", "stop")
+    stops = request.stops()
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise ApiError(400, f"stop has {len(stops)} sequences; the limit is {MAX_STOP_SEQUENCES}", "stop")
+    if any(not stop for stop in stops):
+        raise ApiError(400, "a stop sequence is empty", "stop")
     budget = request.token_budget()
     if budget is not None and budget > limits.max_tokens:
         raise ApiError(
@@ -133,6 +161,16 @@ class Answer:
     truncated: bool
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Part of a reply being streamed: `kind` "reasoning" (the `<think>` text) or "content" (the answer);
+    `crisis` when it is part of a crisis reply."""
+
+    kind: str
+    text: str
+    crisis: bool = False
+
+
 def _extension(answer: Answer) -> dict[str, Any]:
     return {
         "weights_version": answer.weights_version,
@@ -163,32 +201,50 @@ def completion_body(answer: Answer, model: str, with_reasoning: bool) -> dict[st
     }
 
 
-def stream_chunks(
-    answer: Answer, model: str, with_reasoning: bool, piece_words: int = 4
-) -> list[dict[str, Any]]:
-    """The same answer as `chat.completion.chunk` objects: a role chunk (with the extension), the
-    reasoning (if asked) and the answer in pieces of a few words, then a chunk with finish_reason.
-    The answer exists whole before the first chunk: it has to be parsed out of the `<think>` reply
-    and pass the crisis check before any of it may be shown."""
-    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+class ChunkWriter:
+    """`chat.completion.chunk` objects of one streamed reply: a role chunk, text deltas, a final chunk
+    with finish_reason. Every chunk carries the `rlff` extension known so far (weights version, crisis
+    flag); the final one has it whole, `well_formed` included."""
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-        return {
-            **body,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            "rlff": _extension(answer),
+    def __init__(self, model: str, with_reasoning: bool):
+        self.model, self.with_reasoning = model, with_reasoning
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(
+        self, delta: dict[str, Any], extension: dict[str, Any], finish: str | None = None
+    ) -> dict[str, Any]:
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
         }
+        return {**body, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "rlff": extension}
 
-    chunks = [chunk({"role": "assistant", "content": ""})]
-    if with_reasoning and answer.reasoning:
-        chunks.append(chunk({"reasoning_content": answer.reasoning}))
-    words = answer.text.split(" ")
-    for start in range(0, len(words), piece_words):
-        piece = " ".join(words[start : start + piece_words])
-        chunks.append(chunk({"content": piece if start == 0 else " " + piece}))
-    chunks.append(chunk({}, "length" if answer.truncated else "stop"))
-    return chunks
+    def start(self, extension: dict[str, Any]) -> dict[str, Any]:
+        return self.chunk({"role": "assistant", "content": ""}, extension)
+
+    def piece(self, piece: Piece, extension: dict[str, Any]) -> dict[str, Any] | None:
+        """A delta for `piece`; None for reasoning the request did not ask to see."""
+        if piece.kind == "reasoning":
+            return self.chunk({"reasoning_content": piece.text}, extension) if self.with_reasoning else None
+        return self.chunk({"content": piece.text}, extension)
+
+    def end(self, answer: Answer) -> dict[str, Any]:
+        return self.chunk({}, _extension(answer), "length" if answer.truncated else "stop")
+
+
+def stream_chunks(answer: Answer, model: str, with_reasoning: bool) -> list[dict[str, Any]]:
+    """A finished answer as the chunks of a stream (one piece of each kind), e.g. for tests."""
+    writer, extension = ChunkWriter(model, with_reasoning), _extension(answer)
+    pieces = [Piece("reasoning", answer.reasoning or ""), Piece("content", answer.text)]
+    middle = [writer.piece(p, extension) for p in pieces if p.text]
+    return [writer.start(extension), *[c for c in middle if c is not None], writer.end(answer)]
+
+
+def stream_extension(weights_version: int, crisis: bool) -> dict[str, Any]:
+    """The `rlff` extension of a stream's chunks before its answer is finished."""
+    return {"weights_version": weights_version, "crisis": crisis}
 
 
 def models_body(model: str, weights_version: int) -> dict[str, Any]:

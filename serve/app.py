@@ -3,16 +3,22 @@ requests in (`serve.api`), the counselor's answer (`Endpoint.answer`), responses
 
 Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`, and the dashboard under
 `/dashboard` (page, scripts, `/dashboard/events` server-sent events). With the environment variable
-named by `serve.api_key_env` set, `/v1/*` needs `Authorization: Bearer <key>`. Every refusal is a 4xx
-with an `{"error": {...}}` body; an unexpected failure is a 500 with the same shape, and the replica
-keeps serving.
+named by `serve.api_key_env` set, every route but `/healthz` needs the key: `Authorization: Bearer
+<key>`, or HTTP Basic with the key as the password (any user name), which is how a browser gives it
+to the dashboard: it asks once, then sends it with the page, its scripts and its event stream, never in
+a URL. Every refusal is a 4xx with an `{"error": {...}}` body; an unexpected failure is a 500 with the
+same shape, and the replica keeps serving.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -25,10 +31,12 @@ from serve.api import (
     Answer,
     ApiError,
     ChatRequest,
+    ChunkWriter,
+    Piece,
     completion_body,
     models_body,
     parse_request,
-    stream_chunks,
+    stream_extension,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,8 @@ class Endpoint(Protocol):
 
     async def answer(self, request: ChatRequest) -> Answer: ...
 
+    def answer_stream(self, request: ChatRequest) -> AsyncIterator[Piece | Answer]: ...
+
 
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes (declared or sent)."""
@@ -60,22 +70,70 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def stream_events(
+    endpoint: Endpoint, request: ChatRequest, writer: ChunkWriter
+) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of a streamed reply as the counselor writes it. The first chunk waits for the first
+    piece (or a crisis reply), so that it carries the crisis flag; leaving early (a client gone) closes
+    the counselor's stream, which frees its decode row."""
+    async with aclosing(endpoint.answer_stream(request)) as items:
+        first = await anext(items, None)
+        crisis = first is not None and first.crisis  # a crisis reply comes whole, its first piece marked
+        extension = stream_extension(endpoint.weights_version, crisis)
+        yield writer.start(extension)
+        item = first
+        while item is not None:
+            if isinstance(item, Answer):
+                yield writer.end(item)
+                return
+            chunk = writer.piece(item, extension)
+            if chunk is not None:
+                yield chunk
+            item = await anext(items, None)
+
+
+async def sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """Server-sent events in the OpenAI format: one `data:` line per chunk, then `data: [DONE]`."""
+    async with aclosing(chunks) as items:
+        async for chunk in items:
+            yield f"data: {json.dumps(chunk)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def key_matches(header: str, key: str) -> bool:
+    """Whether an Authorization header carries `key`: as a bearer token, or as the password of HTTP
+    Basic credentials (the user name is ignored). Compared in constant time."""
+    scheme, _, value = header.partition(" ")
+    given = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(given, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.encode(), key.encode())
+
+
 def build_app(endpoint: Endpoint) -> FastAPI:
     app = FastAPI(title="RLFF-ESC counselor", docs_url=None, redoc_url=None, openapi_url=None)
     limits = endpoint.config.serve
 
-    def authorize(request: Request) -> None:
-        if not endpoint.api_key:
+    def authorize(request: Request, browser: bool = False) -> None:
+        """Refuse a request without the key (401). `browser`: the dashboard's routes, whose 401 asks
+        the browser for HTTP Basic credentials."""
+        if not endpoint.api_key or key_matches(request.headers.get("authorization", ""), endpoint.api_key):
             return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {endpoint.api_key}".encode()):
-            raise ApiError(
-                401, "missing or wrong API key; send Authorization: Bearer <key>", kind="authentication_error"
-            )
+        raise ApiError(
+            401,
+            "missing or wrong API key; send Authorization: Bearer <key>",
+            kind="authentication_error",
+            headers={"WWW-Authenticate": 'Basic realm="rlff dashboard"' if browser else "Bearer"},
+        )
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
@@ -110,37 +168,41 @@ def build_app(endpoint: Endpoint) -> FastAPI:
     async def chat(request: Request) -> Response:
         authorize(request)
         parsed = parse_request(await _body(request, limits.max_request_bytes), limits)
-        answer = await endpoint.answer(parsed)
-        headers = {VERSION_HEADER: str(answer.weights_version)}
         model, reasoning = endpoint.model_name, parsed.rlff.reasoning
         if not parsed.stream:
+            answer = await endpoint.answer(parsed)
+            headers = {VERSION_HEADER: str(answer.weights_version)}
             return JSONResponse(completion_body(answer, model, reasoning), headers=headers)
-
-        async def events():
-            for chunk in stream_chunks(answer, model, reasoning):
-                yield f"data: {json.dumps(chunk)}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        headers = {VERSION_HEADER: str(endpoint.weights_version), "Cache-Control": "no-cache"}
+        writer = ChunkWriter(model, reasoning)
+        return StreamingResponse(
+            sse(stream_events(endpoint, parsed, writer)), media_type="text/event-stream", headers=headers
+        )
 
     @app.get("/")
-    async def root() -> RedirectResponse:
+    async def root(request: Request) -> RedirectResponse:
+        authorize(request, browser=True)
         return RedirectResponse("/dashboard")
 
     @app.get("/dashboard")
-    async def page() -> FileResponse:
+    async def page(request: Request) -> FileResponse:
+        authorize(request, browser=True)
         return FileResponse(dashboard.STATIC / "dashboard.html", media_type="text/html")
 
     @app.get("/dashboard/dashboard.js")
-    async def script() -> FileResponse:
+    async def script(request: Request) -> FileResponse:
+        authorize(request, browser=True)
         return FileResponse(dashboard.STATIC / "dashboard.js", media_type="text/javascript")
 
     @app.get("/dashboard/plotly.min.js")
-    async def plotly() -> FileResponse:
+    async def plotly(request: Request) -> FileResponse:
+        authorize(request, browser=True)
         return FileResponse(dashboard.plotly_js(), media_type="text/javascript")
 
     @app.get("/dashboard/events")
-    async def events() -> StreamingResponse:
+    async def events(request: Request) -> StreamingResponse:
+        authorize(request, browser=True)
+
         def status() -> dict[str, Any]:
             return {"weights_version": endpoint.weights_version, "run": endpoint.config.name}
 

@@ -13,13 +13,14 @@ Replicas, CPUs and GPUs per replica come from `ServeConfig`. `deploy()` is what 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 
 from esc import placement
 from esc.config import RunConfig
-from serve.api import Answer, ChatRequest
+from serve.api import Answer, ChatRequest, Piece
 from serve.app import build_app
 from serve.service import CounselorService
 
@@ -50,6 +51,9 @@ class CounselorEndpoint:
 
     async def answer(self, request: ChatRequest) -> Answer:
         return await self.service.answer(request)
+
+    def answer_stream(self, request: ChatRequest) -> AsyncIterator[Piece | Answer]:
+        return self.service.answer_stream(request)
 
     def __serve_build_asgi_app__(self):
         return build_app(self)

@@ -18,14 +18,17 @@ import logging
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 from esc.backends import BackendPool
 from esc.config import RunConfig
-from esc.roles import Counselor
+from esc.parsing import AnswerStream
+from esc.roles import Counselor, CounselorOutput
 from esc.weights import latest
-from serve.api import Answer, ChatRequest, to_history
+from serve.api import Answer, ChatRequest, Piece, to_history
 
 log = logging.getLogger(__name__)
 
@@ -113,28 +116,68 @@ class CounselorService:
         thread.start()
         return thread
 
+    def _sampling(self, request: ChatRequest) -> dict[str, Any]:
+        return {
+            "seed": request.seed,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_new_tokens": request.token_budget(),
+        }
+
     async def answer(self, request: ChatRequest) -> Answer:
         """The counselor's reply to a validated request."""
-        budget = request.token_budget()
-        output = await self.counselor.respond(
-            to_history(request.messages),
-            seed=request.seed,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            max_new_tokens=budget,
-        )
+        output = await self.counselor.respond(to_history(request.messages), **self._sampling(request))
+        return self._answer(output, request)
+
+    async def answer_stream(self, request: ChatRequest) -> AsyncIterator[Piece | Answer]:
+        """The reply as it is written: `Piece`s of reasoning and answer text as soon as they are settled
+        (`esc.parsing.AnswerStream`), then the `Answer`, equal to what `answer` returns for the same
+        seed; the pieces of each kind add up to its text. Closing it early frees the decode row."""
+        pieces = AnswerStream(self.config.counselor.reasoning, request.stops())
+        history = to_history(request.messages)
+        async with aclosing(self.counselor.respond_stream(history, **self._sampling(request))) as items:
+            async for item in items:
+                if isinstance(item, CounselorOutput):
+                    answer = self._answer(item, request)
+                    for piece in as_pieces(*pieces.finish(answer.reasoning, answer.text), answer.crisis):
+                        yield piece
+                    if pieces.diverged:
+                        log.warning(
+                            "a streamed answer differs from its parsed text; the stream kept the first"
+                        )
+                    yield answer
+                    return
+                for piece in as_pieces(*pieces.feed(item)):
+                    yield piece
+
+    def _answer(self, output: CounselorOutput, request: ChatRequest) -> Answer:
         generation = output.generation
+        budget = request.token_budget()
         limit = budget or self.config.counselor.max_new_tokens
         version = output.weights_version
+        text, stopped = cut_at_stops(output.turn.text, request.stops())
         return Answer(
-            text=output.turn.text,
+            text=text,
             reasoning=output.turn.reasoning,
             weights_version=self.weights_version if version is None else version,
             crisis=output.turn.crisis,
             well_formed=output.well_formed,
             prompt_tokens=generation.prompt_tokens if generation else 0,
             completion_tokens=output.completion_tokens,
-            truncated=generation is not None
+            truncated=not stopped
+            and generation is not None
             and generation.finish_reason == "length"
             and output.completion_tokens >= limit,
         )
+
+
+def cut_at_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """`text` up to the first of `stops` (stripped), and whether one was found."""
+    hits = [text.index(s) for s in stops if s in text]
+    return (text[: min(hits)].strip(), True) if hits else (text, False)
+
+
+def as_pieces(reasoning: str, answer: str, crisis: bool = False) -> list[Piece]:
+    return [
+        Piece(kind, text, crisis) for kind, text in (("reasoning", reasoning), ("content", answer)) if text
+    ]

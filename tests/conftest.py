@@ -6,6 +6,7 @@ runs the fast tier; tests/README.md says what each tier may use."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# What to do to run the tests a skip reason names (matched on the reason's start).
+HOW_TO_RUN = {
+    "Debian chromium is not installed": "sudo apt-get install chromium (or run with CI=true to fail instead)",
+    "ESConv not at": "put ESConv (thu-coai/Emotional-Support-Conversation, CC BY-NC) at that path",
+    "needs a CUDA GPU": "run on a machine with a CUDA GPU",
+}
+
+
+def skip_summary(reasons: list[str]) -> list[str]:
+    """One line per distinct skip reason: how many tests did not run, why, and how to run them."""
+    lines = []
+    for reason, count in Counter(r.removeprefix("Skipped: ") for r in reasons).items():
+        fix = next((how for start, how in HOW_TO_RUN.items() if reason.startswith(start)), None)
+        lines.append(f"did not run {count} test(s): {reason}" + (f"; to run them: {fix}" if fix else ""))
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter):
+    reports = terminalreporter.stats.get("skipped", [])
+    reasons = [r.longrepr[2] if isinstance(r.longrepr, tuple) else str(r.longrepr) for r in reports]
+    for line in skip_summary(reasons):
+        terminalreporter.write_line(line, yellow=True, bold=True)

@@ -6,6 +6,8 @@ local transformers model, a vLLM engine or a remote OpenAI-compatible server.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -80,3 +82,19 @@ class InferenceBackend(Protocol):
     ) -> list[float]: ...
 
     async def close(self) -> None: ...
+
+
+async def stream_generation(
+    backend: InferenceBackend, messages: list[Message], params: SamplingParams
+) -> AsyncIterator[str | Generation]:
+    """The reply's text so far, each time it grows, then its `Generation`: token by token on backends
+    with `generate_stream` (hf), else the whole text at once when it is done."""
+    streaming = getattr(backend, "generate_stream", None)
+    if streaming is not None:
+        async with aclosing(streaming(messages, params)) as items:  # closed early: frees the row now
+            async for item in items:
+                yield item
+        return
+    generation = await backend.generate(messages, params)
+    yield generation.text
+    yield generation

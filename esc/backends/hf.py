@@ -5,13 +5,15 @@ worker threads, so the event loop stays free, with continuous batching: requests
 `max_wait_ms` of an idle backend start a batch together; requests arriving while it decodes join it
 between two decode steps (up to `max_batch_size` rows), and each row is answered as soon as it is done.
 Scoring requests run between steps. A seeded request yields the same text whatever it was batched
-with (up to float rounding)."""
+with (up to float rounding). `generate_stream` yields a reply's text as each step extends it; a caller
+that stops listening (or cancels `generate`) frees its row before the next step."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,6 +36,23 @@ class _Request:
     params: SamplingParams | None  # None for a scoring request
     tails: list[list[int]] | None  # continuation token ids, scoring requests only
     future: asyncio.Future = field(repr=False)
+    # streaming requests only: the reply's token ids after each step, then the finished future itself
+    updates: asyncio.Queue | None = field(default=None, repr=False)
+
+
+def visible_text(text: str, stops: tuple[str, ...]) -> str:
+    """What of a growing reply may be shown: up to the first stop string, and short of any ending
+    that could still grow into one, or that is a character still being decoded (U+FFFD)."""
+    hits = [text.index(s) for s in stops if s in text]
+    if hits:
+        return text[: min(hits)]
+    cut = len(text)
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                cut = min(cut, len(text) - size)
+                break
+    return text[:cut].rstrip("\ufffd")
 
 
 class HFBackend:
@@ -114,6 +133,8 @@ class HFBackend:
             self._worker = loop.create_task(self._serve())
             self._worker.add_done_callback(self._fail_pending)
         request.future = loop.create_future()
+        if request.updates is not None:
+            request.future.add_done_callback(request.updates.put_nowait)
         await self._queue.put(request)
         return await request.future
 
@@ -121,6 +142,30 @@ class HFBackend:
         prompt_ids = self.encode_prompt(messages, params.prefill)
         self._check_length(len(prompt_ids), params.max_new_tokens)
         return await self._submit(_Request(prompt_ids, params, None, None))
+
+    async def generate_stream(
+        self, messages: list[Message], params: SamplingParams
+    ) -> AsyncIterator[str | Generation]:
+        """The reply as it is written: the text so far (prefill included) after every decode step that
+        changed it, then the finished `Generation`. Text is held back while it may still become a stop
+        string or ends in a half-decoded character. Closing the iterator early frees the row."""
+        prompt_ids = self.encode_prompt(messages, params.prefill)
+        self._check_length(len(prompt_ids), params.max_new_tokens)
+        request = _Request(prompt_ids, params, None, None, updates=asyncio.Queue())
+        answered = asyncio.ensure_future(self._submit(request))
+        shown = ""
+        try:
+            while True:
+                update = await request.updates.get()
+                if isinstance(update, asyncio.Future):
+                    yield await answered
+                    return
+                text = visible_text(self.tokenizer.decode(update, skip_special_tokens=True), params.stop)
+                if text != shown:
+                    shown = text
+                    yield params.prefill + text
+        finally:
+            answered.cancel()  # cancels the request's future too: the worker drops the row
 
     async def continuation_logprobs(self, messages: list[Message], continuations: list[str]) -> list[float]:
         prompt_ids = self.encode_prompt(messages)
@@ -167,6 +212,8 @@ class HFBackend:
         waiting: list[_Request] = []
         try:
             while True:
+                waiting = [r for r in waiting if not r.future.done()]  # callers that gave up
+                self._drop_abandoned()
                 idle = not self._running and not waiting
                 arrived = await self._next_batch() if idle else self._arrived()
                 scoring = [r for r in arrived if r.params is None]
@@ -193,6 +240,14 @@ class HFBackend:
                 if not request.future.done():
                     request.future.set_exception(error)
 
+    def _drop_abandoned(self) -> None:
+        """Remove running rows whose caller cancelled (a closed stream, a disconnected client)."""
+        keep = [i for i, row in enumerate(self._running.rows) if not row.key.future.done()]
+        if len(keep) < len(self._running):
+            with self._idle:
+                self._running.keep(keep)
+                self._idle.notify_all()
+
     def _running_requests(self) -> list[_Request]:
         return [row.key for row in self._running.rows]
 
@@ -213,6 +268,9 @@ class HFBackend:
         for request, generation in finished or []:
             if not request.future.done():
                 request.future.set_result(generation)
+        for row in self._running.rows:  # the model thread is idle now: the rows are ours to read
+            if row.key.updates is not None and row.out_ids:
+                row.key.updates.put_nowait(list(row.out_ids))
 
     async def _run(self, requests: list[_Request], fn, *args) -> None:
         try:

@@ -110,3 +110,51 @@ def test_a_weight_swap_waits_for_the_running_rows(tiny, tmp_path):
     assert new.weights_version == 1
     with torch.no_grad():
         assert torch.equal(model.get_input_embeddings().weight, changed["model.embed_tokens.weight"])
+
+
+def test_a_stream_grows_token_by_token_and_ends_with_the_generation_generate_returns(tiny):
+    model, tokenizer = tiny
+    backend = HFBackend(model, tokenizer, max_wait_ms=1)
+    params = SamplingParams(temperature=1.0, max_new_tokens=20, seed=11, prefill="<think>")
+
+    async def run():
+        texts, final = [], None
+        async for item in backend.generate_stream(_chat("I cannot sleep."), params):
+            if isinstance(item, str):
+                texts.append(item)
+            else:
+                final = item
+        return texts, final, await backend.generate(_chat("I cannot sleep."), params)
+
+    texts, streamed, plain = asyncio.run(run())
+    assert streamed.token_ids == plain.token_ids and streamed.text == plain.text
+    assert len(texts) >= 5  # many updates, not one at the end
+    assert all(t.startswith("<think>") for t in texts)
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))  # each update extends the last
+    assert plain.text.startswith(texts[-1])
+
+
+def test_closing_a_stream_frees_its_row_while_others_go_on(tiny):
+    model, tokenizer = tiny
+    backend = HFBackend(model, tokenizer, max_batch_size=4, max_wait_ms=50)
+    long = SamplingParams(temperature=1.0, max_new_tokens=40, seed=3)
+
+    async def run():
+        other = asyncio.ensure_future(backend.generate(_chat("Work is hard."), long))
+        stream = backend.generate_stream(_chat("I feel alone."), long)
+        seen = 0
+        async for _ in stream:  # read three updates, then leave like a client that disconnects
+            seen += 1
+            if seen == 3:
+                break
+        await stream.aclose()
+        rows_after_leaving = []
+        while not other.done():
+            rows_after_leaving.append(len(backend._running))
+            await asyncio.sleep(0)  # let the batching worker run its next step
+        return await other, rows_after_leaving
+
+    other, rows = asyncio.run(run())
+    assert other.completion_tokens == 40  # the remaining request was unaffected
+    assert rows and max(rows[-5:]) <= 1  # the closed stream's row left the batch
+    assert backend.batch_sizes[0] == 2  # both were decoding together before

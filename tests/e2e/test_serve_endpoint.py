@@ -71,24 +71,50 @@ def test_openai_client_gets_an_answer_with_the_weights_version(server):
     assert completion.usage.completion_tokens > 0
 
 
-def test_streaming_and_the_reasoning_extension(server):
+def test_streamed_tokens_arrive_while_the_reply_is_written_and_add_up_to_the_plain_reply(server):
     client = OpenAI(base_url=f"{server}/v1", api_key=KEY)
+    text = "My exams are next week and I cannot sleep."
+    extra = {"seed": 5, "max_tokens": 64, "extra_body": {"rlff": {"reasoning": True}}}
+    arrivals = []
     stream = client.chat.completions.create(
         model="rlff-local",
-        messages=[{"role": "user", "content": "My exams are next week and I cannot sleep."}],
+        messages=[{"role": "user", "content": text}],
         stream=True,
-        extra_body={"rlff": {"reasoning": True}},
+        temperature=0.7,
+        **extra,
     )
-    chunks = list(stream)
+    for chunk in stream:
+        arrivals.append((time.perf_counter(), chunk))
+    deltas = [(t, c.choices[0].delta) for t, c in arrivals]
+    content = "".join(d.content or "" for _, d in deltas)
+    reasoning = "".join((d.model_extra or {}).get("reasoning_content") or "" for _, d in deltas)
+    with_text = [t for t, d in deltas if d.content or (d.model_extra or {}).get("reasoning_content")]
+    # token by token: many text chunks, the first of them well before the stream ended
+    assert len(with_text) >= 5, [d for _, d in deltas]
+    assert arrivals[-1][0] - with_text[0] > 0.5
+    last = arrivals[-1][1]
+    assert last.choices[0].finish_reason in {"stop", "length"}
+    assert all(c.model_extra["rlff"]["weights_version"] == 0 for _, c in arrivals)
+    assert all(c.model_extra["rlff"]["crisis"] is False for _, c in arrivals)
+    assert "well_formed" in last.model_extra["rlff"]
+    plain = ask(client, text, **extra).parse()
+    message = plain.choices[0].message
+    assert content == message.content and "<answer>" not in content
+    assert reasoning == message.model_extra["reasoning_content"]
+    assert last.model_extra["rlff"]["well_formed"] == plain.model_extra["rlff"]["well_formed"]
+
+
+def test_a_streamed_crisis_reply_is_flagged_from_its_first_chunk(server):
+    client = OpenAI(base_url=f"{server}/v1", api_key=KEY)
+    said = [
+        {"role": "user", "content": "i swallowed a whole bottle of pills about an hour ago"},
+        {"role": "assistant", "content": "Thank you for telling me."},
+        {"role": "user", "content": "anyway, can we talk about my exams?"},  # the crisis is one message back
+    ]
+    chunks = list(client.chat.completions.create(model="rlff-local", messages=said, stream=True))
+    assert all(c.model_extra["rlff"]["crisis"] is True for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert text.strip() and "<answer>" not in text
-    assert chunks[-1].choices[0].finish_reason in {"stop", "length"}
-    assert all(c.model_extra["rlff"]["weights_version"] == 0 for c in chunks)
-    plain = ask(
-        client, "My exams are next week and I cannot sleep.", extra_body={"rlff": {"reasoning": True}}
-    )
-    message = plain.parse().choices[0].message
-    assert "reasoning_content" in message.model_extra
+    assert "findahelpline.com" in text and "you don't have to face this alone" in text
 
 
 def test_crisis_messages_get_resources_and_are_flagged(server):
@@ -101,6 +127,30 @@ def test_crisis_messages_get_resources_and_are_flagged(server):
 def test_a_wrong_key_is_refused(server):
     with pytest.raises(AuthenticationError):
         OpenAI(base_url=f"{server}/v1", api_key="wrong").models.list()
+
+
+def test_every_route_but_healthz_needs_the_key_and_the_browser_is_asked_for_it(server):
+    basic = httpx.BasicAuth("", KEY)
+    with httpx.Client(base_url=server, timeout=30) as http:
+        assert http.get("/healthz").status_code == 200
+        for path in (
+            "/",
+            "/dashboard",
+            "/dashboard/dashboard.js",
+            "/dashboard/plotly.min.js",
+            "/dashboard/events",
+        ):
+            refused = http.get(path)
+            assert refused.status_code == 401, path
+            assert refused.headers["www-authenticate"].startswith("Basic"), path
+            assert http.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401, path
+        assert http.get("/v1/models").headers["www-authenticate"] == "Bearer"
+        assert http.get("/dashboard", auth=basic).status_code == 200
+        assert http.get("/dashboard/dashboard.js", auth=basic).status_code == 200
+        with http.stream("GET", "/dashboard/events", auth=basic) as events:
+            assert events.status_code == 200
+            first = next(events.iter_lines())
+            assert first.startswith("data:") or first.startswith(":")
 
 
 def hostile_requests() -> list[tuple[str, str, dict, bytes | None]]:
@@ -284,14 +334,20 @@ def write_dashboard_run(run: Path, now: float) -> None:
     RoleChecker.fit_texts(texts, min_count=1).save(run / "seeker_checker.json")
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian chromium is not installed")
+@pytest.mark.skipif(
+    not Path(CHROMIUM).is_file() and not os.environ.get("CI"), reason="Debian chromium is not installed"
+)
 def test_dashboard_shows_heldout_curves_malformed_replies_and_seeker_marks(server, folder):
     from playwright.sync_api import sync_playwright
 
     write_dashboard_run(folder / "runs" / "local", time.time())
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        # the browser's own HTTP Basic credentials: the page, its scripts and its event stream all pass
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 1600}, http_credentials={"username": "", "password": KEY}
+        )
+        page = context.new_page()
         page.goto(f"{server}/dashboard")
         page.wait_for_function("() => document.querySelectorAll('#dialogues .dialogue').length == 2")
         reward = page.evaluate(

@@ -1,6 +1,6 @@
 import pytest
 
-from esc.parsing import parse_counselor, parse_verdict
+from esc.parsing import AnswerStream, parse_counselor, parse_verdict
 from esc.roles import expected_reward, is_success, mean_sampled_reward
 
 
@@ -78,3 +78,46 @@ def test_a_closing_tag_cut_by_the_token_budget_is_not_part_of_the_answer():
     assert parse_counselor("<think>x</think><answer>Try a walk <").answer == "Try a walk"
     kept = parse_counselor("<think>x</think><answer>Compare 3 < 4 then</answer>")
     assert kept.well_formed and kept.answer == "Compare 3 < 4 then"
+
+
+def _streamed(raw: str, reasoning: bool = True, stops: tuple[str, ...] = ()) -> tuple[str, str, list[str]]:
+    """Feed `raw` one character at a time, then finish with its parse; returns (reasoning, answer, the
+    answer pieces sent before the finish)."""
+    stream, thought, answer, early = AnswerStream(reasoning, stops), "", "", []
+    for end in range(1, len(raw) + 1):
+        r, a = stream.feed(raw[:end])
+        thought, answer = thought + r, answer + a
+        early += [a] if a else []
+    parsed = parse_counselor(raw)
+    r, a = stream.finish(parsed.reasoning if reasoning else None, parsed.answer)
+    assert not stream.diverged
+    return thought + r, answer + a, early
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "<think>She is scared. Reflect it.</think><answer>That sounds frightening. What next?</answer>",
+        "<think>Short.</think>\n<answer>  I hear you.  </answer>",
+        "<think>The budget ran out inside the answer</think><answer>It sounds like you have been carrying",
+        "<think>No answer ever came",
+    ],
+)
+def test_answer_stream_pieces_add_up_to_the_parsed_reply(raw):
+    thought, answer, early = _streamed(raw)
+    parsed = parse_counselor(raw)
+    assert (thought, answer) == (parsed.reasoning, parsed.answer)
+    if parsed.answer and "</answer>" in raw:
+        assert len(early) > 3 and "".join(early) != ""  # pieces came while it was being written
+
+
+def test_answer_stream_never_shows_a_tag_or_the_text_after_a_stop():
+    raw = "<think>plan</think><answer>Take a breath. Then tell me more.</answer>"
+    for end in range(1, len(raw) + 1):
+        _, piece = AnswerStream(True).feed(raw[:end])
+        assert "<" not in piece and ">" not in piece
+    _, answer, early = _streamed(raw, stops=("Then",))
+    assert "".join(early) == "Take a breath." and not any("Th" in p for p in early)
+    stream = AnswerStream(True, stops=("Then",))
+    stream.feed(raw)
+    assert stream.finish("plan", "Take a breath. Then tell me more.") == ("", "")

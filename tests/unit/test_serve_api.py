@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
-from esc.config import ServeConfig
+from esc.config import RunConfig, ServeConfig
+from jobs import UsageError
+from jobs.serve import check_open_bind
 from serve.api import Answer, ApiError, completion_body, models_body, parse_request, stream_chunks, to_history
+from serve.app import key_matches
+from serve.service import cut_at_stops
 
 LONG = "messages.0.content"
 LIMITS = ServeConfig(max_request_bytes=2000, max_messages=4, max_message_chars=50, max_tokens=64)
@@ -62,6 +67,9 @@ def test_valid_request_keeps_sampling_fields_and_ignores_unused_openai_fields():
         (json.dumps({"messages": [{"role": "user", "content": "a"}] * 5}).encode(), 400, "messages"),
         (json.dumps({"messages": [{"role": "assistant", "content": "a"}]}).encode(), 400, "messages"),
         (b"{" + b" " * 2100 + b"}", 413, None),
+        (body(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
+        (body(stop=[""]), 400, "stop"),
+        (body(stop=5), 400, "stop"),
     ],
 )
 def test_bad_requests_get_a_4xx_naming_the_field(raw, status, param):
@@ -104,7 +112,7 @@ def test_completion_body_hides_reasoning_unless_asked_and_carries_the_extension(
 
 
 def test_stream_chunks_reassemble_the_answer_and_end_with_finish_reason():
-    chunks = stream_chunks(ANSWER, "m", with_reasoning=False, piece_words=4)
+    chunks = stream_chunks(ANSWER, "m", with_reasoning=False)
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert text == ANSWER.text
@@ -147,3 +155,48 @@ def test_checkpoint_paths_resolve_to_a_model_and_its_version(tmp_path):
 
     with pytest.raises(CheckpointError, match="neither a model folder"):
         resolve_checkpoint(config, str(tmp_path))
+
+
+def test_stop_sequences_up_to_the_openai_limit_are_kept():
+    assert parse_request(body(stop="\n"), LIMITS).stops() == ("\n",)
+    assert parse_request(body(stop=["a", "b", "c", "d"]), LIMITS).stops() == ("a", "b", "c", "d")
+    assert parse_request(body(), LIMITS).stops() == ()
+    assert cut_at_stops("Breathe. Then talk.", ("Then", "talk")) == ("Breathe.", True)
+    assert cut_at_stops("Breathe.", ("Then",)) == ("Breathe.", False)
+
+
+def test_the_key_is_taken_as_a_bearer_token_or_a_basic_password_only():
+    basic = "Basic " + base64.b64encode(b"anyone:s3cret").decode()
+    assert key_matches("Bearer s3cret", "s3cret") and key_matches(basic, "s3cret")
+    assert key_matches("bearer s3cret", "s3cret")  # the scheme is case-insensitive
+    wrong = "Basic " + base64.b64encode(b"s3cret:nope").decode()  # the key as the user name
+    for header in ("", "s3cret", "Bearer nope", "Bearer s3cret2", wrong, "Basic ###", "Token s3cret"):
+        assert not key_matches(header, "s3cret"), header
+
+
+@pytest.mark.parametrize(
+    ("host", "key", "allow_open", "refused"),
+    [
+        ("127.0.0.1", None, False, False),
+        ("localhost", None, False, False),
+        ("::1", None, False, False),
+        ("0.0.0.0", None, False, True),
+        ("10.1.2.3", None, False, True),
+        ("myhost.example", None, False, True),
+        ("0.0.0.0", "k", False, False),
+        ("0.0.0.0", None, True, False),
+    ],
+)
+def test_an_open_bind_without_a_key_is_refused_unless_allowed(monkeypatch, host, key, allow_open, refused):
+    config = RunConfig().replace("serve", host=host, allow_open=allow_open)
+    monkeypatch.delenv(config.serve.api_key_env, raising=False)
+    if key:
+        monkeypatch.setenv(config.serve.api_key_env, key)
+    if not refused:
+        check_open_bind(config)
+        return
+    with pytest.raises(UsageError) as caught:
+        check_open_bind(config)
+    message = str(caught.value)
+    assert host in message and "RLFF_API_KEY" in message and "serve.allow_open=true" in message
+    assert message.count(". ") == 0  # one sentence

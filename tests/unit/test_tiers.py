@@ -65,3 +65,17 @@ def test_every_test_file_sits_in_a_tier_folder():
     assert files and all(tier_of(path) in TIERS for path in files), [
         str(path.relative_to(TESTS)) for path in files if tier_of(path) is None
     ]
+
+
+def test_skipped_tests_are_summed_up_with_what_runs_them():
+    from conftest import skip_summary
+
+    lines = skip_summary(
+        ["Skipped: Debian chromium is not installed"] * 2 + ["Skipped: needs a CUDA GPU", "Skipped: other"]
+    )
+    assert lines[0] == (
+        "did not run 2 test(s): Debian chromium is not installed; to run them: sudo apt-get install chromium"
+        " (or run with CI=true to fail instead)"
+    )
+    assert lines[1].endswith("to run them: run on a machine with a CUDA GPU")
+    assert lines[2] == "did not run 1 test(s): other"
