@@ -134,9 +134,10 @@ def online_inputs(config: RunConfig, resume: bool) -> tuple[RunConfig, Path, lis
 
 
 def run_online(config: RunConfig, resume: bool = False) -> int:
+    if config.serve.enabled:
+        check_open_bind(config)  # first: a refused bind is about the command, not the run's inputs
     config, rm_dir, contexts = online_inputs(config, resume)
     if config.serve.enabled:
-        check_open_bind(config)
         check_port_free(config.serve.host, config.serve.port)
         importlib.import_module("ray.serve")  # importing it gives Serve's logger a terminal handler
     log_file = quiet_libraries(config.run_dir() / "run.log")

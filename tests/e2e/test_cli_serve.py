@@ -31,10 +31,11 @@ def test_serve_refuses_a_busy_port_and_a_wrong_checkpoint(tmp_path):
     assert out.returncode == 2 and "neither a model folder" in out.stderr
 
 
-def test_serve_and_run_refuse_an_open_bind_without_a_key_in_one_sentence():
+def test_serve_and_run_refuse_an_open_bind_without_a_key_in_one_sentence(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RLFF_API_KEY"}
     for command in ("serve", "run"):
-        out = rlff(command, "--set", "serve.host=0.0.0.0", "--set", "serve.enabled=true", env=env)
+        sets = ["serve.host=0.0.0.0", "serve.enabled=true", f"runs_dir={tmp_path}"]
+        out = rlff(command, *[a for s in sets for a in ("--set", s)], env=env)
         assert out.returncode == 2, out.stderr[-2000:]
         line = out.stderr.strip().splitlines()[-1]
         assert line.startswith("error: serve.host 0.0.0.0 is reachable from other machines"), line
