@@ -52,7 +52,9 @@ def pytest_collection_modifyitems(config, items):
 # What to do to run the tests a skip reason names (matched on the reason's start).
 HOW_TO_RUN = {
     "Debian chromium is not installed": "sudo apt-get install chromium (or run with CI=true to fail instead)",
-    "ESConv not at": "put ESConv (thu-coai/Emotional-Support-Conversation, CC BY-NC) at that path",
+    "ESConv not": "put ESConv (thu-coai/Emotional-Support-Conversation, CC BY-NC) at that path",
+    "no FailedESConv.json": "put ESConv's FailedESConv.json beside its splits (../shared/data/esconv)",
+    "DeepSpeed": "DS_BUILD_OPS=0 .venv/bin/pip install --no-build-isolation deepspeed (its first run compiles ops for 1-2 minutes)",
     "needs a CUDA GPU": "run on a machine with a CUDA GPU",
 }
 
