@@ -54,7 +54,7 @@ HOW_TO_RUN = {
     "Debian chromium is not installed": "sudo apt-get install chromium (or run with CI=true to fail instead)",
     "ESConv not": "put ESConv (thu-coai/Emotional-Support-Conversation, CC BY-NC) at that path",
     "no FailedESConv.json": "put ESConv's FailedESConv.json beside its splits (../shared/data/esconv)",
-    "DeepSpeed": "DS_BUILD_OPS=0 .venv/bin/pip install --no-build-isolation deepspeed (its first run compiles ops for 1-2 minutes)",
+    "DeepSpeed": "DS_BUILD_OPS=0 .venv/bin/pip install --no-build-isolation deepspeed",
     "needs a CUDA GPU": "run on a machine with a CUDA GPU",
 }
 
