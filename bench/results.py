@@ -1,7 +1,8 @@
 """Collect the benchmark outputs of `bench/run_all.sh` into bench/results.json (one object per figure:
 name, value, unit, goal, met, machine, date, command) and the table in docs/benchmarks.md.
 
-    .venv/bin/python bench/results.py OUT_DIR DATE
+    .venv/bin/python bench/results.py OUT_DIR DATE      # every output of a run_all.sh run
+    .venv/bin/python bench/results.py --add FILE DATE   # one benchmark's output, measured on its own
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ COMMANDS = {
     "replay_store": ".venv/bin/python bench/replay_store.py",
     "peak_memory": ".venv/bin/python bench/peak_memory.py make run",
     "run_all": "bash bench/run_all.sh",
+    "vllm_vs_hf": ".venv-vllm/bin/python bench/vllm_vs_hf.py",
 }
 
 
@@ -111,34 +113,80 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
     if name == "run_all":
         minutes = raw["minutes"]
         return [("run_all_wall_time", minutes, "minutes for all of the above", "<= 30", minutes <= 30)]
+    if name == "vllm_vs_hf":
+        r, speedup = raw["results"], raw["speedup_vs_hf_fp32"]
+        hf, fp32, bf16 = r["hf-float32"], r["vllm-float32"], r["vllm-bfloat16"]
+        rollout = (
+            f"x rollout tokens/s, vLLM CPU fp32 vs hf fp32 ({fp32['tokens_per_s']} vs {hf['tokens_per_s']};"
+            f" bf16 {bf16['tokens_per_s']}; {raw['requests']} x {raw['tokens']} tokens, sampled)"
+        )
+        swap = (
+            f"s, vLLM load_weights of the 135M model from a file (bytes {fp32['load_weights_bytes_s']} s;"
+            f" hf {hf['load_weights_file_s']} s, bytes {hf['load_weights_bytes_s']} s)"
+        )
+        return [
+            ("vllm_vs_hf_rollout", speedup["vllm-float32"], rollout, "reported", True),
+            ("vllm_load_weights", fp32["load_weights_file_s"], swap, "reported", True),
+        ]
     raise ValueError(f"unknown benchmark output {name!r}")
 
 
-def main() -> None:
-    out, date = Path(sys.argv[1]), sys.argv[2]
-    rows = []
-    for path in sorted(out.glob("*.json")):
-        raw = json.loads(path.read_text())
-        for name, value, unit, goal, met in figures(raw):
-            rows.append(
-                {
-                    "name": name, "value": value, "unit": unit, "goal": goal, "met": met,
-                    "machine": raw.get("machine", ""), "date": date, "command": COMMANDS[raw["name"]],
-                }
-            )  # fmt: skip
+def rows_of(raw: dict[str, Any], date: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name, "value": value, "unit": unit, "goal": goal, "met": met,
+            "machine": raw.get("machine", ""), "date": date, "command": COMMANDS[raw["name"]],
+        }
+        for name, value, unit, goal, met in figures(raw)
+    ]  # fmt: skip
+
+
+def line(r: dict[str, Any]) -> str:
+    """One row of the table in docs/benchmarks.md."""
+    met = "yes" if r["met"] else "**no**"
+    return f"| {r['name']} | {r['value']} | {r['unit']} | {r['goal']} | {met} | `{r['command']}` |"
+
+
+def write(rows: list[dict[str, Any]], date: str) -> None:
+    """bench/results.json and the table in docs/benchmarks.md (`date`: when the table was measured)."""
     (ROOT / "bench" / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = ["| benchmark | value | unit | goal | met | command |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        met = "yes" if r["met"] else "**no**"
-        table.append(f"| {r['name']} | {r['value']} | {r['unit']} | {r['goal']} | {met} | `{r['command']}` |")
     machine = rows[0]["machine"] if rows else ""
-    block = "\n".join([BEGIN, f"Measured {date} on {machine}.", "", *table, END])
+    block = "\n".join([BEGIN, f"Measured {date} on {machine}.", "", *table, *map(line, rows), END])
     page = ROOT / "docs" / "benchmarks.md"
     text = page.read_text()
     start, stop = text.index(BEGIN), text.index(END) + len(END)
     page.write_text(text[:start] + block + text[stop:])
     for r in rows:
         print(f"{r['name']:<28} {r['value']:>10}  {'met' if r['met'] else 'NOT met':<8} (goal {r['goal']})")
+
+
+def add(raw: dict[str, Any], date: str) -> None:
+    """One benchmark measured on its own: its rows (unit noting the date) replace those of the same
+    names in bench/results.json and in the table, or join them at the end; other rows stay as they are."""
+    new = rows_of(raw, date)
+    for row in new:
+        row["unit"] += f" (measured {date})"
+    names = {r["name"] for r in new}
+    rows = [r for r in json.loads((ROOT / "bench" / "results.json").read_text()) if r["name"] not in names]
+    (ROOT / "bench" / "results.json").write_text(json.dumps(rows + new, indent=2) + "\n")
+    page = ROOT / "docs" / "benchmarks.md"
+    lines = [x for x in page.read_text().split("\n") if not any(x.startswith(f"| {n} |") for n in names)]
+    end = lines.index(END)
+    page.write_text("\n".join(lines[:end] + [line(r) for r in new] + lines[end:]))
+    for r in new:
+        print(f"{r['name']:<28} {r['value']:>10}  (goal {r['goal']})")
+
+
+def main() -> None:
+    if sys.argv[1] == "--add":
+        add(json.loads(Path(sys.argv[2]).read_text()), sys.argv[3])
+        return
+    out, date = Path(sys.argv[1]), sys.argv[2]
+    write(
+        [row for path in sorted(out.glob("*.json")) for row in rows_of(json.loads(path.read_text()), date)],
+        date,
+    )
 
 
 if __name__ == "__main__":

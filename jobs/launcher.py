@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.admission import StalenessGate
 from actors.counselor import Counselor
@@ -40,12 +41,19 @@ def init_ray(quiet: bool = False) -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=not quiet)
 
 
-def remote(cls: type, actor: ActorConfig, retries: bool = True, name: str | None = None):
+def remote(cls: type, actor: ActorConfig, retries: bool = True, name: str | None = None, pin: bool = False):
     """`cls` made remote with the placement (Ray's side: CPUs, GPUs, custom resources) and fault
     tolerance of one role; its `replicas` are started by the caller. `name`: a Ray actor name, so
-    that other actors can look it up (`Peers`)."""
+    that other actors can look it up (`Peers`). `pin`: on the driver's node (the head under `ray job
+    submit`), unless the role asks for custom resources: for the run's bookkeeping (store, metrics hub,
+    gate), whose files are the run folder's and which must not go down with another machine."""
+    strategy = None
+    if pin and not actor.resources:
+        here = ray.get_runtime_context().get_node_id()
+        strategy = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
     return ray.remote(cls).options(
         name=name,
+        scheduling_strategy=strategy,
         num_cpus=actor.num_cpus,
         num_gpus=actor.num_gpus,
         resources=dict(actor.resources),
@@ -142,7 +150,7 @@ def report_restarts(before: dict[str, int | None], after: dict[str, int | None])
 def start_store(config: RunConfig, name: str | None = None):
     """The replay store actor of a run (`actors.store`, `store.capacity`), on its folder."""
     place = config.actors.store
-    return remote(ReplayStore, place, name=name).remote(
+    return remote(ReplayStore, place, name=name, pin=True).remote(
         str(config.store_dir()), config.store.capacity, nice=place.nice
     )
 
@@ -155,7 +163,7 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
     a = config.actors
     tag = f"rlff-{config.name}-{uuid.uuid4().hex[:8]}"  # unique per start: runs may share a cluster
     store = start_store(config, name=f"{tag}-store")
-    hub = remote(MetricsHub, ActorConfig(max_concurrency=1), name=f"{tag}-hub").remote(
+    hub = remote(MetricsHub, ActorConfig(max_concurrency=1), name=f"{tag}-hub", pin=True).remote(
         str(config.run_dir() / "metrics.jsonl"), tensorboard=True, prometheus=True
     )
     system = ActorSystem(store=store, hub=hub)
@@ -164,7 +172,7 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
             "group", {"unconsumed": 0}
         )
         gate_actor = ActorConfig(max_restarts=0, max_concurrency=1000)
-        system.gate = remote(StalenessGate, gate_actor, name=f"{tag}-gate").remote(
+        system.gate = remote(StalenessGate, gate_actor, name=f"{tag}-gate", pin=True).remote(
             config.learner.batch_size,
             staleness,
             accepted=held["unconsumed"],

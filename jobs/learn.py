@@ -12,6 +12,7 @@ store), waits for the counselor actors to load it, then moves the gate. Handles 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from esc import placement, weights
 from esc.config import RunConfig
 from esc.models import load_model
 from esc.schemas import CandidateGroup
-from learner import checkpoint
+from learner import checkpoint, ranks
 from learner.checkpoint import LearnerState
 from learner.loop import Learner
 from learner.lora import add_lora
@@ -67,26 +68,41 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     learner, model_files = build_learner(config, loop_config["reward_model"], rank, world)
-    updates = resume(config, learner, handles, rank)
+    updates = saved = resume(config, learner, handles, rank)
     sample = StoreSampler(config, learner, handles, f"learner-r{rank}")
     publish = Publisher(config, handles, model_files, rank)
     per_rank, lc = max(1, config.learner.batch_size // world), config.learner
     with UpdateLog(config.run_dir() / "learner" / f"updates-r{rank}.jsonl") as log:
-        while updates < lc.max_updates and not handles.stopping():
+        # every rank stops when any rank sees the gate stop (learner.ranks: no rank waits alone)
+        while updates < lc.max_updates and not ranks.any_rank(handles.stopping()):
             before = len(learner.consumed)
             try:
                 metrics = learner.update(sample, publish, per_rank)
             except Stopping:
                 break
             updates += 1
-            log.write(updates, learner.version, learner.consumed[before:])
-            if updates % lc.checkpoint_every == 0 or updates == lc.max_updates:
+            log.write(updates, learner.version, learner.consumed[before:], same_weights(learner, world))
+            if updates % lc.checkpoint_every == 0:
                 save_checkpoint(config, learner, updates, world, rank)
+                saved = updates
             if handles.hub is not None and rank == 0:
                 handles.hub.record.remote("learner", {k: v for k, v in metrics.items() if k in METRICS})
             train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    if updates > saved:  # the last update, Ctrl-C or STOP: a resumed run redoes nothing
+        save_checkpoint(config, learner, updates, world, rank)
     if handles.gate is not None and rank == 0:
         ray.get(handles.gate.stop.remote(), timeout=CALL_TIMEOUT_S)  # the learner is done: rollouts may end
+
+
+def same_weights(learner: Learner, world: int) -> str | None:
+    """With several ranks: a short hash of this rank's weights, after checking that every rank holds
+    the same (a RuntimeError otherwise); None with one rank."""
+    if world == 1:
+        return None
+    values = ranks.fingerprint(unwrap(learner.model))
+    if not ranks.same_everywhere(values):
+        raise RuntimeError(f"the learner ranks hold different weights at version {learner.version}")
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:16]
 
 
 def build_learner(config: RunConfig, reward_model: str, rank: int, world: int):
@@ -136,10 +152,7 @@ def engine_factory(config: RunConfig, world: int) -> EngineFactory:
 def resume(config: RunConfig, learner: Learner, handles: Handles, rank: int) -> int:
     """Restore the newest checkpoint (if any) into `learner`, hand this worker's unconsumed samples back
     to the store, and (rank 0, online) rebase the gate on the restored version; returns updates done."""
-    updates, latest = 0, checkpoint.latest(config.checkpoint_dir())
-    if latest is not None:
-        state = checkpoint.restore(latest, unwrap(learner.model), learner.optimizer)
-        learner.version, learner.consumed, updates = state.version, list(state.consumed), state.updates
+    updates = restore_learner(config, learner, rank)
     call = handles.store.requeue.remote(f"learner-r{rank}", learner.consumed)
     requeued = ray.get(call, timeout=CALL_TIMEOUT_S)
     if handles.gate is not None and rank == 0:
@@ -148,6 +161,20 @@ def resume(config: RunConfig, learner: Learner, handles: Handles, rank: int) -> 
         ray.get(call, timeout=CALL_TIMEOUT_S)
     print(f"learner r{rank}: version {learner.version}, {updates} updates done, {requeued} records requeued")
     return updates
+
+
+def restore_learner(config: RunConfig, learner: Learner, rank: int) -> int:
+    """Load the newest checkpoint (if any) into `learner`: weights, this rank's optimizer state, version
+    and consumed ids; returns the updates it had done (0 without a checkpoint)."""
+    latest = checkpoint.latest(config.checkpoint_dir())
+    if latest is None:
+        return 0
+    state = checkpoint.restore(latest, unwrap(learner.model), learner.optimizer, rank)
+    refresh = getattr(getattr(learner.engine, "optimizer", None), "refresh_fp32_params", None)
+    if refresh is not None:  # DeepSpeed ZeRO steps its own fp32 copy of the weights: reread them
+        refresh()
+    learner.version, learner.consumed = state.version, list(state.consumed)
+    return state.updates
 
 
 class StoreSampler:
@@ -160,6 +187,23 @@ class StoreSampler:
         self.offline = handles.gate is None
 
     def __call__(self, n: int) -> list[CandidateGroup]:
+        """This rank's groups, once every rank has its own: when any rank's run is stopping (or, offline,
+        its store share is empty) every rank raises `Stopping`; when any timed out, TimeoutError."""
+        problem, message = 0, "another learner rank got no groups in time"
+        try:
+            records = self.fetch(n)
+        except Stopping:
+            records, problem = [], 1
+        except TimeoutError as error:
+            records, problem, message = [], 2, str(error)
+        agreed = ranks.largest(problem)
+        if agreed == 2:
+            raise TimeoutError(message)
+        if agreed == 1:
+            raise Stopping
+        return records
+
+    def fetch(self, n: int) -> list[CandidateGroup]:
         store, timeout = self.handles.store, self.config.learner.sample_timeout_s
         bound = 10**9 if self.offline else staleness(self.config)
         version = self.learner.version
@@ -220,19 +264,26 @@ class UpdateLog:
     def __exit__(self, *exc) -> None:
         self.file.close()
 
-    def write(self, update: int, version: int, ids: list[str]) -> None:
+    def write(self, update: int, version: int, ids: list[str], weights: str | None = None) -> None:
         line = {"update": update, "version": version, "session": self.session, "ids": ids}
+        if weights is not None:  # several ranks: the hash of this rank's weights (`same_weights`)
+            line["weights"] = weights
         self.file.write(json.dumps(line) + "\n")
         self.file.flush()
 
 
 def save_checkpoint(config: RunConfig, learner: Learner, updates: int, world: int, rank: int) -> None:
-    """Rank 0 saves the policy, optimizer and every rank's consumed ids (gathered)."""
+    """Rank 0 saves the policy, optimizer and every rank's consumed ids (gathered). Under DeepSpeed ZeRO
+    with several ranks, each rank holds part of the optimizer state and saves that part first."""
+    split = world > 1 and config.learner.strategy == "deepspeed" and config.learner.zero_stage > 0
+    if split:
+        checkpoint.save_shard(config.checkpoint_dir(), updates, rank, learner.optimizer)
     consumed = list(learner.consumed)
-    if world > 1:
+    if world > 1:  # also waits for every rank's part of the optimizer state
         gathered: list[list[str] | None] = [None] * world
         dist.all_gather_object(gathered, consumed)
         consumed = list(dict.fromkeys(rid for part in gathered for rid in (part or [])))
     if rank == 0:
         state = LearnerState(learner.version, updates, tuple(consumed))
-        checkpoint.save(config.checkpoint_dir(), unwrap(learner.model), learner.optimizer, state)
+        model, shards = unwrap(learner.model), world if split else 0
+        checkpoint.save(config.checkpoint_dir(), model, learner.optimizer, state, shards=shards)

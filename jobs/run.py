@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,7 +39,10 @@ from jobs.serve import check_open_bind, check_port_free, start_endpoint
 from jobs.train_sft import cold_start
 from learner import checkpoint
 
-RAY_LOGS = "/tmp/ray/session_latest/logs"  # where Ray keeps every worker's output on a node
+
+def ray_logs() -> Path:
+    """Where Ray keeps every worker's output on a node: under $RAY_TMPDIR (else the temp folder)."""
+    return Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "session_latest" / "logs"
 
 
 def seeker_checker(config: RunConfig) -> None:
@@ -118,10 +123,10 @@ def online_inputs(config: RunConfig, resume: bool) -> tuple[RunConfig, Path, lis
             f"{config.run_dir()} already holds a learner checkpoint; continue it with"
             f" `rlff run --resume {config.run_dir()}` or start a new run with --set name=NEW"
         )
-    if config.counselor.backend != "hf":
+    if config.counselor.backend not in ("hf", "vllm"):
         raise UsageError(
-            f"rlff run needs counselor.backend hf: the {config.counselor.backend} backend cannot load the"
-            " weights the learner publishes yet (see docs/cluster.md)"
+            f"rlff run needs counselor.backend hf or vllm: the {config.counselor.backend} backend cannot"
+            " load the weights the learner publishes"
         )
     config = cold_start(config.absolute())
     rm_dir = reward_model_dir(config)
@@ -146,7 +151,7 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     (config.run_dir() / "STOP").unlink(missing_ok=True)  # left over from an earlier stop
     seeker_checker(config)
     init_ray(quiet=True)
-    print(f"logs: {log_file} (libraries); actors and learner: {RAY_LOGS} on each node", flush=True)
+    print(f"logs: {log_file} (libraries); actors and learner: {ray_logs()} on each node", flush=True)
     started = time.perf_counter()
     system = start_actors(config, staleness=staleness(config), wait=False)
     loop_config = {

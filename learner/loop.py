@@ -21,6 +21,7 @@ from esc.config import LearnerConfig
 from esc.memory import release_free_memory
 from esc.parsing import parse_counselor
 from esc.schemas import Candidate, CandidateGroup, Turn
+from learner import ranks
 from learner.lora import policy_state
 from learner.losses import (
     format_reward,
@@ -125,8 +126,8 @@ class Learner:
             advantages = torch.cat(
                 [group_advantages(r.view(1, -1)).view(-1) for r in rewards.split(sizes)] or [rewards]
             )
-        with stage("update"):
-            stats = self.optimise([g for _, g in kept], advantages) if kept else {}
+        with stage("update"):  # every rank steps when any rank kept a group (learner.ranks)
+            stats = self.optimise([g for _, g in kept], advantages) if ranks.any_rank(bool(kept)) else {}
         with stage("publish"):
             self.version += 1
             self.consumed.extend(r.id for r in records)
@@ -175,45 +176,72 @@ class Learner:
     def optimise(self, groups: list[list[Candidate]], advantages: torch.Tensor) -> dict[str, float]:
         """One optimizer step over every candidate, in micro-batches of `learner.micro_batch` rows
         (gradients accumulate, each micro-batch weighted by its share of the batch's completion
-        tokens, so the step equals one on the whole batch)."""
-        rows = build_rows(groups, self.config.max_tokens, self.pad_id)
-        adv = advantages
-        total_tokens = float(rows.completion_mask.sum())
+        tokens, so the step equals one on the whole batch). With several ranks, the batch is the union
+        of every rank's groups: shares are of the tokens of all ranks (DDP averages gradients, hence
+        the factor `world`), and a rank with fewer micro-batches (or none) runs zero-weight passes so
+        that every rank makes the same number of backward calls. The metrics are this rank's own."""
+        rows = build_rows(groups, self.config.max_tokens, self.pad_id) if groups else None
+        size, world = self.config.micro_batch, ranks.world()
+        local_tokens = float(rows.completion_mask.sum()) if rows is not None else 0.0
+        all_tokens = max(ranks.total(local_tokens), 1.0)
+        starts = range(0, len(rows), size) if rows is not None else range(0)
+        passes = int(ranks.largest(len(starts)))
         self.model.train()
         sums: Counter = Counter()
-        size = self.config.micro_batch
-        for start in range(0, len(rows), size):
-            part = rows.select(slice(start, start + size))
-            logp = completion_logprobs(self.model, part)
-            mask = part.completion_mask.to(logp.device)
-            loss, stats = policy_loss(
-                logp,
-                logp.detach(),  # proximal policy = these weights before the step (one step per batch)
-                part.behaviour_logp.to(logp.device),
-                adv[start : start + size].to(logp.device),
-                mask,
-                clip_eps=self.config.clip_eps,
-                is_cap=self.config.is_cap,
+        for i in range(passes):
+            boundary = getattr(self.engine, "set_gradient_accumulation_boundary", None)
+            if boundary is not None:  # DeepSpeed: reduce gradients across ranks after the last pass only
+                boundary(i == passes - 1)
+            if i >= len(starts):
+                self.engine.backward(zero_weight_loss(self.model, self.pad_id))
+                continue
+            part = rows.select(slice(starts[i], starts[i] + size))
+            loss, tokens = self._micro_batch(
+                part, advantages[starts[i] : starts[i] + size], local_tokens, sums
             )
-            behaviour = part.behaviour_logp.to(logp.device)
-            sums["policy_kl"] += float(kl_k3(behaviour, logp.detach(), mask)) * float(mask.sum())
-            if self.ref_model is not None and self.config.kl_beta > 0:
-                with torch.no_grad():
-                    ref_logp = completion_logprobs(self.ref_model, part)
-                kl = kl_k3(logp, ref_logp, mask)
-                loss = loss + self.config.kl_beta * kl
-                sums["kl"] += float(kl) * float(mask.sum())
-            share = float(mask.sum()) / total_tokens
-            self.engine.backward(loss * share)
-            sums["policy_loss"] += float(loss.detach()) * share
-            for key in ("clip_fraction", "is_weight_mean", "is_truncated_fraction"):
-                sums[key] += stats[key] * share
+            self.engine.backward(loss * (tokens * world / all_tokens))
         grad_norm = self.engine.step()
         if grad_norm is None:  # DeepSpeed's step returns nothing; its engine keeps the norm
             grad_norm = self.engine.get_global_grad_norm() or float("nan")
         self.model.eval()
         out = {k: v for k, v in sums.items() if k not in ("kl", "policy_kl")}
-        for key in ("kl", "policy_kl"):  # summed per token above
+        for key in ("kl", "policy_kl"):  # summed per token below
             if key in sums:
-                out[key] = sums[key] / total_tokens
-        return {**out, "grad_norm": float(grad_norm), "completion_tokens": int(total_tokens)}
+                out[key] = sums[key] / local_tokens if local_tokens else 0.0
+        return {**out, "grad_norm": float(grad_norm), "completion_tokens": int(local_tokens)}
+
+    def _micro_batch(self, part, advantages: torch.Tensor, local_tokens: float, sums: Counter):
+        """The loss of one micro-batch (its rows' `advantages`) and its completion tokens; adds its
+        metrics, weighted by its share of this rank's tokens, to `sums`."""
+        logp = completion_logprobs(self.model, part)
+        mask = part.completion_mask.to(logp.device)
+        behaviour = part.behaviour_logp.to(logp.device)
+        loss, stats = policy_loss(
+            logp,
+            logp.detach(),  # proximal policy = these weights before the step (one step per batch)
+            behaviour,
+            advantages.to(logp.device),
+            mask,
+            clip_eps=self.config.clip_eps,
+            is_cap=self.config.is_cap,
+        )
+        sums["policy_kl"] += float(kl_k3(behaviour, logp.detach(), mask)) * float(mask.sum())
+        if self.ref_model is not None and self.config.kl_beta > 0:
+            with torch.no_grad():
+                ref_logp = completion_logprobs(self.ref_model, part)
+            kl = kl_k3(logp, ref_logp, mask)
+            loss = loss + self.config.kl_beta * kl
+            sums["kl"] += float(kl) * float(mask.sum())
+        share = float(mask.sum()) / local_tokens
+        sums["policy_loss"] += float(loss.detach()) * share
+        for key in ("clip_fraction", "is_weight_mean", "is_truncated_fraction"):
+            sums[key] += stats[key] * share
+        return loss, float(mask.sum())
+
+
+def zero_weight_loss(model: torch.nn.Module, pad_id: int) -> torch.Tensor:
+    """A loss of 0 whose backward touches every trainable weight: what a rank with no rows left
+    backpropagates so that its collective calls match the other ranks'."""
+    device = next(model.parameters()).device
+    logits = model(input_ids=torch.tensor([[pad_id]], device=device)).logits
+    return logits.sum() * 0.0

@@ -14,7 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ESCONV = REPO.parent / "shared" / "data" / "esconv"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TIERS = ("unit", "integration", "e2e", "gpu")
+TIERS = ("unit", "integration", "e2e", "gpu", "vllm", "deepspeed")
+# Tiers whose packages are large or slow to build: collected only when their folder is named on the
+# command line (`make test-vllm`, `make test-deepspeed`), never by a bare `pytest` or `make test`.
+OPT_IN = ("vllm", "deepspeed")
 
 needs_esconv = pytest.mark.skipif(not (ESCONV / "train.jsonl").is_file(), reason=f"ESConv not at {ESCONV}")
 
@@ -26,6 +29,15 @@ def tier_of(path: Path) -> str | None:
     except ValueError:
         return None
     return folder if folder in TIERS else None
+
+
+def pytest_ignore_collect(collection_path, config):
+    tier = tier_of(collection_path)
+    if tier not in OPT_IN:
+        return None
+    named = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+    folder = REPO / "tests" / tier
+    return not any(arg == folder or folder in arg.parents for arg in named) or None
 
 
 # tryfirst: the markers must be on the items before `-m` deselects by them.

@@ -19,12 +19,14 @@ def test_run_refuses_counselors_that_cannot_load_published_weights(tmp_path):
         "--config",
         "configs/gpu.yaml",
         "--set",
-        "counselor.backend=vllm",
+        "counselor.backend=openai",
+        "--set",
+        "counselor.base_url=http://127.0.0.1:9/v1",
         "--set",
         f"runs_dir={tmp_path}",
     )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "error: rlff run needs counselor.backend hf: the vllm backend cannot load the weights the learner"
-        " publishes yet (see docs/cluster.md)"
+        "error: rlff run needs counselor.backend hf or vllm: the openai backend cannot load the weights the"
+        " learner publishes"
     ]

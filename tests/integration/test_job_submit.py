@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.own_ray import OwnRay
 from support.serving import RAY_CLI, ROOT, free_port
 
 from esc.config import RewardModelConfig
@@ -79,9 +80,10 @@ def endpoint_up(url: str) -> bool:
         return False
 
 
-def prometheus_text() -> str:
-    """Ray's Prometheus export of this node (the head started here is the latest session)."""
-    port = next(Path("/tmp/ray/session_latest").glob("metrics_export_port_*")).read_text().strip()
+def prometheus_text(ray_tmpdir: str) -> str:
+    """Ray's Prometheus export of the head started under `ray_tmpdir` (its latest session)."""
+    session = Path(ray_tmpdir) / "ray" / "session_latest"
+    port = next(session.glob("metrics_export_port_*")).read_text().strip()
     return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
 
 
@@ -143,8 +145,9 @@ def test_submitted_job_serves_live_weights_and_dashboard_on_a_token_head(tmp_pat
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
+    own = OwnRay()  # the head's processes, and only they, are stopped at the end
     env = {
-        **os.environ,
+        **own.env(),
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(token),  # tests keep ~/.ray/auth_token, the users' default, untouched
         "PATH": f"{Path(RAY_CLI).parent}{os.pathsep}{os.environ['PATH']}",  # so the job finds `rlff`
@@ -174,7 +177,8 @@ def test_submitted_job_serves_live_weights_and_dashboard_on_a_token_head(tmp_pat
 
         versions = watch_dashboard(url, run, deadline)
         assert versions == sorted(versions), f"a version went backwards: {versions}"
-        wait_until(lambda: "ray_rlff_reward_mean" in prometheus_text(), "the Prometheus export", deadline)
+        exported = lambda: "ray_rlff_reward_mean" in prometheus_text(own.folder)  # noqa: E731
+        wait_until(exported, "the Prometheus export", deadline)
         board = EventAccumulator(str(run / "tensorboard"))
         tagged = lambda: board.Reload() and "reward_mean/learner" in board.Tags()["scalars"]  # noqa: E731
         wait_until(tagged, "TensorBoard events", deadline)
@@ -193,5 +197,5 @@ def test_submitted_job_serves_live_weights_and_dashboard_on_a_token_head(tmp_pat
         refused = ray("job", "status", "--address", address, "rlff-test", env=anonymous)
         assert refused.returncode != 0 and "succeeded" not in refused.stdout + refused.stderr
     finally:
-        ray("stop", "--force", env=env)
+        own.stop()
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

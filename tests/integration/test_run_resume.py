@@ -1,6 +1,8 @@
-"""`rlff run` end to end on a real local Ray instance with the tiny model: the learner (Ray Train)
-publishes versions while rollout workers stream groups; the run is killed with SIGKILL after a
-checkpoint and resumed, and no record is consumed twice or lost."""
+"""`rlff run` end to end on a real local Ray instance with the tiny model and two learner ranks (Ray
+Train, DDP over gloo): the learner publishes versions while rollout workers stream groups. The run is
+stopped with Ctrl-C (which checkpoints its last update, so the resumed run redoes none), resumed,
+killed with SIGKILL after a checkpoint, and resumed to the end. Both ranks make every update with
+identical weights, and no record is consumed twice or lost."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.own_ray import OwnRay
 
 from actors.replay_store import ReplayStore
 from esc.config import RewardModelConfig
@@ -31,59 +34,102 @@ def settings(runs: Path) -> list[str]:
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
     sets += ["rollout.in_flight=2", "rollout.future_fraction=0", "learner.batch_size=2", "learner.lr=1e-3"]
-    sets += ["learner.max_updates=8", "learner.checkpoint_every=2", "reward_model.backbone=tiny-random"]
+    sets += ["learner.max_updates=8", "learner.checkpoint_every=100", "reward_model.backbone=tiny-random"]
+    sets += ["learner.placement.replicas=2", "learner.placement.num_cpus=0.25"]
     sets += [f"runs_dir={runs}", "name=t", "serve.enabled=false", "evaluation.every=0"]
     sets += ["sft.cold_start=false"]
     sets += [f"evaluation.heldout=esconv:{FIXTURES}#valid", "evaluation.heldout_samples=2"]
     return [arg for s in sets for arg in ("--set", s)]
 
 
-def rlff(*args: str, log: Path) -> subprocess.Popen:
+def rlff(*args: str, log: Path, own: OwnRay) -> subprocess.Popen:
     command = [sys.executable, "-m", "jobs.cli", *args]
-    # its own session, so the kill below takes the driver and the Ray instance it started
+    # its own session, so the kill below takes the driver; its own Ray folder, so `own.stop()` takes
+    # the Ray instance it started and nothing else
     return subprocess.Popen(
-        command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+        command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=own.env(),
+    )  # fmt: skip
 
 
-def updates(run: Path) -> list[dict]:
-    path = run / "learner" / "updates-r0.jsonl"
+def updates(run: Path, rank: int = 0) -> list[dict]:
+    path = run / "learner" / f"updates-r{rank}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def test_run_publishes_versions_and_resumes_after_sigkill(tmp_path):
-    run = tmp_path / "runs" / "t"
-    RewardModel.from_config(RewardModelConfig(backbone="tiny-random")).save(run / "reward_model")
-    first = rlff(
-        "run", "--config", "configs/local.yaml", *settings(tmp_path / "runs"), log=tmp_path / "first.log"
-    )
+def wait_for(process: subprocess.Popen, log: Path, done) -> None:
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    # wait for a checkpoint and one update after it, so the kill loses an uncheckpointed update
-    while not (checkpoint.latest(run / "checkpoints") and len(updates(run)) >= 3):
-        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    while not done():
+        assert process.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the run made no progress"
         time.sleep(0.5)  # watching files another process writes; there is no event to wait on
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait(60)
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)  # what outlived the driver
-    before = checkpoint.read_state(checkpoint.latest(run / "checkpoints"))
-    killed_sessions = {u["session"] for u in updates(run)}
 
-    second = rlff("run", "--resume", str(run), log=tmp_path / "second.log")
-    assert second.wait(RUN_TIMEOUT_S) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
-    resumed = [u for u in updates(run) if u["session"] not in killed_sessions]
-    assert resumed, "the killed run had already finished; nothing was resumed"
-    after = [rid for u in resumed for rid in u["ids"]]
-    assert len(after) == len(set(after)), "a record was consumed twice after resuming"
-    assert set(before.consumed).isdisjoint(after)
+def latest(run: Path) -> checkpoint.LearnerState:
+    return checkpoint.read_state(checkpoint.latest(run / "checkpoints"))
+
+
+def test_run_stops_gracefully_resumes_after_sigkill_and_keeps_two_ranks_in_step(tmp_path):
+    run = tmp_path / "runs" / "t"
+    RewardModel.from_config(RewardModelConfig(backbone="tiny-random")).save(run / "reward_model")
+
+    # 1. Ctrl-C after 2 updates: the learner finishes its update and checkpoints it (no scheduled one)
+    own, log = OwnRay(), tmp_path / "first.log"
+    first = rlff("run", "--config", "configs/local.yaml", *settings(tmp_path / "runs"), log=log, own=own)
+    try:
+        wait_for(first, log, lambda: len(updates(run)) >= 2)
+        first.send_signal(signal.SIGINT)  # to the driver alone, as a terminal's Ctrl-C
+        assert first.wait(RUN_TIMEOUT_S) == 0, log.read_text()[-3000:]
+    finally:
+        own.stop()
+    stopped = latest(run)
+    assert stopped.updates == len(updates(run)) >= 2, "the graceful stop left updates uncheckpointed"
+
+    # 2. resumed with scheduled checkpoints, then SIGKILL after a checkpoint and one update more
+    own, log = OwnRay(), tmp_path / "second.log"
+    second = rlff("run", "--resume", str(run), "--set", "learner.checkpoint_every=2", log=log, own=own)
+    try:
+        wait_for(second, log, lambda: latest(run).updates > stopped.updates and len(updates(run)) % 2 == 1)
+        os.killpg(second.pid, signal.SIGKILL)
+        second.wait(60)
+    finally:
+        own.stop()  # what outlived the driver
+    killed = latest(run)
+
+    # 3. resumed to the end
+    own, log = OwnRay(), tmp_path / "third.log"
+    third = rlff("run", "--resume", str(run), log=log, own=own)
+    try:
+        assert third.wait(RUN_TIMEOUT_S) == 0, log.read_text()[-3000:]
+    finally:
+        own.stop()
+
+    sessions = list(dict.fromkeys(u["session"] for u in updates(run)))
+    assert len(sessions) == 3
+    by_session = [[u for u in updates(run) if u["session"] == s] for s in sessions]
+    assert [u["update"] for u in by_session[0]] == list(range(1, stopped.updates + 1))
+    # nothing redone after the graceful stop; after the SIGKILL, only what followed the checkpoint
+    assert by_session[1][0]["update"] == stopped.updates + 1
+    assert by_session[2][0]["update"] == killed.updates + 1 and by_session[2][-1]["update"] == 8
+    for rank in (0, 1):  # both ranks made every update, with the same weights after each
+        assert [(u["update"], u["session"]) for u in updates(run, rank)] == [
+            (u["update"], u["session"]) for u in updates(run)
+        ]
+    assert [u["weights"] for u in updates(run, 1)] == [u["weights"] for u in updates(run)]
+
+    # the updates after the last checkpoint of the killed run were lost with it; their records came back
+    lost = {(sessions[1], n) for n in range(killed.updates + 1, by_session[1][-1]["update"] + 1)}
+    assert lost, "the kill lost no update; nothing was resumed from a checkpoint"
+    kept = [u for rank in (0, 1) for u in updates(run, rank) if (u["session"], u["update"]) not in lost]
+    ids = [rid for u in kept for rid in u["ids"]]
+    assert len(ids) == len(set(ids)), "a record was consumed twice"
+    final = latest(run)
+    assert (final.updates, final.version) == (8, 8) and set(final.consumed) == set(ids)
     store = ReplayStore(run / "store")
-    assert set(before.consumed) | set(after) == store.ids(consumer="learner-r0")
+    assert set(ids) == store.ids(consumer="learner-r0") | store.ids(consumer="learner-r1")
     store.close()
-    final = checkpoint.read_state(checkpoint.latest(run / "checkpoints"))
-    assert final.updates == 8 and final.version == 8
-    # the held-out learning report: version 0 from the killed run, version 8 after the resumed one
+
+    # the held-out learning report: version 0 from the first run, version 8 after the last
     learning = json.loads((run / "learning.json").read_text())
     assert (learning["base_version"], learning["final_version"]) == (0, 8)
     assert (learning["contexts"], learning["samples"]) == (2, 2)
@@ -91,13 +137,11 @@ def test_run_publishes_versions_and_resumes_after_sigkill(tmp_path):
     for parts in learning["metrics"].values():
         for part in ("base", "final", "diff"):
             assert parts[part]["n"] == 2 and all(math.isfinite(parts[part][k]) for k in ("value", "lo", "hi"))
-    assert "final - base" in (tmp_path / "second.log").read_text()
+    assert "final - base" in log.read_text()
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert sorted(e["weights_version"] for e in events if e["source"] == "heldout") == [0, 8]
-    assert [u["version"] for u in resumed] == list(range(before.version + 1, 9))
+    heldout = sorted(e["weights_version"] for e in events if e["source"] == "heldout")
+    assert heldout == [0, stopped.version, 8]  # a graceful stop ends with its own held-out point
     assert (run / "weights" / "LATEST").read_text().strip() == "8"
-    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     learner = [e for e in events if e["source"] == "learner"]
     assert learner and all("stage_update_s" in e and "staleness_hist" in e for e in learner)
-    versions = [e["weights_version"] for e in learner]
-    assert versions[-1] == 8
+    assert learner[-1]["weights_version"] == 8

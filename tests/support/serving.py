@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from support.own_ray import OwnRay
+
 ROOT = Path(__file__).resolve().parents[2]
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 
@@ -22,16 +24,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_rlff(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`rlff ARGS` in its own session (so a stop takes the Ray instance it started too)."""
-    return subprocess.Popen(
+class Rlff(subprocess.Popen):
+    """An `rlff` process and the Ray instance it starts (`own_ray`, stopped by `stop`)."""
+
+    own_ray: OwnRay
+
+
+def start_rlff(args: list[str], log: Path, env: dict[str, str] | None = None) -> Rlff:
+    """`rlff ARGS` in its own session, with a Ray temp folder of its own (`support.own_ray`)."""
+    own = OwnRay()
+    process = Rlff(
         [sys.executable, "-m", "jobs.cli", *args],
         cwd=ROOT,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, **(env or {})},
+        env=own.env({**os.environ, **(env or {})}),
     )
+    process.own_ray = own
+    return process
 
 
 def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 300) -> dict:
@@ -49,9 +60,10 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: floa
         time.sleep(0.5)  # the server is starting in another process; there is no event to wait on
 
 
-def stop(process: subprocess.Popen, timeout_s: float = 120) -> int:
+def stop(process: Rlff, timeout_s: float = 120) -> int:
     """Ctrl-C the driver (a graceful stop: SIGINT to it alone, as a terminal would not reach Ray's own
-    processes), then make sure no Ray process outlives it. Returns the driver's exit code."""
+    processes), then stop what is left of the Ray instance it started, and nothing else. Returns the
+    driver's exit code."""
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -59,5 +71,5 @@ def stop(process: subprocess.Popen, timeout_s: float = 120) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(30)
-    subprocess.run([RAY_CLI, "stop", "--force"], capture_output=True, timeout=120)
+    process.own_ray.stop()
     return process.returncode
