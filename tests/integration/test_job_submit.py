@@ -7,7 +7,8 @@ token authentication on (docs/cluster.md), and the tiny model:
 - headless Chromium watches the dashboard's plot data, the weights version advance, a periodic
   evaluation and the dialogue feed, and saves a screenshot (test-artifacts/dashboard.png);
 - the metrics reach TensorBoard files and Ray's Prometheus export;
-- `runs/<name>/STOP` ends the job gracefully: SUCCEEDED, with its logs and metrics;
+- `runs/<name>/STOP` ends the job gracefully: SUCCEEDED, with its logs and metrics, and a checkpoint
+  of its last update;
 - a client without the token is refused.
 """
 
@@ -27,6 +28,7 @@ from support.own_ray import OwnRay
 from support.serving import RAY_CLI, ROOT, free_port
 
 from esc.config import RewardModelConfig
+from learner import checkpoint
 from learner.reward_model import RewardModel
 
 pytestmark = pytest.mark.slow
@@ -192,6 +194,9 @@ def test_submitted_job_serves_live_weights_and_dashboard_on_a_token_head(tmp_pat
         learner = events(run, "learner")
         assert [e["weights_version"] for e in learner] == list(range(1, len(learner) + 1))
         assert (run / "weights" / "LATEST").read_text().strip() == str(len(learner))
+        # STOP checkpoints the last update (the scheduled ones come every 1000), so a resume redoes none
+        state = checkpoint.read_state(checkpoint.latest(run / "checkpoints"))
+        assert state.updates == state.version == len(learner)
 
         anonymous = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
         refused = ray("job", "status", "--address", address, "rlff-test", env=anonymous)
