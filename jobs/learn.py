@@ -3,7 +3,8 @@
 Each worker builds its learner (`build_learner`: the policy, DDP-wrapped by Ray Train when there are
 several workers, gloo on CPU; the reward model; a frozen reference when `learner.kl_beta > 0`),
 resumes from the newest checkpoint, then repeats `Learner.update` until `learner.max_updates` or until
-the staleness gate says the run is stopping. Records come from the replay store (`StoreSampler`: each
+the staleness gate says the run is stopping (every rank stops together: `learner.ranks`), and ends with
+a checkpoint of its last update. Records come from the replay store (`StoreSampler`: each
 worker samples its own share, as consumer `learner-r<rank>`, validated back into `CandidateGroup`);
 rank 0 publishes each new version (`Publisher`: to `runs/<name>/weights` or through Ray's object
 store), waits for the counselor actors to load it, then moves the gate. Handles arrive in
