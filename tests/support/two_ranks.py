@@ -70,10 +70,18 @@ def make_learner(engine=None, **changes) -> Learner:
     return Learner(config, model, pad_id=0, reward=reward, engine=engine or plain_step(config.max_grad_norm))
 
 
+def rank_learner(strategy: str, zero_stage: int) -> Learner:
+    """A fresh learner of one of two ranks: DeepSpeed at `zero_stage`, or DDP-wrapped plain torch."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if strategy == "deepspeed":
+        return make_learner(deepspeed_step(learner_config(zero_stage=zero_stage), world_size=2))
+    return make_learner(plain_step(learner_config().max_grad_norm, DistributedDataParallel))
+
+
 def rank_main(rank: int, init: str, folder: str, strategy: str, zero_stage: int) -> None:
     """One rank: an update for each split, its weights saved as <split>-r<rank>.safetensors."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     from learner import ranks
     from learner.strategy import unwrap
@@ -82,11 +90,7 @@ def rank_main(rank: int, init: str, folder: str, strategy: str, zero_stage: int)
     os.environ.update(LOCAL_RANK=str(rank), RANK=str(rank), WORLD_SIZE="2")  # as Ray Train sets them
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     for split, names in SPLITS.items():
-        if strategy == "deepspeed":
-            engine = deepspeed_step(learner_config(zero_stage=zero_stage), world_size=2)
-        else:
-            engine = plain_step(learner_config().max_grad_norm, DistributedDataParallel)
-        learner = make_learner(engine)
+        learner = rank_learner(strategy, zero_stage)
         mine = [GROUPS[name] for name in names[rank]]
         learner.update(lambda n, mine=mine: mine, lambda version, state: None, len(mine))
         either = ranks.any_rank(rank == 1)  # a flag one rank raises reaches both
@@ -150,7 +154,6 @@ def resume_main(rank: int, init: str, folder: str, strategy: str, zero_stage: in
     again (weights saved as straight-r<rank>); then a fresh learner restores the checkpoint
     (jobs.learn.restore_learner) and makes the second update again (weights saved as resumed-r<rank>)."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     from esc.config import RunConfig
     from jobs.learn import restore_learner, save_checkpoint
@@ -164,21 +167,16 @@ def resume_main(rank: int, init: str, folder: str, strategy: str, zero_stage: in
     )
     mine = [GROUPS[name] for name in SPLITS["uneven"][rank]]
 
-    def fresh() -> Learner:
-        if strategy == "deepspeed":
-            return make_learner(deepspeed_step(learner_config(zero_stage=zero_stage), world_size=2))
-        return make_learner(plain_step(learner_config().max_grad_norm, DistributedDataParallel))
-
     def step(learner: Learner, name: str) -> None:
         learner.update(lambda n: mine, lambda version, state: None, len(mine))
         state = {k: v.detach().clone() for k, v in unwrap(learner.model).state_dict().items()}
         save_file(state, f"{folder}/{name}-r{rank}.safetensors")
 
-    straight = fresh()
+    straight = rank_learner(strategy, zero_stage)
     straight.update(lambda n: mine, lambda version, state: None, len(mine))
     save_checkpoint(config, straight, 1, 2, rank)
     step(straight, "straight")
-    resumed = fresh()
+    resumed = rank_learner(strategy, zero_stage)
     assert restore_learner(config, resumed, rank) == 1 and resumed.version == 1
     step(resumed, "resumed")
     dist.destroy_process_group()
