@@ -69,6 +69,12 @@ METRICS: dict[str, Metric] = {
         "tokens each role actor processed (prompt + generated) per second since it started, a map",
         "steady; a drop to 0 means a stuck actor",
     ),
+    "role_tokens": Metric(
+        "tokens",
+        "tokens each role actor processed (prompt + generated) since it started, a map; on an endpoint,"
+        " what the server counted (its `usage`), which is what a paid API bills",
+        "rising while the run works",
+    ),
     "store_size": Metric(
         "records", "records in the replay store", "grows, bounded by store.capacity unconsumed"
     ),
@@ -201,6 +207,32 @@ METRICS: dict[str, Metric] = {
         "s",
         "learner stage: writing weights and waiting for the counselors to load them",
         "about 1 s for 135M",
+    ),
+    "rm_version": Metric(
+        "version",
+        "reward-model version that scored one update's candidates (source rm_trainer: the version a"
+        " refresh published); 0 is the model trained before the run",
+        "rises every reward_refresh.every simulated groups when refreshing, else 0",
+    ),
+    "rm_switch_s": Metric(
+        "s",
+        "learner: time to look for and load a newer reward-model version before an update",
+        "milliseconds",
+    ),
+    # the online reward-model trainer (source rm_trainer, reward_refresh.every > 0), one event per refresh
+    "rm_heldout_accuracy": Metric(
+        "share",
+        "refreshed reward model's ranking accuracy on held-out simulated groups (pairs by judge reward)",
+        "above 0.5 and steady or rising",
+    ),
+    "rm_judge_gap": Metric(
+        "reward",
+        "newest reward model's mean score minus the judge's future reward on groups it had not seen",
+        "near 0; a steady rise means the policy games the reward model (over-optimisation)",
+    ),
+    "rm_train_groups": Metric("groups", "simulated groups a refresh trained on", "growing with the run"),
+    "rm_refresh_s": Metric(
+        "s", "time one reward-model refresh took (scoring, training, checking, publishing)", "seconds"
     ),
     "staleness_hist": Metric(
         "groups",

@@ -208,14 +208,19 @@ class ReplayStore:
             )
         return [_decode(payload) for _, payload in rows]
 
-    def drop_stale(self, current_version: int, max_staleness: int) -> int:
-        """Mark unconsumed records with policy_version < current_version - max_staleness as consumed by
-        'stale' (freeing capacity, kept on disk and counted in `stats`); returns how many."""
+    def drop_stale(self, current_version: int, max_staleness: int, kind: str | None = None) -> int:
+        """Mark unconsumed records with policy_version < current_version - max_staleness (of `kind` only,
+        when given) as consumed by 'stale' (freeing capacity, kept on disk and counted in `stats`);
+        returns how many."""
+        index, where, params = "records_fifo", "", [STALE, time.time(), current_version - max_staleness]
+        if kind is not None:
+            index, where = "records_kind_fifo", " AND kind = ?"
+            params.append(kind)
         with self._tx(immediate=True) as db:
             cursor = db.execute(
-                "UPDATE records INDEXED BY records_fifo SET consumed_by = ?, consumed_at = ? "
-                "WHERE consumed_by IS NULL AND policy_version < ?",
-                (STALE, time.time(), current_version - max_staleness),
+                f"UPDATE records INDEXED BY {index} SET consumed_by = ?, consumed_at = ? "
+                f"WHERE consumed_by IS NULL AND policy_version < ?{where}",
+                params,
             )
             return cursor.rowcount
 
@@ -240,6 +245,17 @@ class ReplayStore:
         with self._lock:
             row = self._db.execute("SELECT payload FROM records WHERE id = ?", (record_id,)).fetchone()
         return None if row is None else _decode(row[0])
+
+    def get_many(self, record_ids: list[str]) -> list[dict[str, Any]]:
+        """The records with these ids that the store holds, in the order asked."""
+        found: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for start in range(0, len(record_ids), 500):  # SQLite's bound on parameters per statement
+                part = record_ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(f"SELECT id, payload FROM records WHERE id IN ({marks})", part)
+                found.update((rid, _decode(payload)) for rid, payload in rows)
+        return [found[rid] for rid in record_ids if rid in found]
 
     def ids(self, consumed: bool | None = None, consumer: str | None = None) -> set[str]:
         """Ids of the records held; `consumed` filters on being consumed, `consumer` on who consumed them."""

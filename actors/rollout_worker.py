@@ -29,10 +29,23 @@ from esc.schemas import Candidate, CandidateGroup, Context, Scenario, Turn
 
 FULL_BACKOFF_S = (0.05, 2.0)  # first and largest wait while the store reports 'full'
 FEED_CHARS = 600  # longest text of one turn in the dashboard's feed
+SIMULATED = "simulated"  # the store kind of the records the reward-model trainer consumes
 
 
 def group_id(run: str, context_id: str, version: int) -> str:
     return f"{run}:{context_id}:v{version}"
+
+
+def simulated_record(group: CandidateGroup) -> dict[str, Any]:
+    """The store record of kind 'simulated' that the reward-model trainer (`actors/rm_trainer.py`)
+    consumes for a group with simulated futures: the group again, under its own id."""
+    return {
+        "id": f"{group.id}:{SIMULATED}",
+        "kind": SIMULATED,
+        "policy_version": group.policy_version,
+        "created_at": group.created_at,
+        "group": group.model_dump(),
+    }
 
 
 def derived_seed(key: str) -> int:
@@ -262,7 +275,10 @@ class RolloutWorker:
             created_at=time.time(),
             worker=self.worker_id,
         )
-        status = await self._put(group.model_dump())
+        records = [group.model_dump()]
+        if self.run.reward_refresh.every and any(c.label is not None for c in candidates):
+            records.append(simulated_record(group))  # for the reward-model trainer, in the same transaction
+        status = await self._put(records)
         metrics = {
             "stage_generate_s": generated - started,
             "stage_future_s": simulated - generated,
@@ -319,12 +335,20 @@ class RolloutWorker:
             **extra,
         )
 
-    async def _put(self, record: dict) -> str:
+    async def _put(self, records: list[dict]) -> str:
+        """Put `records` (a group, maybe its simulated record) in one transaction, retrying those the
+        full store refused; returns the first record's status."""
         wait, longest = FULL_BACKOFF_S
-        while (status := await self.store.put.remote(record)) == "full":
-            await asyncio.sleep(wait)  # backpressure: the store is full until a learner samples
-            wait = min(wait * 2, longest)
-        return status
+        statuses: dict[str, str] = {}
+        first = records[0]["id"]
+        while records:
+            answers = await self.store.put_many.remote(records)
+            statuses.update((r["id"], a) for r, a in zip(records, answers, strict=True) if a != "full")
+            records = [r for r, a in zip(records, answers, strict=True) if a == "full"]
+            if records:
+                await asyncio.sleep(wait)  # backpressure: the store is full until a learner samples
+                wait = min(wait * 2, longest)
+        return statuses[first]
 
     def ready(self) -> int:
         return os.getpid()

@@ -25,6 +25,7 @@ COMMANDS = {
     "peak_memory": ".venv/bin/python bench/peak_memory.py make run",
     "run_all": "bash bench/run_all.sh",
     "vllm_vs_hf": ".venv-vllm/bin/python bench/vllm_vs_hf.py",
+    "endpoint_rollout": ".venv/bin/python bench/endpoint_rollout.py",
 }
 
 
@@ -46,6 +47,14 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
             ("grpo_iteration_vs_trl", s, speed, ">= 1.2", s >= 1.2),
             ("grpo_peak_rss_ours_vs_trl", memory, rss, "reported", True),
         ]
+    if name == "endpoint_rollout":
+        many, one = raw["concurrent"], raw["sequential"]
+        unit = (
+            f"x candidates/s, max_concurrent {many['max_concurrent']} vs 1 ({many['candidates_per_s']} vs"
+            f" {one['candidates_per_s']}; {raw['candidates']} future simulations, horizon {raw['horizon']},"
+            f" {raw['delay_s']} s per request, loopback)"
+        )
+        return [("endpoint_rollout_concurrency", raw["ratio"], unit, ">= 4", raw["ratio"] >= 4)]
     if name == "serving":
         median, ratio, errors = raw["publish_to_serve_median_s"], raw["throughput_ratio"], raw["errors"]
         versions, worst = len(raw["publish_to_serve_s"]), raw["publish_to_serve_max_s"]

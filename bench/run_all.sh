@@ -17,6 +17,8 @@ echo "== our GRPO iteration vs TRL GRPOTrainer"
 run grpo_vs_trl $PY bench/grpo_vs_trl.py --iterations 4
 echo "== batched actor inference"
 run batched_inference $PY bench/batched_inference.py
+echo "== endpoint rollouts: 8 requests in flight vs 1 (loopback server with a fixed delay)"
+run endpoint_rollout $PY bench/endpoint_rollout.py
 echo "== replay store"
 run replay_store $PY bench/replay_store.py
 echo "== async vs sync (needs the reward model make run trains; train it first if missing)"

@@ -32,6 +32,7 @@ from esc.config_roles import (  # noqa: F401  (re-exported: the roles' sections 
 from esc.config_training import (  # noqa: F401  (re-exported: the training sections too)
     LearnerConfig,
     RewardModelConfig,
+    RewardRefreshConfig,
     SFTConfig,
 )
 
@@ -122,6 +123,7 @@ class ActorsConfig(Section):
     judge: ActorConfig = ActorConfig()
     rollout_worker: ActorConfig = ActorConfig(max_concurrency=8)
     store: ActorConfig = ActorConfig(max_concurrency=1)
+    rm_trainer: ActorConfig = ActorConfig(max_concurrency=4)
 
     @model_validator(mode="after")
     def _one_store(self) -> ActorsConfig:
@@ -214,15 +216,18 @@ class RunConfig(Section):
     actors: ActorsConfig = ActorsConfig()
     store: StoreConfig = StoreConfig()
     reward_model: RewardModelConfig = RewardModelConfig()
+    reward_refresh: RewardRefreshConfig = RewardRefreshConfig()
     learner: LearnerConfig = LearnerConfig()
     sft: SFTConfig = SFTConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
-    def _classifier_needs_logprobs(self) -> RunConfig:
-        if self.safety.classifier == "judge" and self.judge.backend == "openai":
-            raise ValueError("safety.classifier 'judge' needs log-probs, which judge backend 'openai' lacks")
+    def _refresh_needs_simulated_futures(self) -> RunConfig:
+        if self.reward_refresh.every and self.rollout.future_fraction == 0:
+            raise ValueError(
+                "reward_refresh.every retrains on simulated futures: set rollout.future_fraction above 0"
+            )
         return self
 
     @model_validator(mode="after")

@@ -42,6 +42,9 @@ class RoleConfig(Section):
     )
     timeout_s: float = Field(120.0, gt=0.0, description="Per-request timeout (openai backend).")
     max_retries: int = Field(3, ge=0, le=10, description="Retries with backoff on transient errors (openai).")
+    max_concurrent: int = Field(
+        8, ge=1, le=256, description="Most requests in flight to the endpoint at once (openai backend)."
+    )
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> RoleConfig:
@@ -95,9 +98,3 @@ class JudgeConfig(RoleConfig):
     num_samples: int = Field(10, gt=0, le=64, description="Samples averaged by the 'sample' scorer.")
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="Temperature of the 'sample' scorer.")
     max_new_tokens: int = Field(8, gt=0, le=256, description="A verdict is one word.")
-
-    @model_validator(mode="after")
-    def _likelihood_needs_logprobs(self) -> JudgeConfig:
-        if self.scorer == "likelihood" and self.backend == "openai":
-            raise ValueError("judge.scorer 'likelihood' needs label log-probs, which backend 'openai' lacks")
-        return self

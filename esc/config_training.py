@@ -63,6 +63,34 @@ class RewardModelConfig(Section):
         return self
 
 
+class RewardRefreshConfig(Section):
+    """Online reward-model refresh in `rlff run` (`actors/rm_trainer.py`): a trainer beside the learner
+    retrains the reward model's head on the simulated futures the rollout workers store and publishes
+    reward-model versions, which the learner switches to between updates."""
+
+    every: int = Field(
+        0,
+        ge=0,
+        description="Retrain after every N new groups with simulated futures; 0: never (the reward"
+        " model trained before the run scores every update).",
+    )
+    holdout: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Share of simulated groups (by a hash of the id) held out to check each refresh.",
+    )
+    data_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of data-grounded examples (reward_model.data) in each refresh, next"
+        " to weight 1 for simulated ones; 0: simulated labels only.",
+    )
+    data_contexts: int = Field(
+        100, gt=0, description="ESConv training contexts mixed in when data_weight > 0 (seeded choice)."
+    )
+
+
 class LearnerConfig(Section):
     """The learner (reward model and GRPO policy updates)."""
 

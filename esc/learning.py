@@ -62,8 +62,10 @@ def pooled_distinct2(rows: Sequence[dict[str, Any]]) -> float:
 
 
 def hub_metrics(estimates: dict[str, Estimate], version: int) -> dict[str, float | int]:
-    """The metrics-hub event of one point: heldout_<metric>, heldout_<metric>_lo/_hi, weights_version."""
-    event: dict[str, float | int] = {"weights_version": version}
+    """The metrics-hub event of one point: heldout_<metric>, heldout_<metric>_lo/_hi, weights_version,
+    and rm_version 0: held-out points always score with the reward model trained before the run, so
+    points of a run that refreshes its reward model online still compare."""
+    event: dict[str, float | int] = {"weights_version": version, "rm_version": 0}
     for key, est in estimates.items():
         event[f"heldout_{key}"] = est.value
         event[f"heldout_{key}_lo"] = est.lo

@@ -90,6 +90,7 @@ def driver_metrics(system, total: int, restarts: int, pids: dict[str, int | None
     metrics["role_tokens_per_s"] = {
         name: round(r["tokens"] / r["elapsed_s"], 2) for name, r in zip(roles, rates) if r["elapsed_s"] > 0
     }
+    metrics["role_tokens"] = {name: int(r["tokens"]) for name, r in zip(roles, rates)}
     elapsed = max(w["elapsed_s"] for w in workers)
     if elapsed > 0:
         metrics["tokens_per_s"] = sum(w["completion_tokens"] for w in workers) / elapsed

@@ -21,6 +21,7 @@ from actors.counselor import Counselor
 from actors.judge import Judge
 from actors.metrics_hub import MetricsHub
 from actors.replay_store import ReplayStore
+from actors.rm_trainer import RewardModelTrainer
 from actors.rollout_worker import RolloutWorker
 from actors.user_simulator import UserSimulator
 from esc.config import ActorConfig, RunConfig
@@ -75,10 +76,12 @@ class ActorSystem:
     judge: list = field(default_factory=list)
     workers: list = field(default_factory=list)
     gate: Any = None
+    peers: Any = None  # the names the rollout workers resolve (`Peers`)
+    rm_trainer: list = field(default_factory=list)  # the online reward-model trainer, when refreshing
 
     def named(self) -> dict[str, Any]:
         """Every actor that has a `ready()` pid probe, by a readable name such as 'judge-0'."""
-        groups = {**self.roles(), "worker": self.workers}
+        groups = {**self.roles(), "worker": self.workers, "rm_trainer": self.rm_trainer}
         return {f"{role}-{i}": h for role, hs in groups.items() for i, h in enumerate(hs)}
 
     def pids(
@@ -192,6 +195,7 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
         system.system_agent = [role(Counselor, "system_agent", a.counselor, plain, system_agent=True)]
     system.judge = [role(Judge, "judge", a.judge, plain) for _ in range(a.judge.replicas)]
     peers = Peers(names, f"{tag}-store", f"{tag}-hub", f"{tag}-gate" if system.gate is not None else None)
+    system.peers = peers
     system.workers = [
         remote(RolloutWorker, a.rollout_worker).remote(plain, peers, f"worker-{i}")
         for i in range(a.rollout_worker.replicas)
@@ -199,3 +203,13 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
     if wait:
         system.wait_ready()
     return system
+
+
+def start_rm_trainer(config: RunConfig, system: ActorSystem, rm_dir: str) -> Any:
+    """The online reward-model trainer (`actors.rm_trainer`, `actors.rm_trainer` placement) of a run
+    started by `start_actors` with a gate; returns its handle, also kept in `system.rm_trainer`."""
+    trainer = remote(RewardModelTrainer, config.actors.rm_trainer).remote(
+        config.model_dump(), system.peers, rm_dir
+    )
+    system.rm_trainer = [trainer]
+    return trainer

@@ -30,11 +30,12 @@ from esc import placement, weights
 from esc.config import RunConfig
 from esc.models import load_model
 from esc.schemas import CandidateGroup
-from learner import checkpoint, ranks
+from learner import checkpoint, ranks, rm_versions
 from learner.checkpoint import LearnerState
 from learner.loop import Learner
 from learner.lora import add_lora
 from learner.reward_model import RewardModel
+from learner.rm_versions import FollowedReward
 from learner.strategy import EngineFactory, deepspeed_step, plain_step, unwrap
 
 CALL_TIMEOUT_S = 300.0  # every ray.get here: a store call, a weights load by the counselors
@@ -68,7 +69,8 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     handles = Handles(*(loop_config[k] for k in ("store", "gate", "hub", "counselors")))
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    learner, model_files = build_learner(config, loop_config["reward_model"], rank, world)
+    rm_dir = loop_config["reward_model"]
+    learner, model_files = build_learner(config, rm_dir, rank, world)
     updates = saved = resume(config, learner, handles, rank)
     sample = StoreSampler(config, learner, handles, f"learner-r{rank}")
     publish = Publisher(config, handles, model_files, rank)
@@ -77,12 +79,16 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         # every rank stops when any rank sees the gate stop (learner.ranks: no rank waits alone)
         while updates < lc.max_updates and not ranks.any_rank(handles.stopping()):
             before = len(learner.consumed)
+            # the newest reward-model version any rank sees (online refresh; 0 without one): one file read
+            switch_s = learner.reward.follow(int(ranks.largest(rm_versions.latest(rm_dir))))
             try:
                 metrics = learner.update(sample, publish, per_rank)
             except Stopping:
                 break
             updates += 1
-            log.write(updates, learner.version, learner.consumed[before:], same_weights(learner, world))
+            metrics.update(rm_version=learner.reward.version, rm_switch_s=switch_s)
+            ids, weights_hash = learner.consumed[before:], same_weights(learner, world)
+            log.write(updates, learner.version, ids, weights_hash, learner.reward.version, metrics)
             if updates % lc.checkpoint_every == 0:
                 save_checkpoint(config, learner, updates, world, rank)
                 saved = updates
@@ -126,12 +132,12 @@ def build_learner(config: RunConfig, reward_model: str, rank: int, world: int):
     if lc.lora_rank:
         model = add_lora(model, lc.lora_rank)
     reference = load_model(config.counselor.model, device=device)[0] if lc.kl_beta > 0 else None
-    reward = RewardModel.load(reward_model, device=device)
+    reward = FollowedReward(RewardModel.load(reward_model, device=device), reward_model)
     learner = Learner(
         lc,
         model,
         tokenizer.pad_token_id,
-        reward.score,
+        reward,
         config.reward_model.weight,
         reference,
         engine=engine_factory(config, world),
@@ -208,7 +214,7 @@ class StoreSampler:
         store, timeout = self.handles.store, self.config.learner.sample_timeout_s
         bound = 10**9 if self.offline else staleness(self.config)
         version = self.learner.version
-        ray.get(store.drop_stale.remote(version, bound), timeout=CALL_TIMEOUT_S)
+        ray.get(store.drop_stale.remote(version, bound, "group"), timeout=CALL_TIMEOUT_S)
         deadline, records = time.monotonic() + timeout, []
         while len(records) < n:
             call = store.sample.remote(n - len(records), version, bound, self.consumer, "group")
@@ -252,7 +258,8 @@ class Publisher:
 
 class UpdateLog:
     """runs/<name>/learner/updates-r<rank>.jsonl: one line per update with the ids it consumed (this
-    process's `session` tells a resumed run's lines apart)."""
+    process's `session` tells a resumed run's lines apart), the reward-model version that scored them,
+    when it ended and how long its stages took."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,8 +272,20 @@ class UpdateLog:
     def __exit__(self, *exc) -> None:
         self.file.close()
 
-    def write(self, update: int, version: int, ids: list[str], weights: str | None = None) -> None:
+    def write(
+        self,
+        update: int,
+        version: int,
+        ids: list[str],
+        weights: str | None = None,
+        rm_version: int = 0,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
         line = {"update": update, "version": version, "session": self.session, "ids": ids}
+        line.update(rm_version=rm_version, time=time.time())
+        line.update(
+            {k: v for k, v in (metrics or {}).items() if k.startswith("stage_") or k == "rm_switch_s"}
+        )
         if weights is not None:  # several ranks: the hash of this rank's weights (`same_weights`)
             line["weights"] = weights
         self.file.write(json.dumps(line) + "\n")

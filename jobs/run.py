@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import train
 from ray.train.torch import TorchTrainer
 
@@ -33,11 +34,13 @@ from jobs import UsageError
 from jobs.console import Progress, quiet_libraries
 from jobs.driver import Watch, get
 from jobs.heldout import Heldout
-from jobs.launcher import init_ray, start_actors, start_store
+from jobs.launcher import init_ray, start_actors, start_rm_trainer, start_store
 from jobs.learn import learner_loop, staleness
 from jobs.serve import check_open_bind, check_port_free, start_endpoint
 from jobs.train_sft import cold_start
 from learner import checkpoint
+
+REFRESH_END_S = 300.0  # how long the end of a run waits for the reward-model trainer's last refresh
 
 
 def ray_logs() -> Path:
@@ -128,6 +131,12 @@ def online_inputs(config: RunConfig, resume: bool) -> tuple[RunConfig, Path, lis
             f"rlff run needs counselor.backend hf or vllm: the {config.counselor.backend} backend cannot"
             " load the weights the learner publishes"
         )
+    refresh = config.reward_refresh
+    if refresh.every and refresh.data_weight and not config.reward_model.data:
+        raise UsageError(
+            "reward_refresh.data_weight mixes in ESConv's data-grounded examples: set"
+            " reward_model.data=esconv:PATH, or reward_refresh.data_weight=0"
+        )
     config = cold_start(config.absolute())
     rm_dir = reward_model_dir(config)
     contexts = [
@@ -154,6 +163,9 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     print(f"logs: {log_file} (libraries); actors and learner: {ray_logs()} on each node", flush=True)
     started = time.perf_counter()
     system = start_actors(config, staleness=staleness(config), wait=False)
+    refresh = None  # the online reward-model trainer's run() call (`reward_refresh.every`)
+    if config.reward_refresh.every:
+        refresh = start_rm_trainer(config, system, str(rm_dir.resolve())).run.remote()
     loop_config = {
         "config": config.model_dump(),
         "store": system.store,
@@ -180,7 +192,28 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     learner.join()
     if heldout is not None and "error" not in outcome:
         heldout.last()  # the final point, learning.json and the table
+    end_refresh(refresh)
     return _finish(config, system, totals, outcome.get("error"))
+
+
+def end_refresh(refresh) -> None:
+    """Wait for the reward-model trainer to finish its refresh in progress (the gate has stopped) and
+    say where it got to."""
+    if refresh is None:
+        return
+    try:
+        done = ray.get(refresh, timeout=REFRESH_END_S)
+    except ray.exceptions.GetTimeoutError:
+        print(
+            f"reward-model trainer: still training after {REFRESH_END_S:.0f} s; stopped (what it took goes"
+            " back to the store on --resume)",
+            file=sys.stderr,
+        )
+        return
+    except ray.exceptions.RayError as error:
+        print(f"error: the reward-model trainer failed: {error}", file=sys.stderr)
+        return
+    print(f"reward model: version {done['version']}, trained and checked on {done['used']} simulated groups")
 
 
 def _finish(config: RunConfig, system, totals: dict[str, int], error: str | None) -> int:

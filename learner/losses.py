@@ -153,12 +153,16 @@ def rm_classification_loss(logits: Tensor, labels: Tensor, weights: Tensor | Non
     return F.cross_entropy(logits.float(), labels.long(), weight=weights)
 
 
-def rm_pairwise_loss(chosen: Tensor, rejected: Tensor) -> Tensor:
-    """Bradley-Terry loss: mean over pairs of -log sigmoid(chosen - rejected).
+def rm_pairwise_loss(chosen: Tensor, rejected: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Bradley-Terry loss: mean over pairs of -log sigmoid(chosen - rejected), weighted by `weights`.
 
-    Args: chosen [P], rejected [P] float scores of the preferred and dispreferred item. Returns: scalar.
+    Args: chosen [P], rejected [P] float scores of the preferred and dispreferred item; weights [P] or
+    None (all 1). Returns: scalar.
     """
-    return -F.logsigmoid(chosen - rejected).mean()
+    losses = -F.logsigmoid(chosen - rejected)
+    if weights is None:
+        return losses.mean()
+    return (losses * weights).sum() / weights.sum()
 
 
 def preference_pairs(rewards: Sequence[float]) -> list[tuple[int, int]]:

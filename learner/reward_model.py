@@ -127,6 +127,7 @@ class RewardModel:
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
         self.likelihood_gains = LikelihoodGain(lm, tokenizer, cfg.likelihood_turns)  # zeros when 0
+        self.memo: dict[str, Tensor] | None = None  # a dict: `embed` keeps every text's embedding there
         size = lm.config.hidden_size
         dims = 2 * cfg.text_dims + SCALARS + STATE_DIMS
         with torch.random.fork_rng():
@@ -159,8 +160,10 @@ class RewardModel:
 
     def embed(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Raw embedding [H] of each distinct text: mean final hidden state over its tokens (blank: zeros)."""
-        distinct = sorted({t for t in texts if t.strip()}, key=len)
+        memo = self.memo if self.memo is not None else {}
+        distinct = sorted({t for t in texts if t.strip() and t not in memo}, key=len)
         out = {t: torch.zeros(self.lm.config.hidden_size, device=self.device) for t in texts if not t.strip()}
+        out.update((t, memo[t]) for t in texts if t in memo)
         self.backbone.eval()
         with torch.inference_mode():
             for start in range(0, len(distinct), EMBED_BATCH):
@@ -170,6 +173,8 @@ class RewardModel:
                 mask = batch["attention_mask"].unsqueeze(-1).float()
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
                 out.update({t: v.clone() for t, v in zip(chunk, pooled, strict=True)})
+        if self.memo is not None:
+            self.memo.update((t, out[t]) for t in distinct)
         return out
 
     def features(
@@ -242,6 +247,8 @@ class RewardModel:
         rejected = torch.tensor([j for _, j in pairs], dtype=torch.long, device=self.device)
         rows = torch.tensor(labelled, dtype=torch.long, device=self.device)
         targets = torch.tensor([train[i].reward for i in labelled], device=self.device)
+        pair_w = torch.tensor([train[i].weight for i, _ in pairs], device=self.device)
+        label_w = torch.tensor([train[i].weight for i in labelled], device=self.device)
         optimizer = torch.optim.AdamW(
             self.head.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
         )
@@ -249,9 +256,10 @@ class RewardModel:
         self.head.train()
         for _ in range(self.cfg.epochs):
             s = self._raw(cached)
-            loss = rm_pairwise_loss(s[chosen], s[rejected]) if pairs else s.new_zeros(())
+            loss = rm_pairwise_loss(s[chosen], s[rejected], pair_w) if pairs else s.new_zeros(())
             if labelled:
-                loss = loss + self.cfg.label_weight * nn.functional.mse_loss(torch.tanh(s[rows]), targets)
+                squared = (torch.tanh(s[rows]) - targets) ** 2
+                loss = loss + self.cfg.label_weight * (squared * label_w).sum() / label_w.sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -372,11 +380,14 @@ class RewardModel:
         cfg = RewardModelConfig.model_validate(meta["config"])
         lm, tokenizer = load_model(cfg.backbone, device=device, seed=meta["seed"])
         model = cls(cfg, lm, tokenizer, meta["seed"], device)
-        tensors = load_file(str(folder / HEAD_FILE), device=device)
-        model.head.load_state_dict(
-            {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}
-        )
-        model.text_mean, model.text_std = tensors["text_mean"], tensors["text_std"]
-        model.feature_mean, model.feature_std = tensors["feature_mean"], tensors["feature_std"]
-        model.projection = tensors["projection"]
+        model.load_head(folder)
         return model
+
+    def load_head(self, folder: str | Path) -> None:
+        """Take the head and feature statistics `save` wrote to `folder` (a model of the same backbone
+        and settings, e.g. an online refresh): the backbone stays, so this is quick."""
+        tensors = load_file(str(Path(folder) / HEAD_FILE), device=self.device)
+        self.head.load_state_dict({k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")})
+        self.text_mean, self.text_std = tensors["text_mean"], tensors["text_std"]
+        self.feature_mean, self.feature_std = tensors["feature_mean"], tensors["feature_std"]
+        self.projection = tensors["projection"]

@@ -65,6 +65,7 @@ class RMExample:
     group: str
     kind: str = "real"
     intensity: int | None = None
+    weight: float = 1.0  # of its pairs (as the preferred member) and its label in training
 
 
 def last_seeker_text(context: Sequence[Turn]) -> str:

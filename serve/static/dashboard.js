@@ -11,6 +11,7 @@ function emptyState() {
     heldout: [], // held-out evaluation points (source "heldout"), one per evaluated weights version
     evals: [], // {time, sr, at, eval_format_rate}
     driver: [], // store size, queue depth, tokens/s per role
+    rm: [], // online reward-model refreshes (source rm_trainer), one per published version
     verdicts: { rollouts: {}, evaluations: {} },
     staleness: {},
     restarts: 0,
@@ -62,6 +63,8 @@ function ingest(event) {
   } else if (event.source === "heldout") {
     // a version measured twice (an evaluation point and the final one): the later point counts
     state.heldout = state.heldout.filter((e) => e.weights_version !== event.weights_version).concat([event]);
+  } else if (event.source === "rm_trainer") {
+    state.rm.push(event);
   } else if (event.source === "evaluate") {
     state.evals.push(event);
   } else if (event.source === "driver") {
@@ -127,6 +130,12 @@ function redraw() {
   draw("plot-tokens", [...roleTraces(), line(D, "tokens_per_s", "counselor (rollouts)", byTime)], "Tokens/s per role");
   draw("plot-store", [line(D, "store_size", "store records", byTime), line(D, "store_unconsumed", "unconsumed", byTime),
     line(D, "queue_depth", "queue depth", byTime)], "Replay store and queue");
+  const byRM = (e) => e.rm_version;
+  draw("plot-rm", [line(state.rm, "rm_heldout_accuracy", "held-out ranking accuracy", byRM),
+    line(state.rm, "rm_judge_gap", "RM score − judge reward, unseen groups", byRM, { yaxis: "y2" })],
+    "Online reward model: accuracy (left), gap to the judge (right)",
+    { xaxis: { tickformat: "d", title: { text: "reward-model version", standoff: 4 } },
+      yaxis: { range: [0, 1.05] }, yaxis2: { overlaying: "y", side: "right", zeroline: true } });
   const stages = ["sample", "score", "advantages", "update", "publish"];
   draw("plot-stages", stages.map((s) => ({ ...series(L, `stage_${s}_s`, byVersion), name: s, type: "bar" })),
     "Learner seconds per stage, per weights version", { ...versionAxis, barmode: "stack" });
@@ -243,8 +252,15 @@ function update(message) {
   text("rm-accuracy", rm && rm.rank_real_vs_other != null
     ? `${rm.rank_real_vs_other.toFixed(2)} / ${rm.label_correlation != null ? rm.label_correlation.toFixed(2) : "–"}`
     : "not trained");
+  const lastRM = state.rm[state.rm.length - 1];
+  const scoring = lastLearner && typeof lastLearner.rm_version === "number" ? lastLearner.rm_version : 0;
+  text("rm-online", lastRM ? `v${lastRM.rm_version} · ${fmt(lastRM.rm_heldout_accuracy)} · ${fmt(lastRM.rm_judge_gap)}`
+    + ` (learner on v${scoring})` : `v${scoring} (no refresh yet)`);
   const lastDriver = state.driver[state.driver.length - 1];
   if (lastDriver) {
+    const tokens = Object.entries(lastDriver.role_tokens || {}).filter(([, n]) => n > 0).sort();
+    const kilo = (n) => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : `${n}`);
+    text("role-tokens", tokens.length ? tokens.map(([name, n]) => `${name} ${kilo(n)}`).join(" · ") : "–");
     text("store", `${lastDriver.store_size} / ${lastDriver.store_unconsumed}`);
     text("queue", lastDriver.queue_depth);
   }

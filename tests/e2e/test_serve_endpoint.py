@@ -279,7 +279,14 @@ def write_dashboard_run(run: Path, now: float) -> None:
     for v in range(1, 6):
         learner = {"reward_mean": -0.3 + 0.08 * v, "rm_score_mean": 0.1 + 0.04 * v, "format_rate": 0.1 * v}
         learner |= {"unsafe_rate": 0.0, "kl": 0.01 * v, "policy_kl": 0.002, "stage_update_s": 20.0}
+        learner |= {"rm_version": v // 2}  # the online reward model: version 1 after update 2, 2 after 4
         events.append({"time": start + 60 * v + 30, "source": "learner", "weights_version": v, **learner})
+    for m in (1, 2):
+        refresh = {"rm_version": m, "rm_heldout_accuracy": 0.55 + 0.1 * m, "rm_judge_gap": 0.05 * m}
+        events.append({"time": start + 120 * m + 10, "source": "rm_trainer", **refresh})
+    tokens = {"judge-0": 12345, "seeker-0": 800, "counselor-0": 0}
+    driver = {"store_size": 9, "store_unconsumed": 3, "queue_depth": 0, "role_tokens": tokens}
+    events.append({"time": start + 200, "source": "driver", **driver})
     for i, v in enumerate((0, 2, 4)):
         point = {"reward": -0.25 + 0.15 * i, "format_rate": 0.05 + 0.3 * i, "rm_score": 0.1 + 0.05 * i}
         point |= {"answer_tokens": 12.0 + 5 * i, "distinct2": 0.6 + 0.02 * i, "rouge_l": 9.0 + 2 * i}
@@ -370,6 +377,11 @@ def test_dashboard_shows_heldout_curves_malformed_replies_and_seeker_marks(serve
         assert page.locator("#dialogues .badge.in-role").count() == 2
         assert page.inner_text("#seeker-role") == "67% (2/3)"
         assert page.inner_text("#progress").startswith("update 5 / 8 · started 10 min ago")
+        assert page.inner_text("#rm-online") == "v2 · 0.75 · 0.10 (learner on v2)"
+        assert page.inner_text("#role-tokens") == "judge-0 12.3k · seeker-0 800"
+        rm = page.evaluate("() => document.getElementById('plot-rm').data.map(t => ({x: t.x, y: t.y}))")
+        assert rm[0] == {"x": [1, 2], "y": pytest.approx([0.65, 0.75])}
+        assert rm[1]["y"] == pytest.approx([0.05, 0.10])
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-fixture.png"), full_page=True)
         browser.close()

@@ -16,10 +16,11 @@ from support.openai_server import start_server
 
 from esc.backends import BackendError, SamplingParams, make_backend
 from esc.backends.hf import HFBackend
-from esc.backends.openai import OpenAIBackend
+from esc.backends.openai import OpenAIBackend, label_logprobs
 from esc.config import CounselorConfig, JudgeConfig, SafetyConfig, SeekerConfig
 from esc.models import load_model
-from esc.prompts import COUNSELOR_REASONING_FORMAT
+from esc.parsing import VERDICTS
+from esc.prompts import COUNSELOR_REASONING_FORMAT, judge_messages
 from esc.roles import Counselor, Judge, Seeker
 from esc.schemas import Scenario, Turn
 
@@ -29,6 +30,10 @@ MESSAGES = [
     {"role": "user", "content": "I failed my driving test today and feel awful."},
 ]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)
+JUDGED = [
+    Turn(role="seeker", text="I was laid off and I feel lost."),
+    Turn(role="counselor", text="That sounds so hard. What worries you most?"),
+]
 SCENARIO = Scenario(
     id="test-1",
     emotion_type="anxiety",
@@ -189,11 +194,35 @@ def test_unreachable_server_names_the_url():
     assert str(error.value) == f"server unreachable at {url} (is it running?)"
 
 
-def test_continuation_logprobs_points_to_the_sample_scorer(url):
+def test_server_without_logprobs_points_to_the_sample_scorer(url, handle):
     backend = fast_backend(url)
-    assert backend.supports_logprobs is False
-    with pytest.raises(BackendError, match="scorer 'sample'"):
-        run_with(backend, lambda b: b.continuation_logprobs(MESSAGES, ["better"]))
+    assert backend.supports_logprobs is True
+    handle.omit_logprobs = True
+    try:
+        with pytest.raises(BackendError, match="scorer: sample"):
+            run_with(backend, lambda b: b.continuation_logprobs(MESSAGES, ["better"]))
+    finally:
+        handle.omit_logprobs = False
+
+
+def test_judge_over_the_test_server_softmaxes_the_labels_the_server_reports(url, handle, hf):
+    base_url = url
+    handle.omit_logprobs = False
+    config = JudgeConfig(scorer="likelihood", backend="openai", base_url=base_url, model="tiny-random")
+    probs = run_with(make_backend(config), lambda b: Judge(b, config).verdict_probs(SCENARIO, JUDGED))
+    assert handle.payloads[-1]["top_logprobs"] == 20
+    messages = judge_messages(SCENARIO, JUDGED)
+    request = {"model": "tiny-random", "messages": messages, "max_tokens": 1, "temperature": 0}
+    reply = httpx.post(f"{base_url}/chat/completions", json={**request, "logprobs": True, "top_logprobs": 20})
+    entry = reply.json()["choices"][0]["logprobs"]["content"][0]
+    top = [(t["token"], t["logprob"]) for t in entry["top_logprobs"]]
+    assert len(top) == 20 and [lp for _, lp in top] == sorted((lp for _, lp in top), reverse=True)
+    assert entry["token"] == top[0][0] == reply.json()["choices"][0]["message"]["content"]  # greedy's pick
+    assert top[0][1] == pytest.approx(hf.score_continuations(messages, [top[0][0]])[0], abs=1e-5)
+    logps = label_logprobs(top, list(VERDICTS))
+    weights = [math.exp(lp - max(logps)) for lp in logps]
+    assert probs == pytest.approx({label: w / sum(weights) for label, w in zip(VERDICTS, weights)})
+    assert sum(probs.values()) == pytest.approx(1.0)
 
 
 # -- the test server itself ---------------------------------------------------------------------

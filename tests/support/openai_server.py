@@ -4,9 +4,14 @@ Loopback only, on an ephemeral port, in background threads: `ThreadingHTTPServer
 request on its own thread and submits it to one asyncio loop running in a dedicated thread, so
 requests that arrive together reach the backend together (and the hf backend batches them).
 
-Serves `POST /v1/chat/completions` and `GET /v1/models`. Test hooks on the handle: `fail_next`
-(the next N chat requests answer an error status), `garble_next` (they answer 200 with a non-JSON
-body), `omit_usage`, and a record of every chat request received (`requests`, `payloads`, `headers`).
+Serves `POST /v1/chat/completions` and `GET /v1/models`. With `logprobs: true` and an `HFBackend`
+behind it, a reply also carries the `top_logprobs` (at most 20) of its first position in OpenAI's
+shape, from the backend's own scoring after the prompt's assistant start; the entry's own `token` is
+the likeliest one (greedy decoding's pick). Other backends answer `logprobs: null`, as servers without
+log-probs do. Test hooks on the handle: `fail_next` (the next N chat requests answer an error
+status), `garble_next` (they answer 200 with a non-JSON body), `omit_usage`, `omit_logprobs` (answer
+`logprobs: null` even when asked), and a record of every chat request received (`requests`,
+`payloads`, `headers`).
 
     with start_server(backend) as (base_url, handle):
         ...  # base_url is http://127.0.0.1:PORT/v1
@@ -25,9 +30,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from esc.backends.base import BackendError, InferenceBackend, SamplingParams
+from esc.backends.base import BackendError, InferenceBackend, Message, SamplingParams
+from esc.backends.hf import HFBackend
 
 ROLES = {"system", "user", "assistant"}
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
 
 
@@ -40,6 +47,7 @@ class ServerHandle:
     payloads: list[dict[str, Any]] = field(default_factory=list)  # chat request bodies, in arrival order
     headers: list[dict[str, str]] = field(default_factory=list)  # their HTTP headers (lower-case keys)
     omit_usage: bool = False
+    omit_logprobs: bool = False
     _fail: list[tuple[int, str]] = field(default_factory=list)  # queued (status, message or "" = garble)
 
     @property
@@ -65,6 +73,9 @@ class ServerHandle:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real server; every reply sets Content-Length
+    # headers and body go out in two writes: without TCP_NODELAY the body waits ~40 ms for the
+    # client's delayed ACK of the headers, on every keep-alive request
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # tests stay quiet
@@ -130,10 +141,16 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": generation.text},
+                    "logprobs": None,
                     "finish_reason": generation.finish_reason,
                 }
             ],
         }
+        backend = self.server.backend
+        if payload.get("logprobs") and not handle.omit_logprobs and isinstance(backend, HFBackend):
+            k = int(payload.get("top_logprobs") or 0)
+            ranked = top_logprobs(backend, payload["messages"], max(k, 1))
+            reply["choices"][0]["logprobs"] = {"content": [{**ranked[0], "top_logprobs": ranked[:k]}]}
         if not handle.omit_usage:
             reply["usage"] = {
                 "prompt_tokens": generation.prompt_tokens,
@@ -155,7 +172,23 @@ def _validate(payload: dict[str, Any], model: str) -> str | None:
             return f"messages[{i}].content must be a string"
     if payload.get("model") != model:
         return f"model {payload.get('model')!r} does not exist; this server serves {model!r}"
+    top = payload.get("top_logprobs")
+    if top is not None and not (isinstance(top, int) and 0 <= top <= MAX_TOP_LOGPROBS):
+        return f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}"
     return None
+
+
+def top_logprobs(backend: HFBackend, messages: list[Message], k: int) -> list[dict[str, Any]]:
+    """The `k` likeliest first tokens of the reply to `messages`, likeliest first, as OpenAI's
+    `{token, logprob, bytes}`: the hf backend scores every vocabulary token as a one-token
+    continuation, so the numbers are exactly what its `continuation_logprobs` gives."""
+    vocab = min(len(backend.tokenizer), backend.model.config.vocab_size)
+    scores = backend.score_batch([backend.encode_prompt(messages)], [[[t] for t in range(vocab)]])[0]
+    best = sorted(range(vocab), key=lambda t: -scores[t])[:k]
+    tokens = [backend.tokenizer.decode([t]) for t in best]
+    return [
+        {"token": text, "logprob": scores[t], "bytes": list(text.encode())} for t, text in zip(best, tokens)
+    ]
 
 
 def _sampling_params(payload: dict[str, Any]) -> SamplingParams:

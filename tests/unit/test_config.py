@@ -6,7 +6,7 @@ import pytest
 
 from esc.config import ConfigError, RunConfig, build_config, load_config
 
-REPO_CONFIGS = ["configs/local.yaml", "configs/gpu.yaml"]
+REPO_CONFIGS = ["configs/local.yaml", "configs/gpu.yaml", "configs/endpoint.yaml"]
 
 
 def test_defaults_are_the_embedded_setup():
@@ -20,7 +20,16 @@ def test_defaults_are_the_embedded_setup():
 @pytest.mark.parametrize("path", REPO_CONFIGS)
 def test_shipped_configs_validate(path):
     config = load_config(path)
-    assert config.name in {"local", "gpu"}
+    assert config.name in {"local", "gpu", "endpoint"}
+
+
+def test_endpoint_config_trains_here_and_asks_the_server_for_the_rest():
+    config = load_config("configs/endpoint.yaml")
+    roles = (config.seeker, config.system_agent, config.judge)
+    assert {r.backend for r in roles} == {"openai"} and config.counselor.backend == "hf"
+    assert {r.api_key_env for r in roles} == {"RLFF_ENDPOINT_KEY"}  # the key comes from the environment
+    assert config.judge.scorer == "likelihood" and config.rollout.future_fraction == 1.0
+    assert config.reward_refresh.every > 0 and config.reward_refresh.data_weight > 0
 
 
 def test_gpu_config_places_every_role_on_gpus():
@@ -71,21 +80,25 @@ def test_bad_overrides_name_the_problem(override, message):
     "tree, message",
     [
         ({"counselor": {"backend": "openai"}}, "needs base_url"),
-        ({"judge": {"backend": "openai", "base_url": "http://x/v1"}}, "lacks"),
         ({"future": {"class_edges": [0.5, 0.0]}}, "strictly ascending"),
         ({"rollout": {"group_size": 1}}, "rollout.group_size"),
         (
-            {
-                "safety": {"classifier": "judge"},
-                "judge": {"backend": "openai", "base_url": "http://x/v1", "scorer": "sample"},
-            },
-            "safety.classifier",
+            {"reward_refresh": {"every": 2}, "rollout": {"future_fraction": 0.0}},
+            "reward_refresh.every retrains on simulated futures",
         ),
     ],
 )
 def test_cross_field_rules(tree, message):
     with pytest.raises(ConfigError, match=message):
         build_config(tree)
+
+
+def test_judge_on_openai_keeps_the_likelihood_scorer_and_a_concurrency_limit():
+    config = build_config({"judge": {"backend": "openai", "base_url": "http://x/v1", "max_concurrent": 32}})
+    assert config.judge.scorer == "likelihood"
+    assert (config.judge.max_concurrent, config.seeker.max_concurrent) == (32, 8)
+    with pytest.raises(ConfigError, match="judge.max_concurrent"):
+        build_config({"judge": {"max_concurrent": 0}})
 
 
 def test_overriding_one_system_agent_field_keeps_its_other_defaults():

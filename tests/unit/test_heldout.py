@@ -98,6 +98,7 @@ def test_learning_report_pairs_base_and_final_by_context():
 def test_hub_event_uses_registered_names():
     event = hub_metrics(point_estimates(rows([[0.5, 0.1], [0.2, 0.3]], 0, True)), version=3)
     assert event["weights_version"] == 3 and event["heldout_reward"] == pytest.approx(0.275)
+    assert event["rm_version"] == 0  # held-out points score with the reward model trained before the run
     assert event["heldout_reward_lo"] <= event["heldout_reward"] <= event["heldout_reward_hi"]
     assert set(event) <= set(METRICS)
     assert {f"heldout_{k}{s}" for k in METRIC_KEYS for s in ("", "_lo", "_hi")} <= set(event)
