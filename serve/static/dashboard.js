@@ -255,7 +255,7 @@ function update(message) {
   const lastRM = state.rm[state.rm.length - 1];
   const scoring = lastLearner && typeof lastLearner.rm_version === "number" ? lastLearner.rm_version : 0;
   text("rm-online", lastRM ? `v${lastRM.rm_version} · ${fmt(lastRM.rm_heldout_accuracy)} · ${fmt(lastRM.rm_judge_gap)}`
-    + ` (learner on v${scoring})` : `v${scoring} (no refresh yet)`);
+    + ` (learner on v${scoring})` : scoring ? `v${scoring}` : "v0, trained before the run");
   const lastDriver = state.driver[state.driver.length - 1];
   if (lastDriver) {
     const tokens = Object.entries(lastDriver.role_tokens || {}).filter(([, n]) => n > 0).sort();

@@ -12,7 +12,7 @@ import socket
 
 import httpx
 import pytest
-from support.openai_server import start_server
+from support.openai_server import run_with, start_server
 
 from esc.backends import BackendError, SamplingParams, make_backend
 from esc.backends.hf import HFBackend
@@ -65,18 +65,6 @@ def url(server) -> str:
 @pytest.fixture
 def handle(server):
     return server[1]
-
-
-def run_with(backend: OpenAIBackend, coro_fn):
-    """Run `coro_fn(backend)` on a fresh loop and close the backend's client on that loop."""
-
-    async def main():
-        try:
-            return await coro_fn(backend)
-        finally:
-            await backend.close()
-
-    return asyncio.run(main())
 
 
 def fast_backend(url: str, max_retries: int = 3) -> OpenAIBackend:

@@ -234,3 +234,15 @@ def start_server(backend: InferenceBackend, model: str = "tiny-random") -> Itera
         # still holding torch's thread pool at exit aborts the process.
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+
+
+def run_with(backend, coro_fn):
+    """Run `coro_fn(backend)` on a fresh event loop and close the backend's HTTP client on that loop."""
+
+    async def main():
+        try:
+            return await coro_fn(backend)
+        finally:
+            await backend.close()
+
+    return asyncio.run(main())

@@ -12,6 +12,7 @@ import math
 
 import httpx
 import pytest
+from support.openai_server import run_with
 
 from actors.common import Throughput
 from esc.backends import BackendError, SamplingParams, make_backend
@@ -71,16 +72,6 @@ def mock(*answers, seen: list | None = None) -> httpx.MockTransport:
         return answer if isinstance(answer, httpx.Response) else httpx.Response(200, json=answer)
 
     return httpx.MockTransport(handler)
-
-
-def run_with(backend: OpenAIBackend, coro_fn):
-    async def main():
-        try:
-            return await coro_fn(backend)
-        finally:
-            await backend.close()
-
-    return asyncio.run(main())
 
 
 def test_label_logprobs_merge_case_spaces_and_prefixes_by_hand():
