@@ -7,8 +7,9 @@ the staleness gate says the run is stopping (every rank stops together: `learner
 a checkpoint of its last update. Records come from the replay store (`StoreSampler`: each
 worker samples its own share, as consumer `learner-r<rank>`, validated back into `CandidateGroup`);
 rank 0 publishes each new version (`Publisher`: to `runs/<name>/weights` or through Ray's object
-store), waits for the counselor actors to load it, then moves the gate. Handles arrive in
-`train_loop_config`.
+store), waits for the counselor actors to load it, then moves the gate. Before each update every
+rank switches to the newest reward-model version an online refresh published (`learner.rm_versions`;
+without one, version 0: the model trained before the run). Handles arrive in `train_loop_config`.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     sample = StoreSampler(config, learner, handles, f"learner-r{rank}")
     publish = Publisher(config, handles, model_files, rank)
     per_rank, lc = max(1, config.learner.batch_size // world), config.learner
-    with UpdateLog(config.run_dir() / "learner" / f"updates-r{rank}.jsonl") as log:
+    session = f"{ranks.largest(time.time()):.0f}"  # one name for this start on every rank
+    with UpdateLog(config.run_dir() / "learner" / f"updates-r{rank}.jsonl", session) as log:
         # every rank stops when any rank sees the gate stop (learner.ranks: no rank waits alone)
         while updates < lc.max_updates and not ranks.any_rank(handles.stopping()):
             before = len(learner.consumed)
@@ -257,13 +259,13 @@ class Publisher:
 
 
 class UpdateLog:
-    """runs/<name>/learner/updates-r<rank>.jsonl: one line per update with the ids it consumed (this
-    process's `session` tells a resumed run's lines apart), the reward-model version that scored them,
-    when it ended and how long its stages took."""
+    """runs/<name>/learner/updates-r<rank>.jsonl: one line per update with the ids it consumed, the
+    reward-model version that scored them, when it ended and how long its stages took. `session` (the
+    same on every rank) tells the lines of a resumed run apart."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, session: str):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.session = path, f"{time.time():.0f}"
+        self.path, self.session = path, session
 
     def __enter__(self) -> UpdateLog:
         self.file = open(self.path, "a")
