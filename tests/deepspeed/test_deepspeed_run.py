@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.own_ray import OwnRay
+from support.tiny_run import tiny_run
 
 from esc.config import RewardModelConfig
 from learner import checkpoint
@@ -23,20 +24,11 @@ RUN_TIMEOUT_S = 900
 
 
 def settings(runs: Path) -> list[str]:
-    sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
-    sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
-    sets += ["rollout.in_flight=2", "rollout.future_fraction=0", "learner.batch_size=2", "learner.lr=1e-3"]
-    sets += ["learner.strategy=deepspeed", "learner.zero_stage=2", "learner.lora_rank=0"]
-    sets += ["learner.placement.replicas=2", "learner.placement.num_cpus=0.25"]
-    sets += ["learner.max_updates=4", "learner.checkpoint_every=2", "reward_model.backbone=tiny-random"]
-    sets += [
-        f"runs_dir={runs}",
-        "name=ds",
-        "serve.enabled=false",
-        "evaluation.every=0",
-        "sft.cold_start=false",
-    ]
-    return [arg for s in sets for arg in ("--set", s)]
+    return tiny_run(
+        runs, "ds", "rollout.future_fraction=0", "learner.strategy=deepspeed", "learner.zero_stage=2",
+        "learner.lora_rank=0", "learner.placement.replicas=2", "learner.max_updates=4",
+        "learner.checkpoint_every=2",
+    )  # fmt: skip
 
 
 def rlff(*args: str, log: Path) -> int:

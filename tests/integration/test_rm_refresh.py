@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from support.openai_server import start_server
 from support.own_ray import OwnRay
+from support.tiny_run import tiny_run
 
 from actors.replay_store import ReplayStore
 from esc.backends.hf import HFBackend
@@ -35,17 +36,16 @@ UPDATES = 8
 def settings(runs: Path, base_url: str) -> list[str]:
     sets = []
     for role in ("seeker", "judge", "system_agent"):
-        sets += [f"{role}.backend=openai", f"{role}.base_url={base_url}", f"{role}.model=tiny-random"]
-        sets += [f"{role}.max_new_tokens=8"]
-    sets += ["judge.scorer=likelihood", "seeker.examples=null", "counselor.model=tiny-random"]
-    sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
-    sets += ["rollout.in_flight=2", "rollout.future_fraction=1", "future.horizon=1", "learner.batch_size=2"]
-    sets += [f"learner.max_updates={UPDATES}", "learner.lr=1e-3", "reward_model.backbone=tiny-random"]
+        sets += [f"{role}.backend=openai", f"{role}.base_url={base_url}", f"{role}.max_new_tokens=8"]
+    sets += [
+        "judge.scorer=likelihood",
+        "seeker.examples=null",
+        "rollout.future_fraction=1",
+        "future.horizon=1",
+    ]
     # a refresh of a few seconds, so the kill below lands inside one
     sets += ["reward_refresh.every=2", "reward_refresh.holdout=0.25", "reward_model.epochs=8000"]
-    sets += ["learner.placement.num_cpus=0.25", f"runs_dir={runs}", "name=t", "serve.enabled=false"]
-    sets += ["evaluation.every=0", "sft.cold_start=false"]
-    return [arg for s in sets for arg in ("--set", s)]
+    return tiny_run(runs, "t", f"learner.max_updates={UPDATES}", *sets)
 
 
 def trainer_state(run: Path) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.own_ray import OwnRay
+from support.tiny_run import tiny_run
 
 from actors.replay_store import ReplayStore
 from esc.config import RewardModelConfig
@@ -31,15 +32,11 @@ FIXTURES = ROOT / "tests" / "fixtures" / "esconv_split"
 
 
 def settings(runs: Path) -> list[str]:
-    sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
-    sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
-    sets += ["rollout.in_flight=2", "rollout.future_fraction=0", "learner.batch_size=2", "learner.lr=1e-3"]
-    sets += ["learner.max_updates=8", "learner.checkpoint_every=100", "reward_model.backbone=tiny-random"]
-    sets += ["learner.placement.replicas=2", "learner.placement.num_cpus=0.25"]
-    sets += [f"runs_dir={runs}", "name=t", "serve.enabled=false", "evaluation.every=0"]
-    sets += ["sft.cold_start=false"]
-    sets += [f"evaluation.heldout=esconv:{FIXTURES}#valid", "evaluation.heldout_samples=2"]
-    return [arg for s in sets for arg in ("--set", s)]
+    return tiny_run(
+        runs, "t", "rollout.future_fraction=0", "learner.max_updates=8", "learner.checkpoint_every=100",
+        "learner.placement.replicas=2", f"evaluation.heldout=esconv:{FIXTURES}#valid",
+        "evaluation.heldout_samples=2",
+    )  # fmt: skip
 
 
 def rlff(*args: str, log: Path, own: OwnRay) -> subprocess.Popen:
