@@ -7,7 +7,9 @@ unknown keys are errors. Defaults live in these models and nowhere else. This mo
 torch nor ray (a test checks), so any process can validate a config cheaply.
 
 Load with `load_config(path, overrides)`; overrides are dotted `key=value` strings whose values are
-parsed as YAML scalars (`learner.lr=3e-6`, `counselor.reasoning=false`).
+parsed as YAML scalars (`learner.lr=3e-6`, `counselor.reasoning=false`). A section written in part
+keeps the default config's values for the keys it leaves out (a nested section's default can differ from
+its class's: the store's `max_concurrency` is 1, `ActorConfig`'s 64).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from esc.config_placement import Placement
 from esc.config_roles import (  # noqa: F401  (re-exported: the roles' sections are part of the config)
@@ -298,6 +300,20 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
     node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
 
 
+def _over_defaults(defaults: BaseModel, tree: dict[str, Any]) -> dict[str, Any]:
+    """`tree` with every section it writes laid over that section's value in `defaults`, recursively, so
+    a partial section changes only the keys it names: `actors: {store: {nice: 5}}` keeps the store's
+    max_concurrency 1 rather than rebuilding `ActorConfig` with its class default 64. Only fields whose
+    default is a model merge; lists, dicts and plain values replace the default whole, and keys the model
+    lacks stay for validation to reject."""
+    merged = dict(tree)
+    for key, value in tree.items():
+        default = getattr(defaults, key) if key in type(defaults).model_fields else None
+        if isinstance(default, BaseModel) and isinstance(value, dict):
+            merged[key] = {**default.model_dump(), **_over_defaults(default, value)}
+    return merged
+
+
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
@@ -310,12 +326,13 @@ def _one_line(error: ValidationError) -> str:
 
 
 def build_config(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Validate a nested dict plus dotted overrides into a RunConfig, or raise ConfigError."""
+    """Validate a nested dict plus dotted overrides into a RunConfig, or raise ConfigError; a section the
+    tree writes in part keeps the default config's values for the keys it leaves out."""
     tree = json.loads(json.dumps(tree))  # deep copy; config trees are plain data
     for override in overrides:
         apply_override(tree, override)
     try:
-        return RunConfig.model_validate(tree)
+        return RunConfig.model_validate(_over_defaults(RunConfig(), tree))
     except ValidationError as error:
         raise ConfigError(_one_line(error)) from None
 
