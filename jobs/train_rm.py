@@ -32,7 +32,7 @@ from learner.rm_data import NEGATIVE_KINDS, RMExample, data_grounded_examples, s
 
 # in the fingerprint: bump it when learner/reward_model.py's features, training or the context groups
 # change, so `rlff train --stage rm` retrains a model cached by an older version
-MODEL_FORMAT = 3
+MODEL_FORMAT = 4
 
 
 def _esconv_spec(config: RunConfig) -> DataSpec:

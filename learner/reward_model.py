@@ -10,27 +10,29 @@ Features of (context, reply, intensity). The context is represented by the seeke
 turns, and by its last `cfg.likelihood_turns` turns as a dialogue prompt. Each text is embedded ONCE,
 separately (a reply shared by many contexts costs one forward pass): the mean over its tokens of the
 backbone's final hidden state (after its first `layers` layers when set; the final norm still applies),
-the text cut from the LEFT to `max_tokens`; a blank text embeds as zeros. Embeddings are standardised
-with the training texts' mean/std and projected on their first `text_dims` principal components, giving
-c (seeker) and r (reply): with 500 training contexts, the full 576 dimensions let the head memorise its
-training labels (correlation 0.91 on them, 0.02 held out). The feature vector is [r, c * r, scalars,
-state]: r says what the reply is, c * r whether its dimensions agree with the seeker's. The scalars are
-the cosine of the seeker's and the reply's full standardised embeddings; the share of the reply's
-content words (4+ letters) found in the seeker's turn, of the seeker's found in the reply and of the
-reply's found in the last `CONTEXT_TURNS` turns; the reply's words up to `LENGTH_CAP` / LENGTH_CAP
-(length counts up to the median ESConv counselor reply, never beyond: with log(1 + words) the policy
-learned to pad its answers); a blank-reply flag; the VADER affect of the seeker's turn and of the reply;
-the dialogue stage (context length in turns / 20); whether the reply greets, says goodbye or asks a
-question, each also times the stage (a greeting fits the start of a conversation, not its middle);
-whether the reply repeats the seeker's turn verbatim; and, when `cfg.likelihood_turns` > 0 (zeros
-otherwise), the likelihood gain (`learner.rm_likelihood`): the reply's pointwise mutual information with
-the conversation under the backbone's own LM, log p(reply | the last `likelihood_turns` turns as
-'Seeker: ...' / 'Counselor: ...' lines, then 'Counselor:') minus log p(reply | 'Counselor:'), over the
-reply's first `rm_likelihood.REPLY_TOKENS` tokens, summed and per token. The embeddings say what a reply
-is like; the likelihood gain says whether it answers THIS conversation (with it, the real reply beats
-another conversation's in 0.77-0.79 of held-out pairs, without it 0.68; docs/learner.md). The state is a
-one-hot of the seeker's starting intensity (unknown, 1..5). The context-only parts set the level of a
-group's scores, never which of its replies wins.
+the text cut from the LEFT to `max_tokens`; a blank text embeds as zeros. Embeddings are standardised with
+the training texts' mean/std; the reply's is projected on their first `text_dims` principal components,
+giving r: with 500 training contexts, the full 576 dimensions let the head memorise its training labels
+(correlation 0.91 on them, 0.02 held out). The feature vector is [r, scalars, state]: r says what the
+reply is like (the products c * r of the seeker's and the reply's components, once features too, cost 0.02
+of held-out real-vs-other ranking with the likelihood gain and gained none without it). The scalars are
+the cosine of the seeker's and the reply's full standardised embeddings; the share of the reply's content
+words (4+ letters) found in the seeker's turn, of the seeker's found in the reply and of the reply's found
+in the last `CONTEXT_TURNS` turns; the reply's words up to `LENGTH_CAP` / LENGTH_CAP (length counts up to
+the median ESConv counselor reply, never beyond: with log(1 + words) the policy learned to pad its
+answers); a blank-reply flag; the VADER affect of the seeker's turn and of the reply; the dialogue stage
+(context length in turns / 20); whether the reply greets, says goodbye or asks a question, each also times
+the stage (a greeting fits the start of a conversation, not its middle); whether the reply repeats the
+seeker's turn verbatim; and, when `cfg.likelihood_turns` > 0 (zeros otherwise), the likelihood gain
+(`learner.rm_likelihood`): the reply's pointwise mutual information with the conversation under the
+backbone's own LM, log p(reply | the last `likelihood_turns` turns as 'Seeker: ...' / 'Counselor: ...'
+lines, then 'Counselor:') minus log p(reply | 'Counselor:'), over the reply's first
+`rm_likelihood.REPLY_TOKENS` tokens, per token and summed; the sum enters as sign * log(1 + |sum|),
+because a reply that repeats the seeker's words gains about 55 nats (a real reply about 10) and would
+otherwise set the feature's whole scale. The embedding says what a reply is like; the likelihood gain says
+whether it answers THIS conversation (docs/learner.md has the held-out rankings). The state is a one-hot
+of the seeker's starting intensity (unknown, 1..5). The context-only parts set the level of a group's
+scores, never which of its replies wins.
 
 Head and training. Features are standardised with the training mean/std (clipped to +-6); the head
 is a linear layer (`hidden=0`) or one GELU hidden layer. Its raw output s is trained full-batch with
@@ -46,6 +48,7 @@ the config's spec.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -110,7 +113,8 @@ def _scalars(
         asks,
         asks * stage,
         float(bool(low) and low == seeker.strip().lower()),
-        *gain,
+        math.copysign(math.log1p(abs(gain[0])), gain[0]),
+        gain[1],
     ]
 
 
@@ -129,7 +133,7 @@ class RewardModel:
         self.likelihood_gains = LikelihoodGain(lm, tokenizer, cfg.likelihood_turns)  # zeros when 0
         self.memo: dict[str, Tensor] | None = None  # a dict: `embed` keeps every text's embedding there
         size = lm.config.hidden_size
-        dims = 2 * cfg.text_dims + SCALARS + STATE_DIMS
+        dims = cfg.text_dims + SCALARS + STATE_DIMS
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             if cfg.hidden:
@@ -184,7 +188,7 @@ class RewardModel:
         intensities: Sequence[int | None],
         table: dict[str, Tensor] | None = None,
     ) -> Tensor:
-        """[N, 2 text_dims + SCALARS + STATE_DIMS] raw (unstandardised) features, as in the module doc.
+        """[N, text_dims + SCALARS + STATE_DIMS] raw (unstandardised) features, as in the module doc.
 
         `table`: raw embeddings (`embed`) of every seeker turn and reply involved, when already computed."""
         seekers = [last_seeker_text(c) for c in contexts]
@@ -201,8 +205,7 @@ class RewardModel:
             state = [0.0] * STATE_DIMS
             state[intensity if isinstance(intensity, int) and 1 <= intensity <= 5 else 0] = 1.0
             extra = torch.tensor(_scalars(context, seeker, reply, cosine, gain) + state, device=self.device)
-            c, r = c @ self.projection, r @ self.projection
-            rows.append(torch.cat([r, c * r, extra]))
+            rows.append(torch.cat([r @ self.projection, extra]))
         return torch.stack(rows)
 
     def _example_features(self, examples: Sequence[RMExample]) -> Tensor:

@@ -15,7 +15,7 @@ from esc.future_labels import future_labels
 from esc.schemas import CandidateGroup, Dialogue, Scenario, Survey, Turn
 from jobs import UsageError
 from jobs.train_rm import run_train_rm
-from learner.reward_model import RewardModel
+from learner.reward_model import RewardModel, _scalars
 from learner.rm_data import (
     GENERIC_REPLIES,
     NEGATIVE_KINDS,
@@ -334,3 +334,14 @@ def test_likelihood_gains_equal_plain_forward_passes_and_blank_replies_gain_noth
         assert mean == pytest.approx(expected / length, abs=1e-3)
     off = RewardModel.from_config(tiny_cfg(likelihood_turns=0), seed=0)
     assert off.likelihood_gains(contexts[:2], replies[:2]) == [(0.0, 0.0), (0.0, 0.0)]
+
+
+def test_the_summed_gain_enters_on_a_signed_log_scale_and_the_per_token_gain_as_it_is():
+    """A copy of the seeker's words gains ~55 nats, a real reply ~10: on a log scale the copy no longer sets
+    the feature's scale (ln 51 = 3.93 against ln 8 = 2.08)."""
+    turns = dialogue(0).turns[:4]
+    seeker = last_seeker_text(turns)
+    cases = (((50.0, 2.5), 3.9318), ((7.0, 0.5), 2.0794), ((-3.0, -0.2), -1.3863), ((0.0, 0.0), 0))
+    for gain, expected in cases:
+        row = _scalars(turns, seeker, "Tell me more.", 0.1, gain)
+        assert row[-2] == pytest.approx(expected, abs=1e-4) and row[-1] == gain[1]
