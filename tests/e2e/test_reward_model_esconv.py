@@ -1,5 +1,5 @@
 """The reward model on real data: SmolLM2-135M mean-pooled features of the seeker's last turn and of each
-reply, each reply's likelihood gain given the conversation (on here; off in make run), future-oriented
+reply, each reply's likelihood gain given the conversation (on here and in make run), future-oriented
 labels of ESConv replies, context groups with replies from other dialogues and degraded replies, the
 held-out valid split. A small sample so it stays near three minutes on 2 cores (the likelihood gains
 dominate); the full-size figures are in docs/learner.md. Numbers are printed (`pytest -s`).
