@@ -33,6 +33,7 @@ class Counselor:
         self.counselor = CounselorRole.from_config(run, self.pool)
         self.backend = self.counselor.backend
         self._throughput = Throughput(self.backend)
+        self._threads = getattr(self.backend, "torch_threads", None)  # what its placement gave it
         published = None if system_agent else latest(self.weights_dir)
         if published is not None:
             self._load(*published)
@@ -60,6 +61,16 @@ class Counselor:
         if output.weights_version is None:
             output = replace(output, weights_version=self.weights_version())
         return output
+
+    def use_all_cores(self, on: bool) -> int | None:
+        """While `on`, an hf backend runs on every core this process may use (for work the driver runs
+        while nothing else does, like the held-out points before and after the learner); off: back to
+        the threads it started with. Returns the backend's thread count now (None: a backend without
+        torch threads of its own, e.g. vllm or openai)."""
+        if self._threads is None or not hasattr(self.backend, "set_threads"):
+            return None
+        self.backend.set_threads(len(os.sched_getaffinity(0)) if on else self._threads)
+        return self.backend.torch_threads
 
     def weights_version(self) -> int:
         return getattr(self.backend, "weights_version", 0)

@@ -7,7 +7,10 @@ the reference) with G sampled replies each, every (context, sample) with the sam
 The driver scores the replies with the run's reward model (loaded once) and the learner's reward
 composition (`learner.loop.grpo_reward`), records the point's estimates to the metrics hub (source
 "heldout") and appends its per-context rows to `runs/<name>/heldout.jsonl`; at the end it writes
-`runs/<name>/learning.json` (base vs final, `esc.learning`) and prints the table. `rlff report` reuses
+`runs/<name>/learning.json` (base vs final, `esc.learning`) and prints the table. The points at version
+0 and at the end run alone (the learner has not started, or has finished, and so have the rollouts),
+so the counselors decode them on every core of their node (`Counselor.use_all_cores`); a point in
+between keeps the threads their placement gives them. `rlff report` reuses
 the contexts, seeds and scoring for the raw base model, in-process. It does not know how the learner
 or the rollout workers work.
 """
@@ -150,6 +153,13 @@ def append_point(path: Path, version: int, rows: list[dict[str, Any]], single: b
             out.write(json.dumps(line) + "\n")
 
 
+def background_due(version: int, next_point: int, final: int) -> bool:
+    """Whether the learner's `version` calls for a point in the background: it reached the next point,
+    and it is not the learner's last version (`learner.max_updates`): that one is `Heldout.last`'s, taken
+    once the learner and the rollouts are done, on every core, not beside the run's last evaluation."""
+    return next_point <= version < final
+
+
 class Heldout:
     """The held-out points of one `rlff run`: `first(system)` before rollouts start, `maybe_start()`
     from the driver loop (in a background thread, so the learner keeps going), `last()` after the
@@ -176,16 +186,26 @@ class Heldout:
     def _serving(self) -> int:
         return get(self.system.counselor[0].weights_version.remote())
 
-    def point(self, expect_version: int | None = None) -> int:
-        """Generate, score and record one point with whatever the counselors serve; returns its version."""
+    def point(self, expect_version: int | None = None, alone: bool = False) -> int:
+        """Generate, score and record one point with whatever the counselors serve; returns its version.
+        `alone`: nothing else runs meanwhile (before the learner starts, after it ends), so the counselors
+        decode on every core of their node, not on the threads their placement gives them."""
         started = time.perf_counter()
         g, counselors = samples_per_context(self.config), self.system.counselor
-        refs = [
-            counselors[i % len(counselors)].respond.remote(list(c.turns), seed=sample_seed(self.config, i, j))
-            for i, c in enumerate(self.contexts)
-            for j in range(g)
-        ]  # all at once, so the backends batch them; a context's G samples share one prompt-prefix cache
-        replies = ray.get(refs, timeout=HELDOUT_TIMEOUT_S)
+        if alone:
+            get([c.use_all_cores.remote(True) for c in counselors])
+        try:
+            refs = [
+                counselors[i % len(counselors)].respond.remote(
+                    list(c.turns), seed=sample_seed(self.config, i, j)
+                )
+                for i, c in enumerate(self.contexts)
+                for j in range(g)
+            ]  # all at once, so the backends batch them; a context's G samples share one prompt-prefix cache
+            replies = ray.get(refs, timeout=HELDOUT_TIMEOUT_S)
+        finally:
+            if alone:
+                get([c.use_all_cores.remote(False) for c in counselors])
         generated = time.perf_counter() - started
         rows = self.scorer.rows(self.contexts, replies)
         version, single = point_version(rows)
@@ -214,7 +234,7 @@ class Heldout:
         self.system = system
         serving = self._serving()
         if not read_points(self.path):
-            self.point(expect_version=serving)
+            self.point(expect_version=serving, alone=True)
         self.next = serving + self.config.evaluation.every
 
     def maybe_start(self) -> None:
@@ -223,7 +243,7 @@ class Heldout:
         if not every or self.next is None or (self.thread is not None and self.thread.is_alive()):
             return
         version = get(self.system.gate.state.remote())["version"]
-        if version < self.next:
+        if not background_due(version, self.next, self.config.learner.max_updates):
             return
         self.next = version + every
         self.thread = threading.Thread(target=self._background, daemon=True)
@@ -242,7 +262,7 @@ class Heldout:
             self.thread.join()
         serving = self._serving()
         if serving not in read_points(self.path):
-            self.point(expect_version=serving)
+            self.point(expect_version=serving, alone=True)
         return write_learning(self.config, self.path)
 
 

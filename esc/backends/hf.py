@@ -314,6 +314,14 @@ class HFBackend:
         self.stats["completion_tokens"] += sum(g.completion_tokens for _, g in finished)
         return finished
 
+    def set_threads(self, threads: int) -> None:
+        """Run the model on `threads` torch threads from its next stage on (a stage under way keeps its
+        count). OpenMP's count is per thread, so the model thread sets it itself, in its queue's order."""
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.torch_threads = threads
+        self._model_thread.submit(torch.set_num_threads, threads)
+
     def _wait_for_swaps(self) -> None:
         with self._idle:
             self._idle.wait_for(lambda: not self._swaps_waiting)

@@ -158,3 +158,23 @@ def test_closing_a_stream_frees_its_row_while_others_go_on(tiny):
     assert other.completion_tokens == 40  # the remaining request was unaffected
     assert rows and max(rows[-5:]) <= 1  # the closed stream's row left the batch
     assert backend.batch_sizes[0] == 2  # both were decoding together before
+
+
+def test_set_threads_changes_the_model_threads_count_and_generation_goes_on(tiny):
+    backend = HFBackend(*tiny, max_batch_size=4, max_wait_ms=1.0)
+    params = SamplingParams(max_new_tokens=4, temperature=0.0)
+
+    def model_thread_count() -> int:  # OpenMP's count is per thread: ask the thread that runs the model
+        return backend._model_thread.submit(torch.get_num_threads).result()
+
+    async def run(threads: int):
+        backend.set_threads(threads)
+        generation = await backend.generate(_chat("I cannot sleep."), params)
+        return generation, model_thread_count()
+
+    for threads in (1, 2, 1):
+        generation, seen = asyncio.run(run(threads))
+        assert seen == threads == backend.torch_threads
+        assert generation.completion_tokens == 4
+    with pytest.raises(ValueError, match="at least 1"):
+        backend.set_threads(0)

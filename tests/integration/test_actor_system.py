@@ -4,6 +4,7 @@ groups into the durable store, and re-running it resumes without duplicates."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import ray
@@ -76,6 +77,12 @@ def test_collect_fills_the_store_and_resumes(ray_local, tmp_path):
     for m in worker_lines:
         assert m["stage_generate_s"] > 0 and m["stage_future_s"] > 0 and m["group_tokens"] > 0
         assert -1.0 <= m["group_reward_mean"] <= 1.0
+
+    # the counselor decodes on its placement's threads (Ray sets 1 for an actor reserving under one CPU)
+    # and on every core while the driver asks it to (held-out points that run alone)
+    counselor = system.counselor[0]
+    assert ray.get(counselor.use_all_cores.remote(True), timeout=TIMEOUT_S) == len(os.sched_getaffinity(0))
+    assert ray.get(counselor.use_all_cores.remote(False), timeout=TIMEOUT_S) == 1
 
     # re-running the same contexts (a resumed job) stores nothing twice
     assert collect(system, contexts) == {"stored": 0, "duplicate": 0, "skipped": 5}

@@ -19,7 +19,14 @@ from esc.learning import (
     point_estimates,
     point_version,
 )
-from jobs.heldout import append_point, heldout_contexts, read_points, sample_seed, write_learning
+from jobs.heldout import (
+    append_point,
+    background_due,
+    heldout_contexts,
+    read_points,
+    sample_seed,
+    write_learning,
+)
 from learner.loop import grpo_reward
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "esconv_split"
@@ -153,3 +160,10 @@ def test_heldout_contexts_come_with_real_replies_and_fixed_seeds():
     assert all(c.reference is not None and c.turns[-1].role == "seeker" for c in contexts)
     assert [c.id for c in heldout_contexts(config)] == [c.id for c in contexts]
     assert sample_seed(config, 1, 2) == config.seed + 1 * 4 + 2  # G defaults to rollout.group_size
+
+
+def test_background_points_leave_the_learners_last_version_to_the_final_point():
+    # evaluation.every 8, learner.max_updates 16: a point in the background at 8 (or once past it), none
+    # at 16, where the final point runs alone after the learner
+    assert [v for v in range(0, 18) if background_due(v, 8, 16)] == list(range(8, 16))
+    assert not background_due(16, 16, 16) and not background_due(17, 8, 16)
