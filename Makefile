@@ -35,14 +35,15 @@ ESCONV ?= ../shared/data/esconv
 # real seekers' turns of the train split
 RUN_SETS := --set reward_model.data=esconv:$(ESCONV) --set sft.data=esconv:$(ESCONV)\#train \
 	--set data.scenarios=esconv:$(ESCONV)\#train --set evaluation.heldout=esconv:$(ESCONV)\#valid \
-	--set seeker.examples=esconv:$(ESCONV)\#train
+	--set seeker.examples=esconv:$(ESCONV)\#train --set seeker_sft.data=esconv:$(ESCONV)\#train
 run: model
 	@test -d "$(ESCONV)" || { echo "error: ESConv not found at $(ESCONV); get it (thu-coai/esconv) and run make run ESCONV=PATH"; exit 2; }
 	$(VENV)/bin/rlff train --stage rm --config configs/local.yaml $(RUN_SETS)
 	$(VENV)/bin/rlff train --stage sft --config configs/local.yaml $(RUN_SETS)
+	$(VENV)/bin/rlff train --stage seeker --config configs/local.yaml $(RUN_SETS)
 	rm -rf $(addprefix runs/local/,store checkpoints weights learner ray_train metrics.jsonl dialogues.jsonl tensorboard run.log)
 	$(VENV)/bin/rlff run --config configs/local.yaml $(RUN_SETS)
-	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json, sft/report.json)"
+	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json, sft/report.json, seeker_sft/report.json)"
 
 # Every tier (unit, integration, e2e; gpu skips itself without CUDA). tests/README.md lists the tiers.
 test: model

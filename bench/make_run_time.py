@@ -1,5 +1,5 @@
 """Wall time of `make run`: the first time (no runs/local, a fresh model and seeker cache, so the model
-conversion, the reward model and the cold-start SFT all run) and the second time (both stages cached),
+conversion, the reward model and both SFT stages all run) and the second time (all three cached),
 one after the other on this machine. The virtual environment must already exist (`make install`):
 installing packages depends on the network, not on this project.
 
@@ -61,6 +61,9 @@ def main() -> int:
     rm, sft = read_json(RUN / "reward_model" / "report.json"), read_json(RUN / "sft" / "report.json")
     report["reward_model_s"] = round(rm.get("fit", {}).get("fit_seconds", float("nan")), 1)
     report["sft_s"] = round(sft.get("seconds", float("nan")), 1)
+    report["seeker_sft_s"] = round(
+        read_json(RUN / "seeker_sft" / "report.json").get("seconds", float("nan")), 1
+    )
     learning = read_json(RUN / "learning.json").get("metrics", {})
     for key in ("format_rate", "reward", "rm_score", "distinct2"):
         if key in learning:
@@ -70,7 +73,8 @@ def main() -> int:
                 f"  {key:<12} base {b['value']:.3f}  final {f['value']:.3f}  diff {d['value']:+.3f}"
                 f" [{d['lo']:+.3f}, {d['hi']:+.3f}]"
             )
-    print(f"  reward model {report['reward_model_s']} s, SFT {report['sft_s']} s; logs in {logs}")
+    stages = f"reward model {report['reward_model_s']} s, SFT {report['sft_s']} s"
+    print(f"  {stages}, seeker SFT {report['seeker_sft_s']} s; logs in {logs}")
     line = json.dumps(report)
     if args.out:
         args.out.write_text(line + "\n")

@@ -1,6 +1,7 @@
 """Role consistency of the simulated help-seeker on held-out ESConv scenarios (valid split): the old
 prompt-only simulator against the grounded one (real seekers' turns as style examples plus resampling
-of out-of-role turns), measured with the role checker of `esc.seeker_check` fitted on the train split
+of out-of-role turns) and, with --seeker-sft, the fine-tuned one (`rlff train --stage seeker`; no style
+examples, the same resampling), measured with the role checker of `esc.seeker_check` fitted on the train split
 (the one the simulator resamples against) and with an independent one fitted on the test split, next
 to the same measures on real held-out seeker and supporter turns. Each conversation: the seeker
 speaks `--turns` times, the counselor model answers in plain mode in between. All conversations run
@@ -8,6 +9,7 @@ concurrently, so the hf backend batches them. The last printed line is the JSON 
 written to --out).
 
     .venv/bin/python bench/seeker_role.py [--esconv PATH] [--scenarios 30] [--turns 3] [--out FILE]
+        [--seeker-sft runs/local/seeker_sft]
 """
 
 from __future__ import annotations
@@ -105,6 +107,12 @@ async def simulate(
         "prompt_examples": Seeker(backend, seeker_config.model_copy(update={"max_resamples": 0}), grounding),
         "grounded": Seeker(backend, seeker_config, grounding),
     }
+    if args.seeker_sft:  # the fine-tuned simulator as configs/local.yaml runs it: no style examples
+        tuned = seeker_config.model_copy(
+            update={"model": args.seeker_sft, "num_examples": 0, "max_history_turns": args.sft_history}
+        )
+        seekers["sft"] = Seeker(pool.get(tuned), tuned, grounding)
+        args.conditions.append("sft")
     seekers = {name: s for name, s in seekers.items() if name in args.conditions}
     started = time.perf_counter()
     with tqdm(total=len(seekers) * len(scenarios) * args.turns, desc="seeker turns", file=sys.stderr) as bar:
@@ -141,6 +149,11 @@ def main() -> None:
     parser.add_argument("--seeker-tokens", type=int, default=40)
     parser.add_argument("--counselor-tokens", type=int, default=32)
     parser.add_argument("--conditions", default="old,grounded")
+    parser.add_argument(
+        "--seeker-sft",
+        help="also the fine-tuned simulator (`rlff train --stage seeker`), e.g. runs/local/seeker_sft",
+    )
+    parser.add_argument("--sft-history", type=int, default=4, help="its seeker.max_history_turns")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "seeker_role.json"))
     args = parser.parse_args()
     args.conditions = args.conditions.split(",")

@@ -35,6 +35,7 @@ from esc.config_training import (  # noqa: F401  (re-exported: the training sect
     LearnerConfig,
     RewardModelConfig,
     RewardRefreshConfig,
+    SeekerSFTConfig,
     SFTConfig,
 )
 
@@ -221,6 +222,7 @@ class RunConfig(Section):
     reward_refresh: RewardRefreshConfig = RewardRefreshConfig()
     learner: LearnerConfig = LearnerConfig()
     sft: SFTConfig = SFTConfig()
+    seeker_sft: SeekerSFTConfig = SeekerSFTConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     serve: ServeConfig = ServeConfig()
 

@@ -70,6 +70,9 @@ class SeekerConfig(RoleConfig):
     max_resamples: int = Field(
         2, ge=0, le=8, description="Extra tries when the role checker reads a turn as a counselor's."
     )
+    max_history_turns: int = Field(
+        0, ge=0, le=1000, description="Last turns of the dialogue in the prompt (prefill cost); 0: all."
+    )
 
 
 class CounselorConfig(RoleConfig):

@@ -63,18 +63,19 @@ def seeker_system(scenario: Scenario, examples: Sequence[str] = ()) -> str:
 
 
 def seeker_messages(
-    scenario: Scenario, history: list[Turn], examples: Sequence[str] = ()
+    scenario: Scenario, history: list[Turn], examples: Sequence[str] = (), max_turns: int = 0
 ) -> list[dict[str, str]]:
     """Messages for the simulated seeker's next line (the opening line when history is empty).
 
     `examples`: real help-seekers' turns shown as style examples in the system prompt (only seeker
-    text belongs there; see `esc.seeker_check.SeekerExamples`). Empty: the prompt alone.
+    text belongs there; see `esc.seeker_check.SeekerExamples`). Empty: the prompt alone. Only the last
+    `max_turns` turns of `history` are shown (0: all of them).
     """
     messages = [
         {"role": "system", "content": seeker_system(scenario, examples)},
         {"role": "user", "content": SEEKER_OPENING},
     ]
-    for turn in history:
+    for turn in history[-max_turns:] if max_turns else history:
         messages.append({"role": "assistant" if turn.role == "seeker" else "user", "content": turn.text})
     return merge_consecutive(messages)
 

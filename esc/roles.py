@@ -208,7 +208,7 @@ class Seeker:
         """The seeker's next line (their opening line when history is empty)."""
         grounding, config = self.grounding, self.config
         examples = grounding.examples.pick(scenario, config.num_examples) if grounding else []
-        messages = prompts.seeker_messages(scenario, history, examples)
+        messages = prompts.seeker_messages(scenario, history, examples, config.max_history_turns)
         best, best_p = "", -1.0
         # a greedy decoder would repeat itself: resample only when sampling
         tries = 1 + config.max_resamples if grounding and config.temperature > 0 else 1

@@ -100,11 +100,16 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
     trainer = commands.add_parser(
-        "train", help="offline phases: reward model, SFT baseline, GRPO on the store"
+        "train", help="offline phases: reward model, SFT of the counselor or the seeker, GRPO on the store"
     )
     _add_config_args(trainer)
-    trainer.add_argument("--stage", required=True, choices=["rm", "sft", "policy"], help="what to train")
-    trainer.add_argument("--out", help="output folder (rm: runs/<name>/reward_model, sft: runs/<name>/sft)")
+    trainer.add_argument(
+        "--stage", required=True, choices=["rm", "sft", "seeker", "policy"], help="what to train"
+    )
+    trainer.add_argument(
+        "--out",
+        help="output folder (default runs/<name>/reward_model, runs/<name>/sft, runs/<name>/seeker_sft)",
+    )
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:
@@ -280,10 +285,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from jobs.train_rm import run_train_rm
 
         return run_train_rm(config, args.out)
-    if args.stage == "sft":
+    if args.stage in ("sft", "seeker"):
         from jobs.train_sft import run_train_sft
 
-        return run_train_sft(config, args.out)
+        return run_train_sft(config, args.out, "counselor" if args.stage == "sft" else "seeker")
     if args.out:
         raise UsageError("--out is not used by --stage policy (weights go to runs/<name>/weights)")
     from jobs.run import run_offline_policy

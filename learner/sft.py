@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from esc import prompts
-from esc.config import RunConfig
+from esc.config import RunConfig, SFTConfig
 from esc.schemas import Dialogue, Scenario
 
 Message = dict[str, str]
@@ -231,7 +231,8 @@ def _train_steps(
     encoded: list[tuple[list[int], int]],
     prefix: list[int],
     pad_id: int,
-    config: RunConfig,
+    sft: SFTConfig,
+    seed: int,
     device: str,
 ) -> tuple[list[float], float]:
     """Train `model`'s trainable weights for `sft.max_steps` steps of `sft.batch_size` rows of `encoded`
@@ -242,8 +243,7 @@ def _train_steps(
     """
     import torch
 
-    sft = config.sft
-    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed)).tolist()
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=sft.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / sft.max_steps)
@@ -278,7 +278,7 @@ def _save(model: Any, tokenizer: Any, lora_rank: int, out_dir: str | Path) -> Pa
 
 
 def train_sft(
-    config: RunConfig, examples: list[dict[str, list[Message]]], out_dir: str | Path
+    config: RunConfig, examples: list[dict[str, list[Message]]], out_dir: str | Path, role: str = "counselor"
 ) -> dict[str, Any]:
     """Fine-tune `config.counselor.model` on `examples` (from `sft_examples`) and save it to `out_dir`:
     LoRA adapters of rank `sft.lora_rank` on every linear layer but the LM head, merged into the saved
@@ -293,6 +293,9 @@ def train_sft(
     available (bf16 autocast), else on CPU in float32. The final weights (safetensors) and tokenizer go
     to `out_dir`, loadable with `esc.models.load_model(str(out_dir))`.
 
+    `role` "seeker": `config.seeker.model` on examples from `learner.seeker_sft.seeker_examples`, with
+    the settings of `config.seeker_sft` instead of `config.sft`.
+
     Returns {steps, first_loss, last_loss, losses (one per step), seconds (training loop only),
     seconds_per_step, examples (after fitting), examples_trimmed, examples_dropped, model (out_dir)}.
     """
@@ -302,13 +305,16 @@ def train_sft(
 
     if not examples:
         raise ValueError("train_sft needs at least one example")
-    sft = config.sft
+    if role not in ("counselor", "seeker"):
+        raise ValueError(f"train_sft trains the counselor or the seeker, not {role!r}")
+    sft = config.sft if role == "counselor" else config.seeker_sft
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load_model(config.counselor.model, device=device, seed=config.seed)
+    model, tokenizer = load_model(getattr(config, role).model, device=device, seed=config.seed)
     fitted, trimmed, dropped = fit_examples(examples, tokenizer, sft.max_tokens)
     if not fitted:
         raise ExamplesDontFitError(
-            f"no example fits sft.max_tokens={sft.max_tokens}, not even with its history trimmed; raise it"
+            f"no example fits {'sft' if role == 'counselor' else 'seeker_sft'}.max_tokens={sft.max_tokens},"
+            " not even with its history trimmed; raise it"
         )
     encoded = [tokenize_example(tokenizer, e) for e in fitted]
     shared = shared_prefix([ids for ids, _ in encoded], min(start for _, start in encoded))
@@ -318,7 +324,7 @@ def train_sft(
         from learner.lora import add_lora
 
         model = add_lora(model, sft.lora_rank)
-    losses, seconds = _train_steps(model, encoded, prefix, tokenizer.pad_token_id, config, device)
+    losses, seconds = _train_steps(model, encoded, prefix, tokenizer.pad_token_id, sft, config.seed, device)
     out = _save(model, tokenizer, sft.lora_rank, out_dir)
     steps = len(losses)
     return {

@@ -121,3 +121,27 @@ def test_train_caches_and_the_run_cold_starts_from_the_saved_model(tmp_path, cap
     assert changed and all("proj" in k for k in changed)  # LoRA touched the linear layers only
     wrapped = add_lora(model, 4)  # the learner's own adapters go on top of the SFT model
     assert any("lora_A" in name for name, _ in wrapped.named_parameters())
+
+
+def test_the_seeker_stage_trains_the_seeker_model_on_seeker_turns_and_caches_it(tmp_path, capsys):
+    import torch
+
+    from esc.models import load_model
+
+    data = sft_config(tmp_path).sft.data
+    overrides = ["seeker.model=tiny-random", "seeker_sft.max_steps=2", "seeker_sft.batch_size=2"]
+    config = sft_config(tmp_path, *overrides, "seeker_sft.max_examples=4", f"seeker_sft.data={data}")
+    config = config.replace("seeker_sft", lr=1e-2, lora_rank=4, cold_start=True)
+    assert run_train_sft(config, role="seeker") == 0
+    out = tmp_path / "runs" / "local" / "seeker_sft"
+    report = json.loads((out / "report.json").read_text())
+    assert report["role"] == "seeker" and report["steps"] == 2 and report["examples"] == 4
+    assert report["base_model"] == "tiny-random" and not (tmp_path / "runs" / "local" / "sft").exists()
+    capsys.readouterr()
+    assert run_train_sft(config, role="seeker") == 0  # same inputs: skipped
+    assert "seeker SFT model" in capsys.readouterr().out
+    started = cold_start(config, roles=("seeker",))
+    assert started.seeker.model == str(out.resolve()) and started.counselor == config.counselor
+    model, _ = load_model(started.seeker.model)
+    initial, _ = load_model("tiny-random", seed=config.seed)
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in initial.state_dict().items())

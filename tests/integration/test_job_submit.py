@@ -57,7 +57,12 @@ def run_settings(runs: Path, port: int) -> list[str]:
     sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
     sets += ["rollout.in_flight=2", "rollout.future_fraction=0.5", "future.horizon=1"]
     sets += ["learner.batch_size=2", "learner.lr=1e-3", "learner.max_updates=1000"]
-    sets += ["learner.checkpoint_every=1000", "reward_model.backbone=tiny-random", "sft.cold_start=false"]
+    sets += [
+        "learner.checkpoint_every=1000",
+        "reward_model.backbone=tiny-random",
+        "sft.cold_start=false",
+        "seeker_sft.cold_start=false",
+    ]
     sets += ["evaluation.every=3", "evaluation.episodes=1", "evaluation.max_turns=2"]
     sets += ["serve.enabled=true", f"serve.port={port}", "serve.poll_s=0.1", f"runs_dir={runs}", "name=job"]
     return [arg for s in sets for arg in ("--set", s)]

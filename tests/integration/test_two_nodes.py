@@ -37,7 +37,12 @@ def settings(runs: Path) -> list[str]:
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
     sets += ["rollout.in_flight=2", "rollout.future_fraction=0", "learner.batch_size=2", "learner.lr=1e-3"]
-    sets += [f"learner.max_updates={UPDATES}", "learner.checkpoint_every=100", "sft.cold_start=false"]
+    sets += [
+        f"learner.max_updates={UPDATES}",
+        "learner.checkpoint_every=100",
+        "sft.cold_start=false",
+        "seeker_sft.cold_start=false",
+    ]
     sets += ["reward_model.backbone=tiny-random", "serve.enabled=false", "evaluation.every=0"]
     sets += [f"actors.{role}.resources={{{NODE_RESOURCE}: 1}}" for role in ("rollout_worker", "seeker")]
     sets += ["learner.placement.resources={head_node: 1}"]  # Ray Train workers do not survive a node loss

@@ -18,5 +18,5 @@ def tiny_run(runs: Path, name: str, *extra: str) -> list[str]:
         "reward_model.backbone=tiny-random",
     ]
     sets += ["learner.placement.num_cpus=0.25", f"runs_dir={runs}", f"name={name}", "serve.enabled=false"]
-    sets += ["evaluation.every=0", "sft.cold_start=false", *extra]
+    sets += ["evaluation.every=0", "sft.cold_start=false", "seeker_sft.cold_start=false", *extra]
     return [arg for s in sets for arg in ("--set", s)]

@@ -29,7 +29,12 @@ def settings(runs: Path) -> list[str]:
     sets += ["counselor.backend=vllm", "counselor.model=smollm2-135m", "counselor.max_new_tokens=16"]
     sets += ["counselor.reasoning=false", "rollout.group_size=2", "rollout.in_flight=1"]
     sets += ["rollout.future_fraction=0", "learner.batch_size=1", f"learner.max_updates={UPDATES}"]
-    sets += ["reward_model.backbone=tiny-random", "sft.cold_start=false", "episode.max_turns=2"]
+    sets += [
+        "reward_model.backbone=tiny-random",
+        "sft.cold_start=false",
+        "seeker_sft.cold_start=false",
+        "episode.max_turns=2",
+    ]
     sets += [f"runs_dir={runs}", "name=v", "serve.enabled=false", "evaluation.every=0"]
     return [arg for s in sets for arg in ("--set", s)]
 
