@@ -160,12 +160,6 @@ class SeekerSFTConfig(SFTConfig):
     """The seeker simulator's SFT: fine-tune the seeker model on ESConv seekers' turns, each behind the
     simulator's own prompt (jobs/train_sft.py, `rlff train --stage seeker`), so it talks as a help-seeker."""
 
-    max_answer_tokens: int = Field(
-        40,
-        gt=0,
-        le=4096,
-        description="Longer seeker turns keep the leading sentences that fit this many tokens.",
-    )
     cold_start: bool = Field(
         False,
         description="`rlff run` starts the seeker from runs/<name>/seeker_sft (`rlff train --stage seeker`).",

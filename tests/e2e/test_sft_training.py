@@ -140,7 +140,7 @@ def test_the_seeker_stage_trains_the_seeker_model_on_seeker_turns_and_caches_it(
     capsys.readouterr()
     assert run_train_sft(config, role="seeker") == 0  # same inputs: skipped
     assert "seeker SFT model" in capsys.readouterr().out
-    started = cold_start(config, roles=("seeker",))
+    started = cold_start(config)
     assert started.seeker.model == str(out.resolve()) and started.counselor == config.counselor
     model, _ = load_model(started.seeker.model)
     initial, _ = load_model("tiny-random", seed=config.seed)
