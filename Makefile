@@ -36,11 +36,17 @@ ESCONV ?= ../shared/data/esconv
 RUN_SETS := --set reward_model.data=esconv:$(ESCONV) --set sft.data=esconv:$(ESCONV)\#train \
 	--set data.scenarios=esconv:$(ESCONV)\#train --set evaluation.heldout=esconv:$(ESCONV)\#valid \
 	--set seeker.examples=esconv:$(ESCONV)\#train --set seeker_sft.data=esconv:$(ESCONV)\#train
+# The reward model does not need the two SFT stages, nor they it: it trains beside them, each process on
+# half the cores (STAGE_THREADS), since two small-model processes on one core each get more done than
+# one on both cores (docs/benchmarks.md). A failed SFT stage stops the reward model's training.
+STAGE_THREADS ?= $(shell n=$$(nproc); echo $$(( n > 1 ? n / 2 : 1 )))
+TRAIN := OMP_NUM_THREADS=$(STAGE_THREADS) $(VENV)/bin/rlff train --config configs/local.yaml $(RUN_SETS)
 run: model
 	@test -d "$(ESCONV)" || { echo "error: ESConv not found at $(ESCONV); get it (thu-coai/esconv) and run make run ESCONV=PATH"; exit 2; }
-	$(VENV)/bin/rlff train --stage rm --config configs/local.yaml $(RUN_SETS)
-	$(VENV)/bin/rlff train --stage sft --config configs/local.yaml $(RUN_SETS)
-	$(VENV)/bin/rlff train --stage seeker --config configs/local.yaml $(RUN_SETS)
+	@echo "training the reward model beside the counselor's and the seeker's SFT, $(STAGE_THREADS) thread(s) each"
+	@$(TRAIN) --stage rm & rm=$$!; \
+	{ $(TRAIN) --stage sft && $(TRAIN) --stage seeker; } || { kill $$rm 2>/dev/null; wait $$rm; exit 1; }; \
+	wait $$rm
 	rm -rf $(addprefix runs/local/,store checkpoints weights learner ray_train metrics.jsonl dialogues.jsonl tensorboard run.log)
 	$(VENV)/bin/rlff run --config configs/local.yaml $(RUN_SETS)
 	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json, sft/report.json, seeker_sft/report.json)"

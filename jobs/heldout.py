@@ -10,7 +10,9 @@ composition (`learner.loop.grpo_reward`), records the point's estimates to the m
 `runs/<name>/learning.json` (base vs final, `esc.learning`) and prints the table. The points at version
 0 and at the end run alone (the learner has not started, or has finished, and so have the rollouts),
 so the counselors decode them on every core of their node (`Counselor.use_all_cores`); a point in
-between keeps the threads their placement gives them. `rlff report` reuses
+between keeps the threads their placement gives them. The version-0 point is cached
+(`jobs.heldout_cache`): a run whose policy, reward model, contexts and settings are those of the last
+run reuses its rows instead of generating them again. `rlff report` reuses
 the contexts, seeds and scoring for the raw base model, in-process. It does not know how the learner
 or the rollout workers work.
 """
@@ -44,6 +46,7 @@ from esc.safety import check_conversation
 from esc.schemas import Context
 from jobs import UsageError
 from jobs.driver import get
+from jobs.heldout_cache import BaseCache
 
 HELDOUT_TIMEOUT_S = 1800.0  # one point's replies; the counselors share the machine with the rollouts
 
@@ -170,6 +173,7 @@ class Heldout:
         self.config, self.system = config, None
         self.contexts = heldout_contexts(config)
         self.scorer = Scorer(config, reward_model)
+        self.base = BaseCache(config, Path(reward_model))
         self.path = config.run_dir() / "heldout.jsonl"
         if not resume:
             self.path.unlink(missing_ok=True)
@@ -186,10 +190,11 @@ class Heldout:
     def _serving(self) -> int:
         return get(self.system.counselor[0].weights_version.remote())
 
-    def point(self, expect_version: int | None = None, alone: bool = False) -> int:
-        """Generate, score and record one point with whatever the counselors serve; returns its version.
-        `alone`: nothing else runs meanwhile (before the learner starts, after it ends), so the counselors
-        decode on every core of their node, not on the threads their placement gives them."""
+    def point(self, expect_version: int | None = None, alone: bool = False) -> tuple[int, list[dict]]:
+        """Generate, score and record one point with whatever the counselors serve; returns its version
+        and context rows. `alone`: nothing else runs meanwhile (before the learner starts, after it
+        ends), so the counselors decode on every core of their node, not on the threads their placement
+        gives them."""
         started = time.perf_counter()
         g, counselors = samples_per_context(self.config), self.system.counselor
         if alone:
@@ -215,18 +220,23 @@ class Heldout:
                 f"note: held-out point replies came from versions {seen}; recorded as version {version}",
                 file=sys.stderr,
             )
+        self._record(
+            version, rows, single, f"in {time.perf_counter() - started:.0f} s (generation {generated:.0f} s)"
+        )
+        return version, rows
+
+    def _record(self, version: int, rows: list[dict], single: bool, how: str) -> None:
+        """Append a point's rows to heldout.jsonl, send its estimates to the hub and print its line."""
         append_point(self.path, version, rows, single)
         estimates = point_estimates(rows, seed=self.config.seed)
         self.system.hub.record.remote("heldout", hub_metrics(estimates, version))
-        took = time.perf_counter() - started
+        reward = estimates["reward"]
         print(
-            f"held-out v{version}: {len(rows)} contexts x {g} samples in {took:.0f} s (generation"
-            f" {generated:.0f} s); reward {estimates['reward'].value:.3f}"
-            f" [{estimates['reward'].lo:.3f}, {estimates['reward'].hi:.3f}], format"
+            f"held-out v{version}: {len(rows)} contexts x {samples_per_context(self.config)} samples {how};"
+            f" reward {reward.value:.3f} [{reward.lo:.3f}, {reward.hi:.3f}], format"
             f" {estimates['format_rate'].value:.3f}",
             flush=True,
         )
-        return version
 
     def first(self, system) -> None:
         """The point before any update (skipped when a resumed run already has one), on the run's
@@ -234,7 +244,13 @@ class Heldout:
         self.system = system
         serving = self._serving()
         if not read_points(self.path):
-            self.point(expect_version=serving, alone=True)
+            cached = self.base.load() if serving == 0 else None
+            if cached is not None:
+                self._record(0, cached, True, f"reused from {self.base.folder} (inputs unchanged)")
+            else:
+                version, rows = self.point(expect_version=serving, alone=True)
+                if version == 0 and all(r["versions"] == [0] for r in rows):
+                    self.base.save(rows)
         self.next = serving + self.config.evaluation.every
 
     def maybe_start(self) -> None:

@@ -22,6 +22,7 @@ from support.tiny_run import tiny_run
 from actors.replay_store import ReplayStore
 from esc.config import RewardModelConfig
 from esc.learning import METRIC_KEYS
+from jobs.heldout import read_points
 from learner import checkpoint
 from learner.reward_model import RewardModel
 
@@ -135,6 +136,12 @@ def test_run_stops_gracefully_resumes_after_sigkill_and_keeps_two_ranks_in_step(
         for part in ("base", "final", "diff"):
             assert parts[part]["n"] == 2 and all(math.isfinite(parts[part][k]) for k in ("value", "lo", "hi"))
     assert "final - base" in log.read_text()
+    # the base point is cached for the next run with the same inputs, exactly as it was recorded
+    base = [json.loads(line) for line in (run / "heldout_base" / "rows.jsonl").read_text().splitlines()]
+    recorded = read_points(run / "heldout.jsonl")[0]
+    assert [(r["id"], r["reward"], r["samples"]) for r in base] == [
+        (r["id"], r["reward"], r["samples"]) for r in recorded
+    ]
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     heldout = sorted(e["weights_version"] for e in events if e["source"] == "heldout")
     assert heldout == [0, stopped.version, 8]  # a graceful stop ends with its own held-out point

@@ -1,0 +1,83 @@
+"""The base held-out point, cached: the version-0 point of `rlff run` is a function of its inputs only.
+
+Version 0 is the starting policy (the cold-start SFT model, or `counselor.model`) answering the fixed
+held-out contexts with fixed seeds, scored by the run's reward model. When none of that changed, a new
+run reuses the point the last run generated instead of spending minutes of decoding on the same
+replies. The inputs: the counselor, evaluation, safety and reward settings and the seed; the bytes of the
+policy's weights (a model folder) and of the reward model; the held-out data file; and the source of the
+modules that shape a reply or its score (prompts, parsing, the reward), so editing them also invalidates
+it. Stored as `runs/<name>/heldout_base/rows.jsonl` (the point's context rows, JSON) with the
+fingerprint beside it (`jobs.fingerprint`). Does not generate or score anything itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from esc.config import RunConfig
+from esc.data import parse_spec
+from jobs.fingerprint import fingerprint, is_current, mark
+from jobs.train_sft import data_files
+
+ROOT = Path(__file__).resolve().parents[1]
+# modules whose code decides what a held-out reply is and how it scores
+SOURCES = (
+    "esc/prompts.py",
+    "esc/parsing.py",
+    "esc/contexts.py",
+    "esc/learning.py",
+    "learner/reward_model.py",
+)
+FORMAT = 1  # raise when a row's layout changes
+
+
+def _model_files(spec: str) -> list[Path]:
+    """The files of a model folder that decide its outputs; none for a named model (its spec names it)."""
+    folder = Path(spec)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        {*folder.glob("*.safetensors"), *folder.glob("config.json"), *folder.glob("tokenizer.json")}
+    )
+
+
+def inputs(config: RunConfig, reward_model: Path) -> str:
+    """Fingerprint of everything the version-0 point depends on (see the module docstring)."""
+    lc = config.learner
+    settings = {
+        "counselor": config.counselor.model_dump(),
+        "evaluation": config.evaluation.model_dump(
+            include={"heldout", "heldout_contexts", "heldout_samples"}
+        ),
+        "safety": config.safety.model_dump(),
+        "reward": [config.reward_model.weight, lc.format_weight, lc.safety_weight, lc.format_gate],
+        "seed": config.seed,
+        "format": FORMAT,
+    }
+    files = [*_model_files(config.counselor.model), *Path(reward_model).glob("*")]
+    files = [f for f in files if f.is_file() and f.name != "report.json"]
+    if config.evaluation.heldout is not None:
+        files += data_files(parse_spec(config.evaluation.heldout))
+    return fingerprint(settings, [*files, *(ROOT / s for s in SOURCES)])
+
+
+class BaseCache:
+    """`load()`: the cached version-0 rows if their inputs are unchanged; `save(rows)`: after a new point."""
+
+    def __init__(self, config: RunConfig, reward_model: Path):
+        self.folder = config.run_dir() / "heldout_base"
+        self.stamp = inputs(config, reward_model)
+
+    def load(self) -> list[dict[str, Any]] | None:
+        if not is_current(self.folder, self.stamp):
+            return None
+        path = self.folder / "rows.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else None
+
+    def save(self, rows: list[dict[str, Any]]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "inputs.sha256").unlink(missing_ok=True)  # never current while half-written
+        (self.folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        mark(self.folder, self.stamp)
