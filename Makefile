@@ -37,8 +37,9 @@ RUN_SETS := --set reward_model.data=esconv:$(ESCONV) --set sft.data=esconv:$(ESC
 	--set data.scenarios=esconv:$(ESCONV)\#train --set evaluation.heldout=esconv:$(ESCONV)\#valid \
 	--set seeker.examples=esconv:$(ESCONV)\#train --set seeker_sft.data=esconv:$(ESCONV)\#train
 # The reward model does not need the two SFT stages, nor they it: it trains beside them, each process on
-# half the cores (STAGE_THREADS), since two small-model processes on one core each get more done than
-# one on both cores (docs/benchmarks.md). A failed SFT stage stops the reward model's training.
+# half the cores (STAGE_THREADS). On 2 cores that saves about a minute of the first `make run`
+# (bench/parallel_stages.py: 1.12x on shortened stages; docs/benchmarks.md). A failed SFT stage stops
+# the reward model's training.
 STAGE_THREADS ?= $(shell n=$$(nproc); echo $$(( n > 1 ? n / 2 : 1 )))
 TRAIN := OMP_NUM_THREADS=$(STAGE_THREADS) $(VENV)/bin/rlff train --config configs/local.yaml $(RUN_SETS)
 run: model

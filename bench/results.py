@@ -26,6 +26,8 @@ COMMANDS = {
     "run_all": "bash bench/run_all.sh",
     "vllm_vs_hf": ".venv-vllm/bin/python bench/vllm_vs_hf.py",
     "endpoint_rollout": ".venv/bin/python bench/endpoint_rollout.py",
+    "make_run_time": ".venv/bin/python bench/make_run_time.py --force",
+    "parallel_stages": ".venv/bin/python bench/parallel_stages.py",
 }
 
 
@@ -137,6 +139,23 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
             ("vllm_vs_hf_rollout", speedup["vllm-float32"], rollout, "reported", True),
             ("vllm_load_weights", fp32["load_weights_file_s"], swap, "reported", True),
         ]
+    if name == "make_run_time":
+        first, cached = round(raw["first_s"] / 60, 1), round(raw["cached_s"] / 60, 1)
+        stages = (
+            f"reward model {raw['reward_model_s']} s beside SFT {raw['sft_s']} s + seeker SFT"
+            f" {raw['seeker_sft_s']} s"
+        )
+        return [
+            ("make_run_first", first, f"minutes, first `make run` ({stages})", "<= 40", first <= 40),
+            ("make_run_cached", cached, "minutes, next `make run` (cached)", "<= 20", cached <= 20),
+        ]
+    if name == "parallel_stages":
+        seq, par = raw["sequential"]["wall"], raw["parallel"]["wall"]
+        unit = (
+            f"x faster: the reward model beside the SFT stages on {raw['cores'] // 2 or 1} thread(s) each vs"
+            f" one after the other ({par} vs {seq} s, shortened stages)"
+        )
+        return [("parallel_training_stages", raw["speedup"], unit, "reported", True)]
     raise ValueError(f"unknown benchmark output {name!r}")
 
 
