@@ -244,7 +244,7 @@ class Heldout:
         self.system = system
         serving = self._serving()
         if not read_points(self.path):
-            cached = self.base.load() if serving == 0 else None
+            cached = self.base.load([c.id for c in self.contexts]) if serving == 0 else None
             if cached is not None:
                 self._record(0, cached, True, f"reused from {self.base.folder} (inputs unchanged)")
             else:

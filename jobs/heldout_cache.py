@@ -5,9 +5,10 @@ held-out contexts with fixed seeds, scored by the run's reward model. When none 
 run reuses the point the last run generated instead of spending minutes of decoding on the same
 replies. The inputs: the counselor, evaluation, safety and reward settings and the seed; the bytes of the
 policy's weights (a model folder) and of the reward model; the held-out data file; and the source of the
-modules that shape a reply or its score (prompts, parsing, the reward), so editing them also invalidates
-it. Stored as `runs/<name>/heldout_base/rows.jsonl` (the point's context rows, JSON) with the
-fingerprint beside it (`jobs.fingerprint`). Does not generate or score anything itself.
+modules that shape a reply or its score (prompts, parsing, contexts, safety, the reward), so editing them
+also invalidates it. Cached rows are used only for exactly the contexts they answer, in order. Stored
+as `runs/<name>/heldout_base/rows.jsonl` (the point's context rows, JSON) with the fingerprint beside it
+(`jobs.fingerprint`). Does not generate or score anything itself.
 """
 
 from __future__ import annotations
@@ -24,11 +25,8 @@ from jobs.train_sft import data_files
 ROOT = Path(__file__).resolve().parents[1]
 # modules whose code decides what a held-out reply is and how it scores
 SOURCES = (
-    "esc/prompts.py",
-    "esc/parsing.py",
-    "esc/contexts.py",
-    "esc/learning.py",
-    "learner/reward_model.py",
+    *("esc/prompts.py", "esc/parsing.py", "esc/contexts.py", "esc/safety.py", "esc/learning.py"),
+    *("learner/reward_model.py", "learner/rm_likelihood.py", "learner/loop.py", "learner/losses.py"),
 )
 FORMAT = 1  # raise when a row's layout changes
 
@@ -70,11 +68,14 @@ class BaseCache:
         self.folder = config.run_dir() / "heldout_base"
         self.stamp = inputs(config, reward_model)
 
-    def load(self) -> list[dict[str, Any]] | None:
-        if not is_current(self.folder, self.stamp):
-            return None
+    def load(self, ids: list[str]) -> list[dict[str, Any]] | None:
+        """The cached rows, if their inputs are unchanged and they answer exactly the contexts `ids`, in
+        order; else None."""
         path = self.folder / "rows.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else None
+        if not is_current(self.folder, self.stamp) or not path.is_file():
+            return None
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return rows if [r["id"] for r in rows] == ids else None
 
     def save(self, rows: list[dict[str, Any]]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from jobs.heldout_cache import BaseCache, inputs
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "esconv_split"
 ROWS = [{"id": "c1", "versions": [0], "reward": 0.5}, {"id": "c2", "versions": [0], "reward": -0.25}]
+IDS = ["c1", "c2"]
 
 
 def setup(tmp_path: Path, *overrides: str) -> tuple[RunConfig, Path]:
@@ -33,9 +34,11 @@ def setup(tmp_path: Path, *overrides: str) -> tuple[RunConfig, Path]:
 
 def test_saved_rows_come_back_while_the_inputs_are_the_same(tmp_path):
     config, rm = setup(tmp_path)
-    assert BaseCache(config, rm).load() is None  # nothing cached yet
+    assert BaseCache(config, rm).load(IDS) is None  # nothing cached yet
     BaseCache(config, rm).save(ROWS)
-    assert BaseCache(config, rm).load() == ROWS
+    assert BaseCache(config, rm).load(IDS) == ROWS
+    assert BaseCache(config, rm).load(["c1"]) is None  # rows of other contexts do not stand in
+    assert BaseCache(config, rm).load(["c2", "c1"]) is None
     assert (config.run_dir() / "heldout_base" / "rows.jsonl").read_text().count("\n") == 2
 
 
@@ -74,7 +77,7 @@ def test_what_does_not_shape_the_point_keeps_it(tmp_path):
 def test_a_stale_cache_is_not_loaded(tmp_path):
     config, rm = setup(tmp_path)
     BaseCache(config, rm).save(ROWS)
-    assert BaseCache(setup(tmp_path, "counselor.temperature=0.9")[0], rm).load() is None
+    assert BaseCache(setup(tmp_path, "counselor.temperature=0.9")[0], rm).load(IDS) is None
 
 
 class Remote:
@@ -95,14 +98,14 @@ class System:
         self.counselor, self.hub = [counselor], type("Hub", (), {"record": Remote()})()
 
 
-def base_point() -> list[dict]:
+def base_point(ids: list[str]) -> list[dict]:
     answer = {"version": 0, "well_formed": True, "rm_score": 0.1, "format_reward": 1.0, "answer_tokens": 5}
     return [
         context_row(
-            f"c{i}",
+            context,
             [{**answer, "answer": f"reply {i} {j}", "reward": 0.1 * j, "rouge_l": 1.0} for j in (0, 1)],
         )
-        for i in range(2)
+        for i, context in enumerate(ids)
     ]
 
 
@@ -124,22 +127,24 @@ def test_the_first_point_of_a_run_reuses_the_cached_base_and_a_new_one_is_cached
 
     def point(self, expect_version=None, alone=False):
         generated.append((expect_version, alone))
-        self._record(0, base_point(), True, "generated")
-        return 0, base_point()
+        self._record(0, base_point(ids), True, "generated")
+        return 0, base_point(ids)
 
     monkeypatch.setattr(heldout.Heldout, "point", point)
     first = heldout.Heldout(config, rm)
+    ids = [c.id for c in first.contexts]
+    assert len(ids) == 2
     system = System()
     first.first(system)  # nothing cached: the point is generated, then cached
-    assert generated == [(0, True)] and BaseCache(config, rm).load() == base_point()
-    assert recorded_rows(heldout, first.path) == {0: base_point()}
+    assert generated == [(0, True)] and BaseCache(config, rm).load(ids) == base_point(ids)
+    assert recorded_rows(heldout, first.path) == {0: base_point(ids)}
 
     again = heldout.Heldout(config, rm)  # a new run (not resumed) with the same inputs
     assert heldout.read_points(again.path) == {}
     system = System()
     again.first(system)
     assert generated == [(0, True)]  # not generated again
-    assert recorded_rows(heldout, again.path) == {0: base_point()}
+    assert recorded_rows(heldout, again.path) == {0: base_point(ids)}
     recorded = system.hub.record.calls
     assert len(recorded) == 1 and recorded[0][0] == "heldout" and recorded[0][1]["weights_version"] == 0
 
