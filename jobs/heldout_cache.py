@@ -14,6 +14,7 @@ as `runs/<name>/heldout_base/rows.jsonl` (the point's context rows, JSON) with t
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,13 @@ class BaseCache:
     """`load()`: the cached version-0 rows if their inputs are unchanged; `save(rows)`: after a new point."""
 
     def __init__(self, config: RunConfig, reward_model: Path):
+        self.config, self.reward_model = config, reward_model
         self.folder = config.run_dir() / "heldout_base"
-        self.stamp = inputs(config, reward_model)
+
+    @cached_property
+    def stamp(self) -> str:
+        """The inputs' fingerprint, hashed on first use (a resumed run with a base point never needs it)."""
+        return inputs(self.config, self.reward_model)
 
     def load(self, ids: list[str]) -> list[dict[str, Any]] | None:
         """The cached rows, if their inputs are unchanged and they answer exactly the contexts `ids`, in
