@@ -59,7 +59,8 @@ def main() -> int:
         goal = f"goal <= {GOALS_MIN[name]:.0f} min: {verdict}"
         print(f"{name} make run: {seconds / 60:.1f} min ({goal})", flush=True)
     rm, sft = read_json(RUN / "reward_model" / "report.json"), read_json(RUN / "sft" / "report.json")
-    report["reward_model_s"] = round(rm.get("fit", {}).get("fit_seconds", float("nan")), 1)
+    report["reward_model_s"] = round(rm.get("seconds", float("nan")), 1)  # features, fit and its report
+    report["rank_real_vs_other"] = rm.get("rank_real_vs_other")
     report["sft_s"] = round(sft.get("seconds", float("nan")), 1)
     report["seeker_sft_s"] = round(
         read_json(RUN / "seeker_sft" / "report.json").get("seconds", float("nan")), 1

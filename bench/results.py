@@ -28,6 +28,7 @@ COMMANDS = {
     "endpoint_rollout": ".venv/bin/python bench/endpoint_rollout.py",
     "make_run_time": ".venv/bin/python bench/make_run_time.py --force",
     "parallel_stages": ".venv/bin/python bench/parallel_stages.py",
+    "bf16_autocast": ".venv/bin/python bench/bf16_autocast.py",
 }
 
 
@@ -156,6 +157,24 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
             f" one after the other ({par} vs {seq} s, shortened stages)"
         )
         return [("parallel_training_stages", raw["speedup"], unit, "reported", True)]
+    if name == "bf16_autocast":
+        seconds, threads = raw["seconds"], raw["threads"]
+        work = {
+            "embed": "reward model embeddings, 16 x 48 tokens",
+            "likelihood": "reward model likelihood gain, 8 prompts x 6 replies",
+            "lora_step": "LoRA SFT step, 4 x 256 tokens",
+        }
+        return [
+            (
+                f"bf16_autocast_{key}",
+                raw["ratio"][key],
+                f"x the float32 time, {text}, {threads} thread(s) ({seconds[key + '-bf16']} vs"
+                f" {seconds[key + '-fp32']} s)",
+                "reported",
+                True,
+            )
+            for key, text in work.items()
+        ]
     raise ValueError(f"unknown benchmark output {name!r}")
 
 

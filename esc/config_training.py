@@ -45,6 +45,11 @@ class RewardModelConfig(Section):
     weight_decay: float = Field(0.1, ge=0.0, description="AdamW decoupled weight decay of the head.")
     max_tokens: int = Field(48, gt=8, le=8192, description="Tokens of each encoded text (the end is kept).")
     layers: int = Field(0, ge=0, description="Backbone layers run (the first n, for speed); 0: all of them.")
+    bf16: bool = Field(
+        False,
+        description="The backbone's forward passes under bf16 autocast (float32 weights), in training and"
+        " scoring alike.",
+    )
     likelihood_turns: int = Field(
         0,
         ge=0,
@@ -153,6 +158,10 @@ class SFTConfig(Section):
     )
     cold_start: bool = Field(
         False, description="`rlff run` starts the counselor from runs/<name>/sft (`rlff train --stage sft`)."
+    )
+    bf16: bool = Field(
+        False,
+        description="bf16 autocast on CPU too (float32 weights and optimizer state); CUDA always autocasts.",
     )
 
 

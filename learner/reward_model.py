@@ -40,6 +40,10 @@ AdamW on Bradley-Terry loss over `rm_data.ranking_pairs` (the real reply above e
 context) plus `label_weight` * mean squared error between tanh(s) and the label of each labelled
 reply. `score` returns tanh(s), in [-1, 1]: usable as a GRPO reward as it is.
 
+Precision: with `cfg.bf16` every backbone forward pass (the embeddings and the likelihood gain) runs
+under bf16 autocast with float32 weights, in `fit`, `evaluate` and `score` alike, so replies are scored
+as the head was trained.
+
 Files: `head.safetensors` (head weights, the standardisation tensors and the projection) and
 `reward_model.json` (config, seed, metadata). No pickle, no torch.save. The backbone is reloaded from
 the config's spec.
@@ -61,7 +65,7 @@ from torch import Tensor, nn
 
 from esc.config import RewardModelConfig
 from esc.future_labels import affect
-from esc.models import load_model
+from esc.models import bf16_autocast, load_model
 from esc.schemas import Turn
 from esc.stats import correlation_ci, mean_ci
 from learner.losses import rm_pairwise_loss
@@ -169,7 +173,7 @@ class RewardModel:
         out = {t: torch.zeros(self.lm.config.hidden_size, device=self.device) for t in texts if not t.strip()}
         out.update((t, memo[t]) for t in texts if t in memo)
         self.backbone.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), bf16_autocast(self.device, self.cfg.bf16):
             for start in range(0, len(distinct), EMBED_BATCH):
                 chunk = distinct[start : start + EMBED_BATCH]
                 batch = self.encode(chunk)
@@ -195,7 +199,8 @@ class RewardModel:
         if table is None:
             table = self.embed(list(seekers) + list(replies))
         rows = []
-        gains = self.likelihood_gains(contexts, replies)
+        with bf16_autocast(self.device, self.cfg.bf16):
+            gains = self.likelihood_gains(contexts, replies)
         for context, seeker, reply, intensity, gain in zip(
             contexts, seekers, replies, intensities, gains, strict=True
         ):

@@ -26,6 +26,7 @@ from typing import Any
 
 from esc import prompts
 from esc.config import RunConfig, SFTConfig
+from esc.models import bf16_autocast
 from esc.schemas import Dialogue, Scenario
 
 Message = dict[str, str]
@@ -237,7 +238,7 @@ def _train_steps(
 ) -> tuple[list[float], float]:
     """Train `model`'s trainable weights for `sft.max_steps` steps of `sft.batch_size` rows of `encoded`
     (a seeded shuffle, taken in turn and wrapped around), with AdamW at `sft.lr` decaying linearly to 0;
-    bf16 autocast when `device` is CUDA. Prints the loss about eight times.
+    bf16 autocast on CUDA, and on a CPU when `sft.bf16` is set. Prints the loss about eight times.
 
     Returns (one loss per step, seconds the steps took).
     """
@@ -247,7 +248,7 @@ def _train_steps(
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=sft.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / sft.max_steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+    autocast = bf16_autocast(device, enabled=device.startswith("cuda") or sft.bf16)
     model.train()
     losses: list[float] = []
     started = time.perf_counter()
@@ -290,8 +291,9 @@ def train_sft(
     epoch. Every example opens with the same system prompt, so each step runs that shared prefix once,
     without gradients, and the batch attends to its cached keys and values: on a CPU this halves the
     work per example, and the weights still learn everything the completions need. Runs on CUDA when
-    available (bf16 autocast), else on CPU in float32. The final weights (safetensors) and tokenizer go
-    to `out_dir`, loadable with `esc.models.load_model(str(out_dir))`.
+    available (bf16 autocast), else on CPU (under bf16 autocast when the settings' `bf16` is set, else in
+    float32). The final weights (safetensors) and tokenizer go to `out_dir`, loadable with
+    `esc.models.load_model(str(out_dir))`.
 
     `role` "seeker": `config.seeker.model` on examples from `learner.seeker_sft.seeker_examples`, with
     the settings of `config.seeker_sft` instead of `config.sft`.

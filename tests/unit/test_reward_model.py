@@ -345,3 +345,19 @@ def test_the_summed_gain_enters_on_a_signed_log_scale_and_the_per_token_gain_as_
     for gain, expected in cases:
         row = _scalars(turns, seeker, "Tell me more.", 0.1, gain)
         assert row[-2] == pytest.approx(expected, abs=1e-4) and row[-1] == gain[1]
+
+
+def test_bf16_runs_the_backbone_under_autocast_and_keeps_the_features_close():
+    """`bf16` changes every backbone-derived feature a little (bf16 matrix products) and nothing much."""
+    contexts = [dialogue(i).turns[:4] for i in range(4)]
+    replies = [f"Your {TOPICS[i]} sounds hard, tell me more." for i in range(4)]
+    exact = RewardModel.from_config(tiny_cfg(likelihood_turns=2), seed=0)
+    rounded = RewardModel.from_config(tiny_cfg(likelihood_turns=2, bf16=True), seed=0)
+    a = exact.features(contexts, replies, [3] * 4)
+    b = rounded.features(contexts, replies, [3] * 4)
+    assert not torch.equal(a, b)
+    assert torch.allclose(a, b, rtol=0.05, atol=0.05)
+    # the same embeddings on both sides: what still differs is the likelihood gain's forward passes
+    rounded.memo = exact.embed([last_seeker_text(c) for c in contexts] + replies)
+    c = rounded.features(contexts, replies, [3] * 4)
+    assert not torch.equal(a, c) and torch.allclose(a, c, rtol=0.05, atol=0.05)

@@ -142,7 +142,8 @@ def test_fingerprint_follows_training_inputs_only(tmp_path):
     spec = parse_spec(config.sft.data)
     base = inputs_fingerprint(config, spec)
     assert inputs_fingerprint(sft_config(tmp_path, "sft.cold_start=true"), spec) == base
-    for change in ("sft.lr=1e-3", "sft.max_answer_tokens=20", "counselor.reasoning=false", "seed=1"):
+    changes = ("sft.lr=1e-3", "sft.max_answer_tokens=20", "sft.bf16=true", "counselor.reasoning=false")
+    for change in (*changes, "seed=1"):
         assert inputs_fingerprint(sft_config(tmp_path, change), spec) != base, change
     assert inputs_fingerprint(config, parse_spec(f"esconv:{tmp_path / 'esconv'}#valid")) != base
     (tmp_path / "esconv" / "valid.jsonl").write_text("")  # another split's file is not an input
@@ -204,3 +205,22 @@ def test_history_cap_keeps_the_last_turns_in_prompt_and_sft_examples_alike():
         prompts.counselor_messages(list(d.turns[:i]), True, max_turns=2) for i in REPLY_INDICES
     ]
     assert all(len(e["prompt"]) <= 3 for e in examples)
+
+
+def test_bf16_trains_on_a_cpu_under_autocast_close_to_float32():
+    import torch
+
+    from esc.config import SFTConfig
+    from esc.models import tiny_random_model
+    from learner.sft import _train_steps
+
+    rows = [(list(range(5 + i, 45 + i)), 8) for i in range(8)]
+    losses = {}
+    for bf16 in (False, True):
+        model = tiny_random_model(256, seed=0)
+        settings = SFTConfig(max_steps=6, lr=1e-2, batch_size=4, bf16=bf16)
+        losses[bf16], _ = _train_steps(model, rows, [], 0, settings, seed=0, device="cpu")
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not bf16 weights
+    assert losses[True] != losses[False]
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=0.02)
+    assert losses[True][-1] < losses[True][0] and losses[False][-1] < losses[False][0]
