@@ -162,3 +162,21 @@ def bf16_autocast(device: str, enabled: bool) -> Any:
     import torch
 
     return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=enabled)
+
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of x86 CPUs with bf16 matrix instructions
+
+
+def cpu_lacks_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU flags (`cpuinfo`: the text of /proc/cpuinfo, read when None) show none of
+    BF16_CPU_FLAGS on an x86 CPU: there bf16 autocast usually runs slower than float32. False when it has
+    one, and where the flags cannot tell (no /proc/cpuinfo, or not an x86 CPU)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []
+    )
+    return bool(flags) and not any(flag in flags for flag in BF16_CPU_FLAGS)

@@ -224,3 +224,14 @@ def test_bf16_trains_on_a_cpu_under_autocast_close_to_float32():
     assert losses[True] != losses[False]
     assert losses[True][0] == pytest.approx(losses[False][0], rel=0.02)
     assert losses[True][-1] < losses[True][0] and losses[False][-1] < losses[False][0]
+
+
+def test_cpu_lacks_bf16_reads_the_flags_line_and_says_nothing_when_it_cannot_tell():
+    from esc.models import cpu_lacks_bf16
+
+    line = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f{}\nmodel name\t: x\n"
+    assert cpu_lacks_bf16(line.format(""))
+    assert not cpu_lacks_bf16(line.format(" amx_bf16"))
+    assert not cpu_lacks_bf16(line.format(" avx512_bf16"))
+    assert not cpu_lacks_bf16("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # an ARM CPU: no x86 flags
+    assert not cpu_lacks_bf16("")
