@@ -40,10 +40,8 @@ AdamW on Bradley-Terry loss over `rm_data.ranking_pairs` (the real reply above e
 context) plus `label_weight` * mean squared error between tanh(s) and the label of each labelled
 reply. `score` returns tanh(s), in [-1, 1]: usable as a GRPO reward as it is.
 
-Precision: with `cfg.bf16` every backbone forward pass (the embeddings and the likelihood gain) runs
-under bf16 autocast with float32 weights, in `fit`, `evaluate` and `score` alike, so replies are scored
-as the head was trained.
-
+With `cfg.bf16` every backbone pass (embeddings, likelihood gain) runs under bf16 autocast with float32
+weights, in `fit`, `evaluate` and `score` alike, so replies are scored as the head was trained.
 Files: `head.safetensors` (head weights, the standardisation tensors and the projection) and
 `reward_model.json` (config, seed, metadata). No pickle, no torch.save. The backbone is reloaded from
 the config's spec.
