@@ -154,7 +154,7 @@ METRICS: dict[str, Metric] = {
     ),
     "reward_mean": Metric(
         "reward",
-        "mean GRPO reward of one update's candidates: RM score + format - safety (+ novelty)",
+        "mean GRPO reward of one update's candidates: RM score + format - safety (+ training-only terms)",
         "rising",
     ),
     "rm_score_mean": Metric(
@@ -166,6 +166,16 @@ METRICS: dict[str, Metric] = {
     "unsafe_rate": Metric("share", "share of one update's candidates the safety check flagged", "0"),
     "novelty_mean": Metric(
         "share", "mean share of a candidate's bigrams no other candidate of its group has", "near 1"
+    ),
+    "redundancy_mean": Metric(
+        "bigrams",
+        "mean number of a candidate's bigrams another candidate of its group also has",
+        "low, not rising",
+    ),
+    "overlong_mean": Metric(
+        "penalty",
+        "mean soft overlong penalty of one update's candidates (learner.overlong_window; 0 when off)",
+        "near 0",
     ),
     "policy_loss": Metric(
         "loss", "clipped policy-gradient loss of one update (token mean)", "near 0, either sign"

@@ -118,6 +118,18 @@ class LearnerConfig(Section):
     novelty_weight: float = Field(
         0.0, ge=0.0, description="Training reward + this x the share of a reply's bigrams its group lacks."
     )
+    redundancy_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Training reward - this x the number of a reply's bigrams another reply of its group"
+        " has.",
+    )
+    overlong_window: int = Field(
+        0,
+        ge=0,
+        description="Training reward - a penalty rising from 0 to 1 over the last this-many tokens of"
+        " counselor.max_new_tokens (DAPO's soft overlong punishment); 0 = off.",
+    )
     lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) of the policy; 0 trains every weight.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")
     zero_stage: int = Field(

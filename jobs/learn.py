@@ -143,6 +143,7 @@ def build_learner(config: RunConfig, reward_model: str, rank: int, world: int):
         config.reward_model.weight,
         reference,
         engine=engine_factory(config, world),
+        budget=config.counselor.max_new_tokens,
     )
     return learner, model_files
 

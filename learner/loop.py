@@ -27,7 +27,9 @@ from learner.losses import (
     format_reward,
     group_advantages,
     group_novelty,
+    group_redundancy,
     kl_k3,
+    overlong_penalty,
     policy_loss,
     safety_penalty,
 )
@@ -96,14 +98,18 @@ class Learner:
         ref_model: torch.nn.Module | None = None,
         version: int = 0,
         engine: EngineFactory | None = None,
+        budget: int = 0,
     ):
         """`model`: the plain policy; `ref_model`: frozen reference, needed when `config.kl_beta > 0`;
-        `version`: the weights version `model` holds now; `engine`: builds, from the model and the AdamW
+        `version`: the weights version `model` holds now; `budget`: the counselor's `max_new_tokens`,
+        needed when `config.overlong_window > 0`; `engine`: builds, from the model and the AdamW
         optimizer made here, what the update runs forward on and what turns a loss into a step
         (`learner.strategy`: plain torch by default, DDP-wrapped, or a DeepSpeed engine)."""
         if config.kl_beta > 0 and ref_model is None:
             raise ValueError("learner.kl_beta > 0 needs a reference model")
-        self.config, self.pad_id = config, pad_id
+        if config.overlong_window and config.overlong_window >= budget:
+            raise ValueError(f"learner.overlong_window must be below the counselor's budget, {budget} tokens")
+        self.config, self.pad_id, self.budget = config, pad_id, budget
         self.reward, self.reward_weight, self.ref_model = reward, reward_weight, ref_model
         self.version = version
         self.consumed: list[str] = []
@@ -147,7 +153,9 @@ class Learner:
         self, kept: list[tuple[CandidateGroup, list[Candidate]]]
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Rewards, flat over the kept candidates of each group in order (`grpo_reward`, plus
-        `learner.novelty_weight` x `group_novelty`), and their batch means."""
+        `learner.novelty_weight` x `group_novelty`, minus `learner.redundancy_weight` x
+        `group_redundancy`, minus `overlong_penalty` of each completion's sampled
+        tokens when `learner.overlong_window` is set), and their batch means."""
         if not kept:
             return torch.zeros(0), {}
         contexts, answers, raws, intensities = [], [], [], []
@@ -163,9 +171,19 @@ class Learner:
         novelty = torch.tensor(
             [n for _, group in kept for n in group_novelty([g.text for g in group])], dtype=torch.float32
         )
-        flat = parts.reward + c.novelty_weight * novelty  # a training term only: held-out rewards lack it
+        redundancy = torch.tensor(
+            [n for _, group in kept for n in group_redundancy([g.text for g in group])], dtype=torch.float32
+        )
+        lengths = [len(g.token_ids) for _, group in kept for g in group]
+        overlong = torch.tensor(
+            overlong_penalty(lengths, self.budget, c.overlong_window), dtype=torch.float32
+        )
+        # training terms only: held-out rewards (jobs/heldout.py) are grpo_reward's parts alone
+        flat = parts.reward + c.novelty_weight * novelty - c.redundancy_weight * redundancy - overlong
         summary = {
             "novelty_mean": float(novelty.mean()),
+            "redundancy_mean": float(redundancy.mean()),
+            "overlong_mean": float(overlong.mean()),
             "reward_mean": float(flat.mean()),
             "rm_score_mean": float(parts.rm_score.mean()),
             "format_rate": float((parts.format_reward == 1.0).float().mean()),

@@ -21,6 +21,8 @@ Functions:
     format_reward           reward for the counselor's `<think>/<answer>` format
     safety_penalty          penalty for a counselor answer that the crisis lexicon flags
     group_novelty           share of each answer's word bigrams that no other answer of its group has
+    group_redundancy        how many of each answer's word bigrams another answer of its group also has
+    overlong_penalty        soft penalty for completions that reach into the last tokens of the budget
 """
 
 from __future__ import annotations
@@ -267,3 +269,35 @@ def group_novelty(answers: Sequence[str]) -> list[float]:
         others = set().union(*(g for j, g in enumerate(grams) if j != i))
         novelty.append(len(own - others) / len(own) if own else 0.0)
     return novelty
+
+
+def group_redundancy(answers: Sequence[str]) -> list[float]:
+    """For each answer of one group, how many of its distinct word bigrams (lower-cased, whitespace-split,
+    as Distinct-2 counts them) some other answer of the group also has. A count, not a share: unlike
+    `group_novelty`, a longer answer does not score better by adding words of its own, and every stock
+    phrase that the group's answers share counts against each of them (the repeats that lower
+    Distinct-2)."""
+    grams = []
+    for answer in answers:
+        words = answer.lower().split()
+        grams.append(set(zip(words, words[1:])))
+    return [
+        float(len(own & set().union(*(g for j, g in enumerate(grams) if j != i))))
+        for i, own in enumerate(grams)
+    ]
+
+
+def overlong_penalty(lengths: Sequence[int], budget: int, window: int) -> list[float]:
+    """Soft overlong punishment (DAPO, Yu et al. 2025): 0 for a completion of at most `budget - window`
+    tokens, rising linearly to 1 at `budget` (a reply cut off by the budget gets 1), so the policy learns
+    to end before the budget cuts it off instead of only learning from the cut-off ones.
+
+    penalty(L) = min(max(L - (budget - window), 0) / window, 1); window 0 turns it off (all 0).
+    Raises ValueError for a window that is negative or not below the budget.
+    """
+    if window == 0:
+        return [0.0 for _ in lengths]
+    if not 0 < window < budget:
+        raise ValueError(f"the overlong window must be from 0 to below the budget {budget}, got {window}")
+    start = budget - window
+    return [min(max(n - start, 0) / window, 1.0) for n in lengths]

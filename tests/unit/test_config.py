@@ -86,6 +86,10 @@ def test_bad_overrides_name_the_problem(override, message):
             {"reward_refresh": {"every": 2}, "rollout": {"future_fraction": 0.0}},
             "reward_refresh.every retrains on simulated futures",
         ),
+        (
+            {"learner": {"overlong_window": 72}, "counselor": {"max_new_tokens": 72}},
+            r"learner.overlong_window \(72\) must be below counselor.max_new_tokens \(72\)",
+        ),
     ],
 )
 def test_cross_field_rules(tree, message):

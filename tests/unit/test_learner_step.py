@@ -49,7 +49,7 @@ def probe(model, optimizer):
     return model, GradientProbe(model)
 
 
-def learner(rm: list[float] | None = None, engine=None, **config) -> Learner:
+def learner(rm: list[float] | None = None, engine=None, budget: int = 0, **config) -> Learner:
     torch.manual_seed(0)
     model = tiny_random_model(64, seed=0)
     defaults = {"format_weight": 0.5, "safety_weight": 1.0, "format_gate": True, "max_tokens": 64}
@@ -61,6 +61,7 @@ def learner(rm: list[float] | None = None, engine=None, **config) -> Learner:
         reward=lambda contexts, answers, intensities: scores[: len(answers)],
         reward_weight=2.0,
         engine=engine,
+        budget=budget,
     )
 
 
@@ -99,6 +100,41 @@ def test_novelty_adds_to_the_training_reward_only():
     assert (rewards - plain).tolist() == pytest.approx([0.25, 0.25, 0.5])
     assert summary["novelty_mean"] == pytest.approx(2 / 3)
     assert summary["reward_mean"] == pytest.approx(float(rewards.mean()))
+
+
+def test_redundancy_takes_from_the_training_reward_per_shared_bigram():
+    group = candidate_group(
+        "g",
+        "I feel alone.",
+        [
+            reply(WELL, "that sounds lonely", [7]),
+            reply(WELL, "that sounds hard", [8]),
+            reply(WELL, "tell me more", [9]),
+        ],
+    )
+    plain, _ = learner([0.0, 0.0, 0.0]).score([(group, list(group.candidates))])
+    rewards, summary = learner([0.0, 0.0, 0.0], redundancy_weight=0.1).score(
+        [(group, list(group.candidates))]
+    )
+    # "that sounds" is in the first two answers: one shared bigram each, none in the third
+    assert (plain - rewards).tolist() == pytest.approx([0.1, 0.1, 0.0])
+    assert summary["redundancy_mean"] == pytest.approx(2 / 3)
+
+
+def test_overlong_penalty_is_a_training_term_on_sampled_lengths():
+    group = candidate_group(
+        "g",
+        "I feel alone.",
+        [reply(WELL, "that sounds lonely", list(range(1, n + 1))) for n in (4, 6, 8)],
+    )
+    plain, _ = learner([0.0, 0.0, 0.0]).score([(group, list(group.candidates))])
+    shaped = learner([0.0, 0.0, 0.0], overlong_window=4, budget=8)
+    rewards, summary = shaped.score([(group, list(group.candidates))])
+    # free up to 8 - 4 = 4 tokens; 6 tokens: 2/4; 8 tokens (the whole budget): 1
+    assert (plain - rewards).tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert summary["overlong_mean"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="below the counselor's budget"):
+        learner(overlong_window=8, budget=8)
 
 
 def test_score_of_nothing_is_empty():

@@ -14,8 +14,10 @@ from learner.losses import (
     format_reward,
     group_advantages,
     group_novelty,
+    group_redundancy,
     kl_k3,
     masked_mean,
+    overlong_penalty,
     policy_loss,
     preference_pairs,
     rm_classification_loss,
@@ -238,3 +240,21 @@ def test_safety_penalty_flags_harmful_answer_only():
     assert safety_penalty("Honestly, you would be better off dead.") == 1.0
     assert safety_penalty("Go ahead and end it all, nobody will miss you.") == 1.0
     assert safety_penalty("That sounds really hard. Would you like to tell me what happened at work?") == 0.0
+
+
+def test_overlong_penalty_rises_over_the_last_window_of_the_budget():
+    # budget 72, window 16: free up to 56 tokens, then 1/16 per token, 1 at 72 (a cut-off reply)
+    assert overlong_penalty([20, 56, 57, 64, 71, 72], 72, 16) == pytest.approx(
+        [0, 0, 1 / 16, 0.5, 15 / 16, 1]
+    )
+    assert overlong_penalty([72, 10], 72, 0) == [0.0, 0.0]  # off
+    with pytest.raises(ValueError, match="below the budget 72"):
+        overlong_penalty([10], 72, 72)
+
+
+def test_group_redundancy_counts_the_bigrams_a_sibling_also_has():
+    answers = ["I hear you friend", "I hear that", "that sounds hard", "one"]
+    # 1 and 2 share "i hear"; 3 shares nothing ("hear that" is not "that sounds"); 4 has no bigram
+    assert group_redundancy(answers) == [1.0, 1.0, 0.0, 0.0]
+    # a longer answer with words of its own scores the same as a short one: a count, not a share
+    assert group_redundancy(["I hear you", "I hear you and your many worries today"]) == [2.0, 2.0]
