@@ -260,15 +260,7 @@ def group_novelty(answers: Sequence[str]) -> list[float]:
     than two words. Answers that repeat each other's phrasing score low, so a reward with this term
     keeps a group's replies apart (the held-out Distinct-2 is the same count over a context's replies).
     """
-    grams = []
-    for answer in answers:
-        words = answer.lower().split()
-        grams.append(set(zip(words, words[1:])))
-    novelty = []
-    for i, own in enumerate(grams):
-        others = set().union(*(g for j, g in enumerate(grams) if j != i))
-        novelty.append(len(own - others) / len(own) if own else 0.0)
-    return novelty
+    return [len(own - others) / len(own) if own else 0.0 for own, others in _bigrams_beside_group(answers)]
 
 
 def group_redundancy(answers: Sequence[str]) -> list[float]:
@@ -277,14 +269,17 @@ def group_redundancy(answers: Sequence[str]) -> list[float]:
     `group_novelty`, a longer answer does not score better by adding words of its own, and every stock
     phrase that the group's answers share counts against each of them (the repeats that lower
     Distinct-2)."""
+    return [float(len(own & others)) for own, others in _bigrams_beside_group(answers)]
+
+
+def _bigrams_beside_group(answers: Sequence[str]) -> list[tuple[set, set]]:
+    """For each answer: (its distinct word bigrams, the bigrams of every other answer of the group),
+    lower-cased and whitespace-split as Distinct-2 counts them."""
     grams = []
     for answer in answers:
         words = answer.lower().split()
         grams.append(set(zip(words, words[1:])))
-    return [
-        float(len(own & set().union(*(g for j, g in enumerate(grams) if j != i))))
-        for i, own in enumerate(grams)
-    ]
+    return [(own, set().union(*(g for j, g in enumerate(grams) if j != i))) for i, own in enumerate(grams)]
 
 
 def overlong_penalty(lengths: Sequence[int], budget: int, window: int) -> list[float]:
