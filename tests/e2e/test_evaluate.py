@@ -26,6 +26,7 @@ def rlff(*args, timeout=900):
 def tiny_overrides(max_turns=2):
     sets = [f"{role}.model=tiny-random" for role in ("seeker", "counselor", "judge", "system_agent")]
     sets += [f"{role}.max_new_tokens=8" for role in ("seeker", "counselor")]
+    sets += ["learner.overlong_window=0"]  # the window must be below the 8-token budget
     sets += [f"episode.max_turns={max_turns}"]
     return [arg for s in sets for arg in ("--set", s)]
 
@@ -71,6 +72,7 @@ def test_greedy_episode_is_deterministic():
             "counselor.temperature=0",
             "seeker.max_new_tokens=6",
             "counselor.max_new_tokens=6",
+            "learner.overlong_window=0",
             "episode.max_turns=2",
         ],
     )
