@@ -101,6 +101,7 @@ def test_evaluate_with_the_embedded_model(tmp_path):
     run = rlff(
         "evaluate", "--config", "configs/local.yaml", "--set", "episode.max_turns=2",
         "--set", "counselor.max_new_tokens=32", "--set", "seeker.max_new_tokens=24", "--set",
+        "learner.overlong_window=0", "--set",  # the window must be below the 32-token budget
         f"runs_dir={tmp_path}", "--scenarios", "builtin", "--limit", "2",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
