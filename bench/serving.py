@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=64, help="max_tokens: local.yaml's counselor budget")
+    parser.add_argument("--tokens", type=int, default=64, help="max_tokens of each request")
     parser.add_argument("--batch", type=int, default=16, help="serve.max_batch_size: rows decoded together")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="rlff-bench-serve-"))
