@@ -19,8 +19,6 @@ import time
 
 import psutil
 
-GOAL_GB = 7.0  # issue 21: with the cold start and reward model of the learning issue
-
 
 def tree(root: psutil.Process) -> list[psutil.Process]:
     try:
