@@ -174,7 +174,7 @@ METRICS: dict[str, Metric] = {
     ),
     "overlong_mean": Metric(
         "penalty",
-        "mean soft overlong penalty of one update's candidates (learner.overlong_window; 0 when off)",
+        "mean soft overlong penalty of one update's candidates (learner.overlong_start; 0 when off)",
         "near 0",
     ),
     "policy_loss": Metric(

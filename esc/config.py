@@ -241,15 +241,6 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _overlong_window_inside_the_budget(self) -> RunConfig:
-        if self.learner.overlong_window >= self.counselor.max_new_tokens:
-            raise ValueError(
-                f"learner.overlong_window ({self.learner.overlong_window}) must be below"
-                f" counselor.max_new_tokens ({self.counselor.max_new_tokens})"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _live_serving_reads_published_files(self) -> RunConfig:
         if self.serve.enabled and self.learner.publish == "object_store":
             raise ValueError(

@@ -124,11 +124,11 @@ class LearnerConfig(Section):
         description="Training reward - this x the number of a reply's bigrams another reply of its group"
         " has.",
     )
-    overlong_window: int = Field(
+    overlong_start: int = Field(
         0,
         ge=0,
-        description="Training reward - a penalty rising from 0 to 1 over the last this-many tokens of"
-        " counselor.max_new_tokens (DAPO's soft overlong punishment); 0 = off.",
+        description="Training reward - a penalty rising from 0 at this many sampled tokens to 1 at"
+        " counselor.max_new_tokens (DAPO's soft overlong punishment); 0, or a budget at or below it, = off.",
     )
     lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) of the policy; 0 trains every weight.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")

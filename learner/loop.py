@@ -102,13 +102,13 @@ class Learner:
     ):
         """`model`: the plain policy; `ref_model`: frozen reference, needed when `config.kl_beta > 0`;
         `version`: the weights version `model` holds now; `budget`: the counselor's `max_new_tokens`,
-        needed when `config.overlong_window > 0`; `engine`: builds, from the model and the AdamW
+        needed when `config.overlong_start > 0`; `engine`: builds, from the model and the AdamW
         optimizer made here, what the update runs forward on and what turns a loss into a step
         (`learner.strategy`: plain torch by default, DDP-wrapped, or a DeepSpeed engine)."""
         if config.kl_beta > 0 and ref_model is None:
             raise ValueError("learner.kl_beta > 0 needs a reference model")
-        if config.overlong_window and config.overlong_window >= budget:
-            raise ValueError(f"learner.overlong_window must be below the counselor's budget, {budget} tokens")
+        if config.overlong_start and budget < 1:
+            raise ValueError("learner.overlong_start needs the counselor's budget (max_new_tokens)")
         self.config, self.pad_id, self.budget = config, pad_id, budget
         self.reward, self.reward_weight, self.ref_model = reward, reward_weight, ref_model
         self.version = version
@@ -155,7 +155,7 @@ class Learner:
         """Rewards, flat over the kept candidates of each group in order (`grpo_reward`, plus
         `learner.novelty_weight` x `group_novelty`, minus `learner.redundancy_weight` x
         `group_redundancy`, minus `overlong_penalty` of each completion's sampled
-        tokens when `learner.overlong_window` is set), and their batch means."""
+        tokens when `learner.overlong_start` is set), and their batch means."""
         if not kept:
             return torch.zeros(0), {}
         contexts, answers, raws, intensities = [], [], [], []
@@ -175,9 +175,7 @@ class Learner:
             [n for _, group in kept for n in group_redundancy([g.text for g in group])], dtype=torch.float32
         )
         lengths = [len(g.token_ids) for _, group in kept for g in group]
-        overlong = torch.tensor(
-            overlong_penalty(lengths, self.budget, c.overlong_window), dtype=torch.float32
-        )
+        overlong = torch.tensor(overlong_penalty(lengths, self.budget, c.overlong_start), dtype=torch.float32)
         # training terms only: held-out rewards (jobs/heldout.py) are grpo_reward's parts alone
         flat = parts.reward + c.novelty_weight * novelty - c.redundancy_weight * redundancy - overlong
         summary = {

@@ -282,17 +282,16 @@ def _bigrams_beside_group(answers: Sequence[str]) -> list[tuple[set, set]]:
     return [(own, set().union(*(g for j, g in enumerate(grams) if j != i))) for i, own in enumerate(grams)]
 
 
-def overlong_penalty(lengths: Sequence[int], budget: int, window: int) -> list[float]:
-    """Soft overlong punishment (DAPO, Yu et al. 2025): 0 for a completion of at most `budget - window`
-    tokens, rising linearly to 1 at `budget` (a reply cut off by the budget gets 1), so the policy learns
-    to end before the budget cuts it off instead of only learning from the cut-off ones.
+def overlong_penalty(lengths: Sequence[int], budget: int, start: int) -> list[float]:
+    """Soft overlong punishment (DAPO, Yu et al. 2025): 0 for a completion of at most `start` tokens,
+    rising linearly to 1 at `budget` (a reply cut off by the budget gets 1), so the policy learns to end
+    before the budget cuts it off instead of only learning from the cut-off ones.
 
-    penalty(L) = min(max(L - (budget - window), 0) / window, 1); window 0 turns it off (all 0).
-    Raises ValueError for a window that is negative or not below the budget.
+    penalty(L) = min(max(L - start, 0) / (budget - start), 1). Off (all 0) when `start` is 0 or when the
+    budget is at or below `start`: no reply can then pass the start. Raises ValueError for a negative start.
     """
-    if window == 0:
+    if start < 0:
+        raise ValueError(f"the overlong start must be >= 0 tokens, got {start}")
+    if start == 0 or budget <= start:
         return [0.0 for _ in lengths]
-    if not 0 < window < budget:
-        raise ValueError(f"the overlong window must be from 0 to below the budget {budget}, got {window}")
-    start = budget - window
-    return [min(max(n - start, 0) / window, 1.0) for n in lengths]
+    return [min(max(n - start, 0) / (budget - start), 1.0) for n in lengths]

@@ -26,7 +26,6 @@ def rlff(*args, timeout=900):
 def tiny_overrides(max_turns=2):
     sets = [f"{role}.model=tiny-random" for role in ("seeker", "counselor", "judge", "system_agent")]
     sets += [f"{role}.max_new_tokens=8" for role in ("seeker", "counselor")]
-    sets += ["learner.overlong_window=0"]  # the window must be below the 8-token budget
     sets += [f"episode.max_turns={max_turns}"]
     return [arg for s in sets for arg in ("--set", s)]
 
@@ -72,7 +71,6 @@ def test_greedy_episode_is_deterministic():
             "counselor.temperature=0",
             "seeker.max_new_tokens=6",
             "counselor.max_new_tokens=6",
-            "learner.overlong_window=0",
             "episode.max_turns=2",
         ],
     )
@@ -101,7 +99,6 @@ def test_evaluate_with_the_embedded_model(tmp_path):
     run = rlff(
         "evaluate", "--config", "configs/local.yaml", "--set", "episode.max_turns=2",
         "--set", "counselor.max_new_tokens=32", "--set", "seeker.max_new_tokens=24", "--set",
-        "learner.overlong_window=0", "--set",  # the window must be below the 32-token budget
         f"runs_dir={tmp_path}", "--scenarios", "builtin", "--limit", "2",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

@@ -37,7 +37,6 @@ def folder(tmp_path_factory) -> Path:
 def server(folder):
     port = free_port()
     sets = [f"serve.port={port}", f"runs_dir={folder / 'runs'}", "counselor.max_new_tokens=32"]
-    sets += ["learner.overlong_window=0"]  # the window must be below the 32-token budget
     log = folder / "serve.log"
     process = start_rlff(
         ["serve", "--config", "configs/local.yaml", *[a for s in sets for a in ("--set", s)]],

@@ -29,7 +29,6 @@ def ray_local():
 def tiny_config(tmp_path, **extra):
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += [f"{r}.max_new_tokens=6" for r in ("seeker", "counselor", "system_agent")]
-    sets += ["learner.overlong_window=0"]  # the window must be below the 6-token budget
     sets += [
         "rollout.group_size=2",
         "actors.rollout_worker.replicas=2",

@@ -50,7 +50,6 @@ def stored(store_dir):
 def test_collect_survives_killed_worker_and_judge(tmp_path):
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += [f"{r}.max_new_tokens=16" for r in ("seeker", "counselor", "system_agent")]
-    sets += ["learner.overlong_window=0"]  # the window must be below the 16-token budget
     sets += [
         "rollout.group_size=4",
         "actors.rollout_worker.replicas=2",

@@ -55,7 +55,6 @@ def ray(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Com
 def run_settings(runs: Path, port: int) -> list[str]:
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
-    sets += ["learner.overlong_window=0"]  # the window must be below the 8-token budget
     sets += ["rollout.in_flight=2", "rollout.future_fraction=0.5", "future.horizon=1"]
     sets += ["learner.batch_size=2", "learner.lr=1e-3", "learner.max_updates=1000"]
     sets += [

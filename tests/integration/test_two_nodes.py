@@ -37,7 +37,6 @@ NODE_RESOURCE = "rollout_node"
 def settings(runs: Path) -> list[str]:
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
-    sets += ["learner.overlong_window=0"]  # the window must be below the 8-token budget
     sets += ["rollout.in_flight=2", "rollout.future_fraction=0", "learner.batch_size=2", "learner.lr=1e-3"]
     sets += [
         f"learner.max_updates={UPDATES}",

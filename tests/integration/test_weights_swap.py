@@ -21,7 +21,7 @@ def test_counselor_swaps_weights_and_reloads_them_after_restart(tmp_path):
     config = load_config(
         "configs/local.yaml",
         ["counselor.model=tiny-random", "counselor.temperature=1.0", "counselor.max_new_tokens=8",
-         "learner.overlong_window=0", f"runs_dir={tmp_path}", "name=w"],
+         f"runs_dir={tmp_path}", "name=w"],
     )  # fmt: skip
     _, tokenizer = load_model("tiny-random")
     publish(tiny_random_model(len(tokenizer), seed=1).state_dict(), config.weights_dir(), 1)

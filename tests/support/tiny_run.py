@@ -11,7 +11,6 @@ def tiny_run(runs: Path, name: str, *extra: str) -> list[str]:
     so they win over these."""
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
     sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
-    sets += ["learner.overlong_window=0"]  # the window must be below the 8-token budget
     sets += [
         "rollout.in_flight=2",
         "learner.batch_size=2",

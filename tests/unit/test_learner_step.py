@@ -128,13 +128,13 @@ def test_overlong_penalty_is_a_training_term_on_sampled_lengths():
         [reply(WELL, "that sounds lonely", list(range(1, n + 1))) for n in (4, 6, 8)],
     )
     plain, _ = learner([0.0, 0.0, 0.0]).score([(group, list(group.candidates))])
-    shaped = learner([0.0, 0.0, 0.0], overlong_window=4, budget=8)
+    shaped = learner([0.0, 0.0, 0.0], overlong_start=4, budget=8)
     rewards, summary = shaped.score([(group, list(group.candidates))])
-    # free up to 8 - 4 = 4 tokens; 6 tokens: 2/4; 8 tokens (the whole budget): 1
+    # free up to 4 tokens; 6 tokens: 2/4; 8 tokens (the whole budget): 1
     assert (plain - rewards).tolist() == pytest.approx([0.0, 0.5, 1.0])
     assert summary["overlong_mean"] == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="below the counselor's budget"):
-        learner(overlong_window=8, budget=8)
+    with pytest.raises(ValueError, match="needs the counselor's budget"):
+        learner(overlong_start=4)
 
 
 def test_score_of_nothing_is_empty():

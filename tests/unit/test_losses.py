@@ -242,14 +242,17 @@ def test_safety_penalty_flags_harmful_answer_only():
     assert safety_penalty("That sounds really hard. Would you like to tell me what happened at work?") == 0.0
 
 
-def test_overlong_penalty_rises_over_the_last_window_of_the_budget():
-    # budget 72, window 16: free up to 56 tokens, then 1/16 per token, 1 at 72 (a cut-off reply)
-    assert overlong_penalty([20, 56, 57, 64, 71, 72], 72, 16) == pytest.approx(
+def test_overlong_penalty_rises_from_its_start_to_the_budget():
+    # budget 72, start 56: free up to 56 tokens, then 1/16 per token, 1 at 72 (a cut-off reply)
+    assert overlong_penalty([20, 56, 57, 64, 71, 72], 72, 56) == pytest.approx(
         [0, 0, 1 / 16, 0.5, 15 / 16, 1]
     )
     assert overlong_penalty([72, 10], 72, 0) == [0.0, 0.0]  # off
-    with pytest.raises(ValueError, match="below the budget 72"):
-        overlong_penalty([10], 72, 72)
+    # a budget at or below the start leaves no room to rise: off, not an error
+    assert overlong_penalty([8, 64], 64, 64) == [0.0, 0.0]
+    assert overlong_penalty([8], 8, 64) == [0.0]
+    with pytest.raises(ValueError, match="must be >= 0 tokens, got -1"):
+        overlong_penalty([10], 72, -1)
 
 
 def test_group_redundancy_counts_the_bigrams_a_sibling_also_has():

@@ -27,7 +27,6 @@ UPDATES = 3
 def settings(runs: Path) -> list[str]:
     sets = [f"{r}.model=tiny-random" for r in ("seeker", "judge", "system_agent")]
     sets += ["counselor.backend=vllm", "counselor.model=smollm2-135m", "counselor.max_new_tokens=16"]
-    sets += ["learner.overlong_window=0"]  # the window must be below the 16-token budget
     sets += ["counselor.reasoning=false", "rollout.group_size=2", "rollout.in_flight=1"]
     sets += ["rollout.future_fraction=0", "learner.batch_size=1", f"learner.max_updates={UPDATES}"]
     sets += [
