@@ -16,12 +16,20 @@ processes. With segments we would write the index, a consumed-marks log, crash r
 ourselves; SQLite gives all of that in the stdlib, and WAL lets readers run while a writer commits.
 Payloads are still msgpack (never pickle): the same bytes a segment file would hold.
 
-Durability: every put commits its own transaction, with `synchronous=NORMAL` by default. In WAL mode a
-committed record then survives a crash of the process (the actor, or Ray itself): it is in the WAL file,
-in the OS page cache. A power loss or kernel crash may lose the commits since the last checkpoint's
-fsync, but never corrupts the database. `synchronous="FULL"` fsyncs every commit (power-loss safe) at a
-cost in puts/s that `bench/replay_store.py` measures. Checkpoints (WAL into database, with fsync) run on
-a background thread, so callers wait for an fsync only when sustained writes push the WAL past 64 MiB.
+Durability: `synchronous="NORMAL"` (the default, `store.synchronous`): in WAL mode a committed record
+survives a crash of the process (the actor, or Ray itself): it is in the WAL file, in the OS page cache.
+A power loss or kernel crash may lose the commits since the last checkpoint's fsync, but never corrupts
+the database. `synchronous="FULL"` fsyncs the WAL at every commit, so a put that returned survives a
+power loss too. NORMAL stays the default because FULL's cost was measured only by `bench/store_actor.py`
+(0.84x NORMAL's groups/s through the actor, with fsync at 1.4 ms), not in a real run. Checkpoints (WAL
+into database, with fsync) run on a background thread, so callers wait for an fsync only when sustained
+writes push the WAL past 64 MiB.
+
+Group commit: concurrent `put_many` calls (the store actor serves several at once, `actors.store.
+max_concurrency`) share transactions. A call queues its validated rows and waits for the connection;
+whichever call gets it next commits every queued call's rows in one transaction, one fsync under FULL,
+as if the calls had run one after another in queue order, and hands each call its own statuses. So a
+commit's cost is paid once per burst of puts, not once per put (`bench/store_actor.py` measures both).
 
 Backpressure: `capacity` bounds the UNCONSUMED records. When it is reached, `put` returns 'full' and
 stores nothing; the producer keeps the record and retries after consumers `sample` (or `drop_stale`
@@ -40,6 +48,7 @@ import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,12 +101,22 @@ _INSERT = (
 )
 
 
+@dataclass
+class _QueuedPut:
+    """One `put_many` call's validated rows, waiting for a group commit to fill statuses or error."""
+
+    rows: list[tuple[str, str, int, float, bytes]]
+    statuses: list[str] | None = None
+    error: BaseException | None = None
+
+
 class ReplayStore:
     """Durable, bounded store of records in `<path>/store.sqlite`; reloads what is there on construction.
 
     `path`: folder, created if missing. `capacity`: most UNCONSUMED records held; `put` answers 'full'
     beyond it. `synchronous`: 'NORMAL' (survives process crashes) or 'FULL' (fsync per commit, survives
-    power loss). Thread-safe (one lock around one connection); process-safe through SQLite's locks.
+    power loss). Thread-safe (one lock around one connection; concurrent puts share commits);
+    process-safe through SQLite's locks.
     """
 
     def __init__(
@@ -118,8 +137,11 @@ class ReplayStore:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.file = self.path / "store.sqlite"
-        self.capacity = capacity
-        self._lock = threading.Lock()
+        self.capacity, self.synchronous = capacity, synchronous
+        self._lock = threading.Lock()  # held by whoever uses the connection
+        self._queue_lock = threading.Lock()  # held only to add to or take the queue
+        self._queue: list[_QueuedPut] = []
+        self._put_calls = self._put_commits = 0
         # Autocommit mode (isolation_level=None): transactions are the explicit BEGIN/COMMIT below.
         self._db = sqlite3.connect(self.file, timeout=60.0, isolation_level=None, check_same_thread=False)
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -140,15 +162,21 @@ class ReplayStore:
 
     @contextmanager
     def _tx(self, immediate: bool) -> Iterator[sqlite3.Connection]:
-        """One transaction under the lock; IMMEDIATE takes the write lock up front (no upgrade races)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        """One transaction under the lock."""
+        with self._lock, self._transaction(immediate) as db:
+            yield db
+
+    @contextmanager
+    def _transaction(self, immediate: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction; the caller holds the lock. IMMEDIATE takes the write lock up front (no upgrade
+        races)."""
+        self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def put(self, record: dict[str, Any]) -> str:
         """Store one record durably; returns 'stored', 'duplicate' (id already held: nothing changes,
@@ -159,20 +187,44 @@ class ReplayStore:
     def put_many(self, records: list[dict[str, Any]]) -> list[str]:
         """Store records in one transaction; returns one `put` status per record, in order.
 
-        Every record is validated first: one malformed record raises ValueError and stores none.
-        A repeated id inside the batch is 'duplicate' after its first occurrence.
+        Every record is validated first: one malformed record raises ValueError and stores none (of this
+        call; concurrent calls are not affected). A repeated id inside the batch is 'duplicate' after its
+        first occurrence. Concurrent calls may share the transaction (group commit, module docstring).
         """
-        rows = [_encode(record) for record in records]
-        statuses = []
-        with self._tx(immediate=True) as db:
-            for row in rows:
-                if db.execute(_INSERT, (*row, self.capacity)).rowcount == 1:
-                    statuses.append("stored")
-                elif db.execute("SELECT 1 FROM records WHERE id = ?", (row[0],)).fetchone():
-                    statuses.append("duplicate")
-                else:
-                    statuses.append("full")
-        return statuses
+        mine = _QueuedPut([_encode(record) for record in records])
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._lock:
+            if mine.statuses is None and mine.error is None:  # no committer took mine while I waited
+                with self._queue_lock:
+                    queued, self._queue = self._queue, []
+                self._commit(queued)
+        if mine.error is not None:
+            raise mine.error
+        return mine.statuses
+
+    def _commit(self, queued: list[_QueuedPut]) -> None:
+        """Insert the queued calls' rows in one transaction, in queue order, then hand each call its
+        statuses, or every call the error should the transaction fail (then none is stored). The caller
+        holds the lock."""
+        try:
+            with self._transaction(immediate=True) as db:
+                answers = [[self._insert(db, row) for row in put.rows] for put in queued]
+        except BaseException as error:  # each call raises it in its own thread
+            for put in queued:
+                put.error = error
+            return
+        self._put_calls += len(queued)
+        self._put_commits += 1
+        for put, statuses in zip(queued, answers, strict=True):
+            put.statuses = statuses
+
+    def _insert(self, db: sqlite3.Connection, row: tuple[str, str, int, float, bytes]) -> str:
+        if db.execute(_INSERT, (*row, self.capacity)).rowcount == 1:
+            return "stored"
+        if db.execute("SELECT 1 FROM records WHERE id = ?", (row[0],)).fetchone():
+            return "duplicate"
+        return "full"
 
     def sample(
         self, n: int, current_version: int, max_staleness: int, consumer: str, kind: str | None = None
@@ -271,9 +323,12 @@ class ReplayStore:
 
     def stats(self) -> dict[str, Any]:
         """Counts for dashboards: total, unconsumed, consumed (stale included), stale, by_kind
-        ({kind: {'total', 'unconsumed'}}), capacity, oldest/newest policy_version among UNCONSUMED
-        records (None when none), and db_bytes (database plus WAL file, bytes)."""
+        ({kind: {'total', 'unconsumed'}}), capacity, synchronous, oldest/newest policy_version among
+        UNCONSUMED records (None when none), db_bytes (database plus WAL file, bytes), and put_calls and
+        put_commits: the `put`/`put_many` calls this object stored and the transactions that stored them
+        (fewer under group commit)."""
         with self._tx(immediate=False) as db:
+            calls, commits = self._put_calls, self._put_commits
             by_kind = {
                 kind: {"total": n, "unconsumed": free}
                 for kind, n, free in db.execute("SELECT kind, total, unconsumed FROM counts ORDER BY kind")
@@ -292,9 +347,12 @@ class ReplayStore:
             "stale": stale,
             "by_kind": by_kind,
             "capacity": self.capacity,
+            "synchronous": self.synchronous,
             "oldest_policy_version": oldest,
             "newest_policy_version": newest,
             "db_bytes": sum(f.stat().st_size for f in files if f.exists()),
+            "put_calls": calls,
+            "put_commits": commits,
         }
 
     def __len__(self) -> int:

@@ -5,7 +5,8 @@ latency (16 records per call) with 100k records held, on realistic ~2 KB candida
 
 Goals (issues 4 and 8): >= 5000 durable puts/s, sample p99 <= 50 ms at 100k records. "Durable" is
 the store's default, synchronous=NORMAL in WAL mode: every put is committed and survives a process
-crash; the fsync-per-commit figure (synchronous=FULL, power-loss safe) is printed alongside.
+crash; the fsync-per-commit figure (synchronous=FULL, power-loss safe) is printed alongside. Everything
+here is in-process; `bench/store_actor.py` measures the store through its Ray actor.
 """
 
 from __future__ import annotations

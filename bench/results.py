@@ -22,6 +22,7 @@ COMMANDS = {
     "streaming": ".venv/bin/python bench/streaming.py",
     "chaos_soak": ".venv/bin/python bench/chaos_soak.py",
     "replay_store": ".venv/bin/python bench/replay_store.py",
+    "store_actor": ".venv/bin/python bench/store_actor.py",
     "peak_memory": ".venv/bin/python bench/peak_memory.py make run",
     "run_all": "bash bench/run_all.sh",
     "vllm_vs_hf": ".venv-vllm/bin/python bench/vllm_vs_hf.py",
@@ -114,6 +115,23 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
                 "<= 50",
                 p99 <= 50,
             ),
+        ]
+    if name == "store_actor":
+        per_s, per_commit = raw["groups_per_s"], raw["calls_per_commit"]
+        groups = (
+            f"groups/s through the store actor, synchronous=FULL, {raw['producers'] * raw['in_flight']}"
+            f" one-group put_many calls open ({per_commit['full']} calls per commit;"
+            f" NORMAL {per_s['normal']}; a commit per call {per_s['serial']};"
+            f" Ray alone, nothing stored, {per_s['ray_only']} calls/s; fsync {raw['fsync_ms']} ms)"
+        )
+        p99 = raw["sample_p99_ms"]
+        sample = (
+            f"ms, sample({raw['sample_n']}) through the store actor at {raw['records_held']:,} records"
+            f" (p50 {raw['sample_p50_ms']}; while producers put: p99 {raw['sample_busy_p99_ms']})"
+        )
+        return [
+            ("store_actor_groups", per_s["full"], groups, ">= 2000", per_s["full"] >= 2000),
+            ("store_actor_sample_p99", p99, sample, "<= 20", p99 <= 20),
         ]
     if name == "peak_memory":
         pss = raw["peak_pss_gb"]

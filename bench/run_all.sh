@@ -21,6 +21,8 @@ echo "== endpoint rollouts: 8 requests in flight vs 1 (loopback server with a fi
 run endpoint_rollout $PY bench/endpoint_rollout.py
 echo "== replay store"
 run replay_store $PY bench/replay_store.py
+echo "== replay store through its Ray actor: concurrent one-group puts with fsync, sample latency"
+run store_actor $PY bench/store_actor.py
 echo "== async vs sync (needs the reward model make run trains; train it first if missing)"
 test -f runs/local/reward_model/reward_model.json || \
     .venv/bin/rlff train --stage rm --config configs/local.yaml --set reward_model.data=esconv:${ESCONV:-../shared/data/esconv}

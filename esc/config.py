@@ -9,7 +9,7 @@ torch nor ray (a test checks), so any process can validate a config cheaply.
 Load with `load_config(path, overrides)`; overrides are dotted `key=value` strings whose values are
 parsed as YAML scalars (`learner.lr=3e-6`, `counselor.reasoning=false`). A section written in part
 keeps the default config's values for the keys it leaves out (a nested section's default can differ from
-its class's: the store's `max_concurrency` is 1, `ActorConfig`'s 64).
+its class's: the store's `max_concurrency` is 32, `ActorConfig`'s 64).
 """
 
 from __future__ import annotations
@@ -80,10 +80,14 @@ class SafetyConfig(Section):
     region: Literal["us", "uk", "ie", "ca", "au", "international"] = Field(
         "international", description="Which crisis resources a crisis reply lists."
     )
-    classifier: Literal["none", "judge"] = Field(
-        "none", description="Model check after the lexicon: 'judge' asks the judge model yes/no."
+    classifier: Literal["none", "probe", "judge"] = Field(
+        "none",
+        description="Model check when the lexicon is silent: 'probe' runs the crisis probe"
+        " (esc/safety_probe.py) on the same messages; 'judge' asks the judge model yes/no about the last.",
     )
-    classifier_threshold: float = Field(0.5, gt=0.0, le=1.0, description="p(yes) at which it flags a crisis.")
+    classifier_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="p(yes) at which the 'judge' classifier flags a crisis."
+    )
 
 
 class DataConfig(Section):
@@ -125,7 +129,9 @@ class ActorsConfig(Section):
     counselor: ActorConfig = ActorConfig()
     judge: ActorConfig = ActorConfig()
     rollout_worker: ActorConfig = ActorConfig(max_concurrency=8)
-    store: ActorConfig = ActorConfig(max_concurrency=1)
+    # Calls the store serves at once: concurrent puts share one commit (group commit,
+    # actors/replay_store.py); with 1 every put pays its own commit (and fsync with store.synchronous FULL).
+    store: ActorConfig = ActorConfig(max_concurrency=32)
     rm_trainer: ActorConfig = ActorConfig(max_concurrency=4)
 
     @model_validator(mode="after")
@@ -144,6 +150,11 @@ class StoreConfig(Section):
     path: str | None = Field(None, description="Store folder; default runs/<name>/store.")
     capacity: int = Field(
         100_000, gt=0, description="Most unconsumed records; producers wait when it is full."
+    )
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="NORMAL: a stored record survives a process crash; FULL: fsync per commit, survives"
+        " power loss too.",
     )
 
 
@@ -305,7 +316,7 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
 def _over_defaults(defaults: BaseModel, tree: dict[str, Any]) -> dict[str, Any]:
     """`tree` with every section it writes laid over that section's value in `defaults`, recursively, so
     a partial section changes only the keys it names: `actors: {store: {nice: 5}}` keeps the store's
-    max_concurrency 1 rather than rebuilding `ActorConfig` with its class default 64. Only fields whose
+    max_concurrency 32 rather than rebuilding `ActorConfig` with its class default 64. Only fields whose
     default is a model merge; lists, dicts and plain values replace the default whole, and keys the model
     lacks stay for validation to reject."""
     merged = dict(tree)

@@ -151,10 +151,11 @@ def report_restarts(before: dict[str, int | None], after: dict[str, int | None])
 
 
 def start_store(config: RunConfig, name: str | None = None):
-    """The replay store actor of a run (`actors.store`, `store.capacity`), on its folder."""
+    """The replay store actor of a run (`actors.store`, `store.capacity`, `store.synchronous`), on its
+    folder. It serves `actors.store.max_concurrency` calls at once, so concurrent puts share commits."""
     place = config.actors.store
     return remote(ReplayStore, place, name=name, pin=True).remote(
-        str(config.store_dir()), config.store.capacity, nice=place.nice
+        str(config.store_dir()), config.store.capacity, synchronous=config.store.synchronous, nice=place.nice
     )
 
 

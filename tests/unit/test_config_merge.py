@@ -1,5 +1,5 @@
 """A section a config file or override writes in part keeps the default config's values for the rest: a
-nested section's default can differ from its class's (`actors.store.max_concurrency` is 1, the
+nested section's default can differ from its class's (`actors.store.max_concurrency` is 32, the
 `ActorConfig` class default 64), and writing one key of it must not reset the others to the class's."""
 
 import pytest
@@ -17,7 +17,7 @@ def test_a_partial_actor_section_in_yaml_keeps_the_roles_default():
 
 def test_an_override_into_a_nested_section_keeps_its_other_defaults():
     config = load_config("configs/local.yaml", ["actors.store.nice=5"])
-    assert (config.actors.store.nice, config.actors.store.max_concurrency) == (5, 1)
+    assert (config.actors.store.nice, config.actors.store.max_concurrency) == (5, 32)
     assert load_config(None, ["actors.rm_trainer.nice=3"]).actors.rm_trainer.max_concurrency == 4
 
 

@@ -55,4 +55,4 @@ def test_reference_shows_a_nested_section_default_not_its_class_default():
     # LearnerConfig holds Placement(num_cpus=1.0); the Placement class default is 0.0
     reference = config_reference()
     assert "| `learner.placement.num_cpus` | float | `1.0` |" in reference
-    assert "| `actors.store.max_concurrency` | int | `1` |" in reference
+    assert "| `actors.store.max_concurrency` | int | `32` |" in reference

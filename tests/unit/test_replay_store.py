@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 import time
 
 import msgpack
@@ -126,8 +127,9 @@ def test_reopen_sees_every_record_and_mark_and_puts_continue(tmp_path):
     assert again.ids(consumer="learner") == {"r0", "r1"}
     assert again.ids(consumer="stale") == {"r2", "r3"}
     assert again.ids(consumed=False) == {"r4", "r5"}
-    assert {k: v for k, v in again.stats().items() if k != "db_bytes"} == {
-        k: v for k, v in stats.items() if k != "db_bytes"
+    per_process = ("db_bytes", "put_calls", "put_commits")
+    assert {k: v for k, v in again.stats().items() if k not in per_process} == {
+        k: v for k, v in stats.items() if k not in per_process
     }
     assert again.put(rec("r0")) == "duplicate"
     assert again.put(rec("r6", version=6, created_at=6)) == "stored"
@@ -287,4 +289,125 @@ def test_requeue_hands_back_what_a_crashed_consumer_did_not_keep(tmp_path):
     again = [r["id"] for r in store.sample(10, current_version=0, max_staleness=0, consumer="learner-r0")]
     assert again == ["r2", "r3", "r4"]
     assert store.ids(consumer="learner-r0") == {f"r{i}" for i in range(5)}
+    store.close()
+
+
+class _QueueLockThatCounts:
+    """Stands in for a store's queue lock; every release is counted, so a test can wait until each
+    caller it started has queued its rows (without sleeping)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.releases = threading.Semaphore(0)
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+        self.releases.release()
+
+
+def _call_put_many(store: ReplayStore, records: list, results: dict, key) -> threading.Thread:
+    def call() -> None:
+        try:
+            results[key] = store.put_many(records)
+        except Exception as error:
+            results[key] = error
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
+
+
+def test_concurrent_put_many_calls_share_one_commit_with_statuses_per_caller(tmp_path):
+    store = ReplayStore(tmp_path, capacity=5)
+    assert store.put(rec("old")) == "stored"
+    store._queue_lock = counting = _QueueLockThatCounts()
+    calls = {
+        0: [rec("g0"), rec("g1")],
+        1: [rec("g1"), rec("g2")],  # g1 was queued first by call 0
+        2: [rec("g3"), rec("bad", version="1")],  # malformed: only this call fails, before it queues
+        3: [rec("old"), rec("g4")],  # g4 makes 5 unconsumed records: capacity
+        4: [rec("g5")],
+        5: [rec("g0")],  # a duplicate stays a duplicate when the store is full
+    }
+    results: dict = {}
+    threads = []
+    with store._lock:  # a commit in progress: every call below queues behind it, in this order
+        for key, records in calls.items():
+            threads.append(_call_put_many(store, records, results, key))
+            if key == 2:
+                threads[-1].join(timeout=30)
+            else:
+                assert counting.releases.acquire(timeout=30), f"call {key} did not queue"
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert isinstance(results.pop(2), ValueError)
+    assert results == {
+        0: ["stored", "stored"],
+        1: ["duplicate", "stored"],
+        3: ["duplicate", "stored"],
+        4: ["full"],
+        5: ["duplicate"],
+    }
+    assert store.ids() == {"old", "g0", "g1", "g2", "g4"}
+    stats = store.stats()
+    assert (stats["put_calls"], stats["put_commits"]) == (6, 2)  # "old" alone, then the 5 queued calls
+    store.close()
+
+
+def test_a_failed_group_commit_fails_every_call_in_it_and_stores_none(tmp_path, monkeypatch):
+    store = ReplayStore(tmp_path)
+    insert = store._insert
+
+    def insert_or_fail(db, row):
+        if row[0] == "boom":
+            raise sqlite3.OperationalError("disk I/O error")
+        return insert(db, row)
+
+    monkeypatch.setattr(store, "_insert", insert_or_fail)
+    store._queue_lock = counting = _QueueLockThatCounts()
+    results: dict = {}
+    with store._lock:
+        threads = []
+        for key, rid in enumerate(["a", "boom", "b"]):
+            threads.append(_call_put_many(store, [rec(rid)], results, key))
+            assert counting.releases.acquire(timeout=30)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert all(isinstance(results[key], sqlite3.OperationalError) for key in range(3))
+    assert len(store) == 0
+    assert store.put_many([rec("a"), rec("b")]) == ["stored", "stored"]  # the store goes on
+    store.close()
+
+
+def test_many_threads_putting_overlapping_ids_store_each_exactly_once(tmp_path):
+    store = ReplayStore(tmp_path, capacity=10_000, synchronous="FULL")
+    threads_n, per_thread = 8, 40
+    start = threading.Barrier(threads_n)
+    statuses: dict[int, list[tuple[str, str]]] = {}
+
+    def producer(t: int) -> None:
+        start.wait(timeout=30)
+        # every id is put by two threads: t's own half and its neighbour's
+        ids = [f"r{(t + k % 2) % threads_n}-{k // 2}" for k in range(per_thread)]
+        statuses[t] = [(rid, store.put_many([rec(rid, text="x" * 2000)])[0]) for rid in ids]
+
+    threads = [threading.Thread(target=producer, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    by_id: dict[str, list[str]] = {}
+    for pairs in statuses.values():
+        for rid, status in pairs:
+            by_id.setdefault(rid, []).append(status)
+    assert len(by_id) == threads_n * per_thread // 2
+    assert all(sorted(s) == ["duplicate", "stored"] for s in by_id.values())
+    assert store.ids() == set(by_id) and len(store) == len(by_id)
+    stats = store.stats()
+    assert stats["put_calls"] == threads_n * per_thread and stats["put_commits"] <= stats["put_calls"]
     store.close()
