@@ -94,21 +94,26 @@ class Counselor:
         backend: InferenceBackend,
         config: CounselorConfig,
         safety: SafetyConfig,
-        classifier: Callable[[str], Awaitable[float]] | None = None,
+        classifier: Callable[[list[str]], Awaitable[bool]] | None = None,
     ):
         self.backend, self.config, self.safety, self.classifier = backend, config, safety, classifier
 
     @classmethod
     def from_config(cls, config: RunConfig, pool: BackendPool) -> Counselor:
         """The run's counselor, with the model-based crisis classifier when `safety.classifier` asks."""
-        classifier = (
-            LLMCrisisClassifier(pool.get(config.judge)) if config.safety.classifier == "judge" else None
-        )
-        return cls(pool.get(config.counselor), config.counselor, config.safety, classifier)
+        safety, classifier = config.safety, None
+        if safety.classifier == "judge":
+            classifier = LLMCrisisClassifier(pool.get(config.judge), safety.classifier_threshold)
+        elif safety.classifier == "probe":
+            from esc.safety_probe import CrisisProbe
+
+            classifier = CrisisProbe().any_crisis
+        return cls(pool.get(config.counselor), config.counselor, safety, classifier)
 
     async def is_crisis(self, history: list[Turn]) -> bool:
         """The lexicon on each of the last `safety.window` seeker turns first; the model-based
-        classifier (if any) on the last one, only when the lexicon is silent."""
+        classifier (if any) only when the lexicon is silent: the probe reads the same turns, the judge
+        the last one."""
         said = [t.text for t in history if t.role == "seeker"]
         if not said:
             return False
@@ -116,7 +121,7 @@ class Counselor:
             return True
         if self.classifier is None:
             return False
-        return await self.classifier(said[-1]) >= self.safety.classifier_threshold
+        return await self.classifier(said[-self.safety.window :])
 
     async def respond(
         self, history: list[Turn], seed: int | None = None, **sampling_overrides: float | int | None

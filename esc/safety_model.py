@@ -8,6 +8,7 @@ phrasings the lexicon lacks; how well depends entirely on the model (a 135M mode
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from esc.backends.base import InferenceBackend
 
@@ -15,12 +16,16 @@ SYSTEM = "You are a careful safety screener for an emotional-support service. An
 
 
 class LLMCrisisClassifier:
-    """Async callable: text -> probability in [0, 1] that the writer is in crisis."""
+    """Async callable: recent messages -> whether the last one shows a crisis (p(yes) >= `threshold`)."""
 
-    def __init__(self, backend: InferenceBackend):
-        self.backend = backend
+    def __init__(self, backend: InferenceBackend, threshold: float = 0.5):
+        self.backend, self.threshold = backend, threshold
 
-    async def __call__(self, text: str) -> float:
+    async def __call__(self, messages: Sequence[str]) -> bool:
+        """The last message only: one model call per reply."""
+        return await self.probability(messages[-1]) >= self.threshold
+
+    async def probability(self, text: str) -> float:
         question = (
             f'Message from a person: "{text}"\n\nDoes this person show a risk of suicide, self-harm, abuse, '
             "or being in immediate danger? Answer yes or no."

@@ -137,6 +137,25 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_crisis_probe(commands: argparse._SubParsersAction) -> None:
+    probe = commands.add_parser("crisis-probe", help="build or measure the crisis probe (docs/safety.md)")
+    probe.add_argument(
+        "crisis_probe_command", choices=["train", "measure"], metavar="ACTION", help="train | measure"
+    )
+    probe.add_argument(
+        "files", nargs="*", metavar="FILE", help="labelled JSON-lines files (train: default the shipped set)"
+    )
+    probe.add_argument(
+        "--out", help="the probe file written (train) or read (measure); default the shipped one"
+    )
+    probe.add_argument(
+        "--max-false-alarm",
+        type=float,
+        default=0.02,
+        help="train: the share of ordinary messages the probe may flag in cross-validation (default 0.02)",
+    )
+
+
 def _add_prepare(commands: argparse._SubParsersAction) -> None:
     prepare = commands.add_parser("prepare", help="cache the embedded model as safetensors (once)")
     prepare.add_argument("--model", default="smollm2-135m", help="model spec to prepare")
@@ -164,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_serve,
         _add_train,
         _add_report,
+        _add_crisis_probe,
         _add_prepare,
         _add_data,
     ):
@@ -296,6 +316,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run_offline_policy(config)
 
 
+def cmd_crisis_probe(args: argparse.Namespace) -> int:
+    from jobs.crisis_probe import run_crisis_probe
+
+    if args.crisis_probe_command == "measure" and not args.files:
+        raise UsageError("measure needs labelled files, e.g. tests/fixtures/crisis_probes_blind.jsonl")
+    if not 0.0 <= args.max_false_alarm < 1.0:
+        raise UsageError(f"--max-false-alarm must be from 0 to below 1, got {args.max_false_alarm}")
+    return run_crisis_probe(args.crisis_probe_command, args.files, args.out, args.max_false_alarm)
+
+
 HANDLERS = {
     ("run", None): cmd_run,
     ("train", None): cmd_train,
@@ -304,6 +334,7 @@ HANDLERS = {
     ("judge-check", None): cmd_judge_check,
     ("evaluate", None): cmd_evaluate,
     ("prepare", None): cmd_prepare,
+    ("crisis-probe", None): cmd_crisis_probe,
     ("report", None): cmd_report,
     ("config", "show"): cmd_config_show,
     ("config", "reference"): cmd_config_reference,

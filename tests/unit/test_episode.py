@@ -1,6 +1,7 @@
 """PPDPP episode protocol and future rewards, with a scripted backend (pure conversation logic)."""
 
 import asyncio
+import math
 
 import pytest
 
@@ -8,6 +9,7 @@ from esc.backends.base import Generation
 from esc.config import CounselorConfig, EpisodeConfig, FutureConfig, JudgeConfig, SafetyConfig, SeekerConfig
 from esc.episode import Roles, future_reward, future_rewards, reward_class, run_episode
 from esc.roles import Counselor, Judge, Seeker
+from esc.safety_model import LLMCrisisClassifier
 from esc.schemas import Scenario, Turn
 
 SCENARIO = Scenario(id="s1", emotion_type="sadness", problem_type="breakup", situation="My partner left me.")
@@ -97,18 +99,39 @@ def test_crisis_message_gets_resources_without_the_model():
     assert backend.counselor_calls == 0
 
 
-@pytest.mark.parametrize("p_yes, flagged", [(0.9, True), (0.2, False)])
-def test_model_classifier_catches_what_the_lexicon_misses(p_yes, flagged):
+@pytest.mark.parametrize("verdict", [True, False])
+def test_model_classifier_reads_the_recent_seeker_turns_when_the_lexicon_is_silent(verdict):
     backend = ScriptedBackend(["same"])
+    seen = []
 
-    async def classifier(text):
-        return p_yes
+    async def classifier(messages):
+        seen.append(list(messages))
+        return verdict
 
-    counselor = Counselor(backend, CounselorConfig(), SafetyConfig(classifier_threshold=0.5), classifier)
-    history = [Turn(role="seeker", text="I gave away all my things and wrote letters to everyone.")]
+    counselor = Counselor(backend, CounselorConfig(), SafetyConfig(window=2), classifier)
+    history = [
+        Turn(role="seeker", text="Work has been hard."),
+        Turn(role="counselor", text="I hear you."),
+        Turn(role="seeker", text="I gave away all my things and wrote letters to everyone."),
+        Turn(role="counselor", text="Tell me more."),
+        Turn(role="seeker", text="Anyway, how are you?"),
+    ]
     output = asyncio.run(counselor.respond(history))
-    assert output.turn.crisis is flagged
-    assert backend.counselor_calls == (0 if flagged else 1)
+    assert seen == [["I gave away all my things and wrote letters to everyone.", "Anyway, how are you?"]]
+    assert output.turn.crisis is verdict
+    assert backend.counselor_calls == (0 if verdict else 1)
+
+
+def test_judge_classifier_asks_about_the_last_message_against_its_threshold():
+    class YesNo(ScriptedBackend):
+        async def continuation_logprobs(self, messages, continuations):
+            self.asked = messages[-1]["content"]
+            return [math.log(0.8), math.log(0.2)]  # p(yes) = 0.8
+
+    backend = YesNo(["same"])
+    assert asyncio.run(LLMCrisisClassifier(backend, 0.7)(["earlier", "the last one"])) is True
+    assert "the last one" in backend.asked and "earlier" not in backend.asked
+    assert asyncio.run(LLMCrisisClassifier(backend, 0.9)(["the last one"])) is False
 
 
 def test_sample_scorer_averages_parsable_samples_with_distinct_seeds():

@@ -1,0 +1,70 @@
+"""The crisis probe's fitting pieces (jobs/crisis_probe.py) and its labelled files (esc/safety_probe.py)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from esc.safety_probe import TRAIN_FILE, load_labelled
+from jobs.crisis_probe import fit_logistic, out_of_fold, predict, threshold_for
+
+
+def test_threshold_allows_at_most_the_given_share_of_ordinary_messages():
+    ordinary = [0.1, 0.95, 0.3, 0.8, 0.2, 0.6, 0.05, 0.4, 0.7, 0.5]  # sorted: .95 .8 .7 .6 ...
+    # 10% of 10 = 1 allowed: the threshold sits just above the 2nd highest (0.8), so only 0.95 reaches it
+    t = threshold_for(ordinary, 0.10)
+    assert t == pytest.approx(0.8 + 1e-6)
+    assert sum(p >= t for p in ordinary) == 1
+    assert sum(p >= threshold_for(ordinary, 0.0) for p in ordinary) == 0
+    assert sum(p >= threshold_for(ordinary, 0.25) for p in ordinary) == 2  # floor(2.5) = 2
+    assert threshold_for(ordinary, 1.0) == 0.0  # everything may be flagged
+
+
+def test_logistic_regression_separates_a_separable_set_and_standardises():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=gen) * torch.tensor([1.0, 100.0, 1.0, 1.0, 1.0])
+    y = x[:, 0] > 0  # only the first feature matters
+    model = fit_logistic(x, y, weight_decay=1e-3)
+    mean, std, weight, _ = model
+    assert torch.allclose(mean, x.mean(0)) and torch.allclose(std, x.std(0))
+    assert weight.abs().argmax().item() == 0
+    assert ((predict(model, x) >= 0.5) == y).all()
+
+
+def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_row():
+    x = torch.tensor([[0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0]])
+    y = torch.tensor([False, True] * 5)
+    probs = out_of_fold(x, y, folds=5)
+    assert probs.shape == (10,)
+    assert (probs[y] > 0.5).all() and (probs[~y] < 0.5).all()
+    # a row whose label contradicts every other row's pattern is predicted by the others, not itself
+    y_odd = y.clone()
+    y_odd[0] = True  # x = 0 but labelled crisis
+    assert out_of_fold(x, y_odd, folds=5)[0] < 0.5
+
+
+def test_labelled_files_say_which_line_is_wrong(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine", "category": "ordinary"}\n\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:3: each line needs a string 'text' and 'category'"):
+        load_labelled(bad)
+    bad.write_text('{"text": "fine", "category": "ordinary"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not a JSON object"):
+        load_labelled(bad)
+
+
+def test_the_shipped_training_set_covers_every_category():
+    rows = load_labelled(TRAIN_FILE)
+    counts = Counter(r["category"] for r in rows)
+    crisis = {"wish_to_be_dead", "ideation", "method", "intent", "plan", "behaviour", "self_harm", "abuse",
+              "threat", "harm_to_others"}  # fmt: skip
+    assert set(counts) == crisis | {"ordinary"}
+    assert min(counts[c] for c in crisis) >= 20 and counts["ordinary"] >= 200
+    assert len({r["text"] for r in rows}) == len(rows)  # no message twice
+    blind_file = Path(__file__).parents[1] / "fixtures" / "crisis_probes_blind.jsonl"
+    blind = {json.loads(line)["text"] for line in blind_file.read_text().splitlines()}
+    assert not blind & {r["text"] for r in rows}  # the blind set is never trained on
