@@ -5,7 +5,7 @@
 2. load: the same bounded set of requests from 1 client and from 16 concurrent clients (loopback):
    throughput ratio, p50/p99 latency under load, error count.
 
-    .venv/bin/python bench/serving.py [--versions 5] [--requests 16] [--clients 16] [--tokens 64] [--batch 16]
+    .venv/bin/python bench/serving.py [--versions 5] [--requests 16] [--clients 16] [--tokens 64] [--batch N]
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from support.serving import free_port, start_rlff, stop, wait_healthy  # noqa: E402
+
+from esc.config import RunConfig  # noqa: E402
+
+DEFAULTS = RunConfig()  # the endpoint's settings when nobody changes them
 
 PROMPTS = [
     "I feel lonely since I moved to a new city.",
@@ -91,12 +95,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64, help="max_tokens of each request")
-    parser.add_argument("--batch", type=int, default=16, help="serve.max_batch_size: rows decoded together")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULTS.serve.max_batch_size,
+        help="serve.max_batch_size (default: the default)",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="rlff-bench-serve-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    sets = [f"serve.port={port}", f"runs_dir={folder}", "name=bench", "serve.poll_s=0.2"]
+    sets = [f"serve.port={port}", f"runs_dir={folder}", "name=bench"]
     sets += [f"serve.max_batch_size={args.batch}"]
     log = folder / "serve.log"
     process = start_rlff(

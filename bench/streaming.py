@@ -11,7 +11,7 @@ Two cases, since the counselor thinks before it answers:
 For each: time to first token p50/p99, time to the last chunk p50, errors (non-200 or a stream that
 ended without `[DONE]`), and whether every stream assembled to a non-empty answer.
 
-    .venv/bin/python bench/streaming.py [--clients 16] [--rounds 2] [--tokens 72] [--batch 16]
+    .venv/bin/python bench/streaming.py [--clients 16] [--rounds 2] [--tokens N] [--batch N]
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from serving import PROMPTS, percentile  # noqa: E402
 from support.serving import free_port, start_rlff, stop, wait_healthy  # noqa: E402
+
+from esc.config import RunConfig, load_config  # noqa: E402
+
+DEFAULTS, LOCAL = RunConfig(), load_config(ROOT / "configs" / "local.yaml")
 
 
 async def stream_one(http: httpx.AsyncClient, text: str, tokens: int, reasoning: bool, seed: int) -> dict:
@@ -98,9 +102,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
-    # 72 was local.yaml's counselor budget when the figures in bench/results.json were measured
-    parser.add_argument("--tokens", type=int, default=72, help="max_tokens of each request")
-    parser.add_argument("--batch", type=int, default=16, help="serve.max_batch_size: rows decoded together")
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=LOCAL.counselor.max_new_tokens,
+        help="max_tokens (default: local.yaml's budget)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULTS.serve.max_batch_size,
+        help="serve.max_batch_size (default: the default)",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="rlff-bench-stream-"))
     port = free_port()

@@ -1,0 +1,47 @@
+"""bench/results.py --add: one benchmark's rows replace its old rows in the results table only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_results_module():
+    spec = importlib.util.spec_from_file_location("bench_results", REPO / "bench" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_add_replaces_rows_in_the_results_table_and_leaves_other_tables_alone(tmp_path):
+    results = load_results_module()
+    results.ROOT = tmp_path
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "docs").mkdir()
+    old = {"name": "publish_to_serve_latency", "value": 1.0, "unit": "s", "goal": "<= 0.5", "met": False}
+    (tmp_path / "bench" / "results.json").write_text(json.dumps([old]))
+    page = [
+        "# Benchmarks", results.BEGIN,
+        "| publish_to_serve_latency | 1.0 | s | <= 0.5 | **no** | `cmd` |",
+        results.END, "", "| figure | script | what |", "|---|---|---|",
+        "| publish_to_serve_latency | `bench/serving.py` | how it is measured |",
+    ]  # fmt: skip
+    (tmp_path / "docs" / "benchmarks.md").write_text("\n".join(page))
+    raw = {
+        "name": "serving", "machine": "m", "publish_to_serve_s": [0.4, 0.5],
+        "publish_to_serve_median_s": 0.45, "publish_to_serve_max_s": 0.5, "throughput_ratio": 4.2,
+        "errors": 0, "batch": 16,
+        "many_clients_p50_s": 10.0, "many_clients_p99_s": 11.0,
+    }  # fmt: skip
+    results.add(raw, "2026-12-05")
+    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "| publish_to_serve_latency | `bench/serving.py` | how it is measured |" in text
+    table = text[text.index(results.BEGIN) : text.index(results.END)]
+    assert "| publish_to_serve_latency | 1.0 |" not in table
+    assert "| publish_to_serve_latency | 0.45 |" in table and "| serve_load_16_clients | 4.2 |" in table
+    stored = {r["name"]: r for r in json.loads((tmp_path / "bench" / "results.json").read_text())}
+    assert stored["publish_to_serve_latency"]["met"] is True
+    assert stored["serve_load_16_clients"]["met"] is False
