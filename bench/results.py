@@ -30,6 +30,7 @@ COMMANDS = {
     "make_run_time": ".venv/bin/python bench/make_run_time.py --force",
     "parallel_stages": ".venv/bin/python bench/parallel_stages.py",
     "bf16_autocast": ".venv/bin/python bench/bf16_autocast.py",
+    "decode_bound": ".venv/bin/python bench/decode_bound.py",
 }
 
 
@@ -50,6 +51,27 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
         return [
             ("grpo_iteration_vs_trl", s, speed, ">= 1.2", s >= 1.2),
             ("grpo_peak_rss_ours_vs_trl", memory, rss, "reported", True),
+        ]
+    if name == "decode_bound":
+        f32, b16 = raw["float32"], raw["bfloat16"]
+        share = (
+            f"of the weight-streaming bound, hf decode at batch 1, float32 ({f32['b1_tokens_per_s']} of"
+            f" {f32['bound_tokens_per_s']} tokens/s: {f32['model_mb']} MB at {raw['read_gb_s']} GB/s read;"
+            f" bfloat16 {b16['b1_tokens_per_s']} of {b16['bound_tokens_per_s']}, {b16['b1_share_of_bound']})"
+        )
+        batch = (
+            f"x batch 1's tokens/s at batch 8, float32 ({f32['b8_tokens_per_s']} vs {f32['b1_tokens_per_s']};"
+            f" bfloat16 {b16['b8_over_b1']}x: {b16['b8_tokens_per_s']} vs {b16['b1_tokens_per_s']})"
+        )
+        return [
+            (
+                "decode_b1_share_of_bound",
+                f32["b1_share_of_bound"],
+                share,
+                ">= 0.5",
+                f32["b1_share_of_bound"] >= 0.5,
+            ),
+            ("decode_b8_over_b1", f32["b8_over_b1"], batch, ">= 6", f32["b8_over_b1"] >= 6),
         ]
     if name == "endpoint_rollout":
         many, one = raw["concurrent"], raw["sequential"]

@@ -15,6 +15,8 @@ echo "== streaming: time to first token, 16 streaming clients"
 run streaming $PY bench/streaming.py
 echo "== our GRPO iteration vs TRL GRPOTrainer"
 run grpo_vs_trl $PY bench/grpo_vs_trl.py --iterations 4
+echo "== decode against the weight-streaming bound (float32 and bfloat16)"
+run decode_bound $PY bench/decode_bound.py
 echo "== batched actor inference"
 run batched_inference $PY bench/batched_inference.py
 echo "== endpoint rollouts: 8 requests in flight vs 1 (loopback server with a fixed delay)"

@@ -15,13 +15,16 @@ import fcntl
 import importlib.util
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 EMBEDDED = "smollm2-135m"
 TINY = "tiny-random"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+T = TypeVar("T")
 
 
 class ModelNotFoundError(RuntimeError):
@@ -180,3 +183,29 @@ def cpu_lacks_bf16(cpuinfo: str | None = None) -> bool:
         (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []
     )
     return bool(flags) and not any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def in_passing_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on a new thread that ends with it; its result, or its exception re-raised here.
+
+    For torch work outside a model's own thread. OpenMP gives every thread that runs a parallel region
+    a team of its own, kept for the thread's life. Once a process holds more OpenMP threads than cores,
+    libgomp stops spinning at barriers and sleeps on futexes instead, and every later parallel region
+    of the model thread waits for wake-ups: one decode row fell from 29 to 17.5 tokens/s on 2 cores
+    after a 1 GiB copy on the main thread (bench/decode_bound.py measures it). A team of a thread that
+    has ended is gone, so the count stays at the model's own.
+    """
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn(*args)
+        except BaseException as error:  # handed to the caller's thread
+            out["error"] = error
+
+    thread = threading.Thread(target=run, name="torch-passing")
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from esc.models import EMBEDDED, load_model
+from esc.models import EMBEDDED, in_passing_thread, load_model
 from esc.safety import normalise
 
 PROBE_FILE = Path(__file__).parent / "data" / "crisis_probe.safetensors"
@@ -104,8 +104,9 @@ class CrisisProbe:
             return [p >= self.threshold for p in self(texts)]
 
     async def any_crisis(self, messages: Sequence[str]) -> bool:
-        """Whether the probe flags any of `messages`, off the event loop (a forward pass is CPU work)."""
-        return any(await asyncio.to_thread(self.flags, list(messages)))
+        """Whether the probe flags any of `messages`, off the event loop (a forward pass is CPU work),
+        on a thread of its own (`in_passing_thread`: the counselor's decode thread stays fast)."""
+        return any(await asyncio.to_thread(in_passing_thread, self.flags, list(messages)))
 
 
 def load_labelled(path: str | Path) -> list[dict[str, str]]:

@@ -25,7 +25,7 @@ from esc.backends.decode_batch import DecodeBatch
 from esc.backends.hf_decode import CausalLM
 from esc.backends.prefix_cache import PrefixCache
 from esc.memory import release_free_memory
-from esc.models import load_model
+from esc.models import in_passing_thread, load_model
 
 TRIM_EVERY_STEPS = 64  # under steady load the batch never drains: give freed memory back this often
 
@@ -359,7 +359,8 @@ class HFBackend:
             self._swaps_waiting += 1  # no row joins the running batch meanwhile, so it drains
             try:
                 self._idle.wait_for(lambda: not self._running)
-                load_into(self.model, path, share_pages=not isinstance(path, bytes))
+                # copying 0.5 GB on a caller's long-lived thread would slow every later decode step
+                in_passing_thread(load_into, self.model, path, not isinstance(path, bytes))
                 if self.lm.prefix_cache is not None:  # its entries were computed by the old weights
                     self.lm.prefix_cache.entries.clear()
                 self.weights_version = version

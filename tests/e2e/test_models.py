@@ -4,6 +4,8 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -187,3 +189,42 @@ def test_concurrent_scoring_of_different_prompts_matches_one_by_one(tiny):
     together = asyncio.run(run())
     for chat, scores in zip(chats, together, strict=True):
         assert scores == pytest.approx(tiny.score_continuations(chat, labels), abs=1e-4)
+
+
+def os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def threads_return_to(count: int, within_s: float = 10.0) -> bool:
+    """Whether the process's thread count comes back to `count`: the ended thread's OpenMP workers
+    leave after it, not with it."""
+    deadline = time.monotonic() + within_s
+    while os_threads() != count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="OpenMP makes no team on one thread")
+def test_loading_weights_from_bytes_leaves_no_openmp_team_on_the_callers_thread():
+    # A team left on a long-lived thread (the Serve follower, an actor's thread) made every later decode
+    # step wait on futexes: one row fell from 29 to 17.5 tokens/s (esc.models.in_passing_thread).
+    model, tokenizer = load_model("smollm2-135m")
+    backend = HFBackend(model, tokenizer, max_batch_size=2, max_wait_ms=1)
+    data = models.in_passing_thread(lambda: __import__("esc.weights").weights.to_bytes(model.state_dict()))
+    counts = {}
+
+    def caller():  # a fresh thread, so no team of its own exists before the load
+        counts["before"] = os_threads()
+        backend.load_weights(1, data)
+        counts["back"] = threads_return_to(counts["before"])  # a team on this thread would stay
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    thread.join()
+    assert backend.weights_version == 1
+    assert counts["back"]
+    assert models.in_passing_thread(lambda: 7) == 7
+    with pytest.raises(ValueError, match="raised over there"):
+        models.in_passing_thread(lambda: (_ for _ in ()).throw(ValueError("raised over there")))

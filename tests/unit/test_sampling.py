@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from esc.backends import sampling
 from esc.backends.base import SamplingParams
-from esc.backends.sampling import sample_tokens, uniform_draws
+from esc.backends.sampling import nucleus_order, sample_tokens, uniform_draws
 
 PROBS = [0.5, 0.3, 0.15, 0.05]
 LOGITS = torch.tensor([[math.log(p) for p in PROBS]])
@@ -56,3 +57,28 @@ def test_a_seeded_row_draws_the_same_number_whatever_its_neighbours():
     alone = uniform_draws([torch.Generator().manual_seed(7)])
     mixed = uniform_draws([None, torch.Generator().manual_seed(7), torch.Generator().manual_seed(1)])
     assert mixed[1] == alone[0] and mixed[2] != alone[0]
+
+
+def test_the_nucleus_is_found_among_the_top_k_when_it_fits_and_by_a_full_sort_when_not():
+    probs = torch.tensor([[0.05, 0.6, 0.1, 0.2, 0.05], [0.2, 0.2, 0.2, 0.2, 0.2]])
+    top_p = torch.tensor([[0.7], [0.7]])
+    # row 0's two largest (0.6 + 0.2) reach 0.7, but row 1's (0.4) do not: the whole vocabulary, sorted
+    head, order = nucleus_order(probs, top_p, k=2)
+    assert head.shape == (2, 5) and order[0, :3].tolist() == [1, 3, 2]
+    head, order = nucleus_order(probs[:1], top_p[:1], k=2)
+    assert head[0].tolist() == pytest.approx([0.6, 0.2]) and order.tolist() == [[1, 3]]
+
+
+def test_sampling_through_the_top_k_draws_exactly_what_a_full_sort_draws(monkeypatch):
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 5000, generator=generator) * 4
+    params = [SamplingParams(temperature=0.7, top_p=p) for p in (0.5, 0.9, 0.95, 0.99, 0.8, 1.0)]
+    draws = torch.rand(6, generator=generator)
+    calls, sort = [], torch.sort
+    monkeypatch.setattr(sampling.torch, "sort", lambda *a, **kw: calls.append(1) or sort(*a, **kw))
+    monkeypatch.setattr(sampling, "NUCLEUS_K", 1024)
+    nucleus_rows = sample_tokens(logits[:5], params[:5], draws[:5])  # every nucleus within 1024
+    assert not calls
+    monkeypatch.setattr(sampling, "NUCLEUS_K", 10**9)  # every row through the full sort
+    full = sample_tokens(logits, params, draws)
+    assert calls and nucleus_rows.tolist() == full[:5].tolist()
