@@ -187,10 +187,27 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
             f"reward model {raw['reward_model_s']} s beside SFT {raw['sft_s']} s + seeker SFT"
             f" {raw['seeker_sft_s']} s"
         )
-        return [
+        rows = [
             ("make_run_first", first, f"minutes, first `make run` ({stages})", "<= 40", first <= 40),
             ("make_run_cached", cached, "minutes, next `make run` (cached)", "<= 20", cached <= 20),
         ]
+        if "first_minutes_to_format" in raw:  # measured since 2026-12-05
+            to_format, again = raw["first_minutes_to_format"], raw["cached_minutes_to_format"]
+            unit = (
+                "minutes from the start of a first `make run` to the first held-out point with format"
+                f" compliance >= 0.9 (the cached run: {again if again is not None else 'never'})"
+            )
+            met = to_format is not None and to_format <= 10
+            rows.append(
+                (
+                    "make_run_minutes_to_format",
+                    to_format if to_format is not None else "never",
+                    unit,
+                    "<= 10",
+                    met,
+                )
+            )
+        return rows
     if name == "parallel_stages":
         seq, par = raw["sequential"]["wall"], raw["parallel"]["wall"]
         unit = (
