@@ -30,6 +30,7 @@ PROBE_FILE = Path(__file__).parent / "data" / "crisis_probe.safetensors"
 TRAIN_FILE = Path(__file__).parent / "data" / "crisis_train.jsonl"
 BATCH = 32
 MAX_TOKENS = 96  # a message is cut from the left to its last 96 tokens
+MEMO_SIZE = 4096  # messages whose probability is kept; the memo starts over beyond it
 
 
 def load_backbone(layer: int, spec: str = EMBEDDED) -> tuple[Any, Any]:
@@ -90,14 +91,15 @@ class CrisisProbe:
         """p(crisis) of each message (memoised by text: a conversation's window is re-read every turn)."""
         import torch
 
-        new = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        known = {t: self._memo[t] for t in texts if t in self._memo}
+        new = [t for t in dict.fromkeys(texts) if t not in known]
         if new:
             x = (features(self.backbone, self.tokenizer, new) - self.mean) / self.std
-            probs = torch.sigmoid(x @ self.weight + self.bias).tolist()
-            if len(self._memo) > 4096:
+            known.update(zip(new, torch.sigmoid(x @ self.weight + self.bias).tolist(), strict=True))
+            if len(self._memo) + len(new) > MEMO_SIZE:
                 self._memo.clear()
-            self._memo.update(zip(new, probs, strict=True))
-        return [self._memo[t] for t in texts]
+            self._memo.update((t, known[t]) for t in new)
+        return [known[t] for t in texts]
 
     def flags(self, texts: Sequence[str]) -> list[bool]:
         with self._lock:

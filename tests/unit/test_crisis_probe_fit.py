@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 
-from esc.safety_probe import TRAIN_FILE, load_labelled
+from esc import safety_probe
+from esc.safety_probe import TRAIN_FILE, CrisisProbe, load_labelled
 from jobs.crisis_probe import fit_logistic, out_of_fold, predict, threshold_for
 
 
@@ -68,3 +70,35 @@ def test_the_shipped_training_set_covers_every_category():
     blind_file = Path(__file__).parents[1] / "fixtures" / "crisis_probes_blind.jsonl"
     blind = {json.loads(line)["text"] for line in blind_file.read_text().splitlines()}
     assert not blind & {r["text"] for r in rows}  # the blind set is never trained on
+
+
+class CountingBackbone:
+    """Stands in for the model: the hidden state of a message is its length, and it counts messages."""
+
+    config = type("Config", (), {"hidden_size": 1})()
+
+    def __init__(self):
+        self.seen = 0
+
+    def __call__(self, input_ids, attention_mask):
+        self.seen += len(input_ids)
+        return type("Out", (), {"last_hidden_state": input_ids.unsqueeze(-1).float()})()
+
+
+def fake_tokenizer(texts, **kwargs):
+    ids = torch.tensor([[float(len(t))] for t in texts])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def test_the_probe_reads_each_message_once_and_survives_its_memo_starting_over(monkeypatch):
+    probe = object.__new__(CrisisProbe)
+    probe.backbone, probe.tokenizer, probe.threshold = CountingBackbone(), fake_tokenizer, 0.5
+    probe.mean, probe.std = torch.zeros(1), torch.ones(1)
+    probe.weight, probe.bias = torch.tensor([1.0]), torch.tensor([-10.0])  # p >= 0.5 from 10 characters
+    probe._memo, probe._lock = {}, threading.Lock()
+    assert probe.flags(["short", "a much longer message"]) == [False, True]
+    assert probe.flags(["short", "short", "a much longer message"]) == [False, False, True]
+    assert probe.backbone.seen == 2  # nothing read twice
+    monkeypatch.setattr(safety_probe, "MEMO_SIZE", 2)
+    assert probe.flags(["short", "new and long enough"]) == [False, True]  # the memo starts over here
+    assert probe.backbone.seen == 3
