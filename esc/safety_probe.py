@@ -60,7 +60,7 @@ def features(backbone: Any, tokenizer: Any, texts: Sequence[str]) -> Any:
             batch = tokenizer(
                 chunk, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
             )
-            hidden = backbone(**batch).last_hidden_state.float()
+            hidden = backbone(**batch, use_cache=False).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             rows.append((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
     return torch.cat(rows) if rows else torch.zeros(0, backbone.config.hidden_size)

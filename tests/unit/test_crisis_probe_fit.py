@@ -80,7 +80,7 @@ class CountingBackbone:
     def __init__(self):
         self.seen = 0
 
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, input_ids, attention_mask, use_cache=True):
         self.seen += len(input_ids)
         return type("Out", (), {"last_hidden_state": input_ids.unsqueeze(-1).float()})()
 
