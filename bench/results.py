@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 COMMANDS = {
     "batched_inference": ".venv/bin/python bench/batched_inference.py",
-    "async_vs_sync": ".venv/bin/python bench/async_vs_sync.py --updates 3",
+    "async_vs_sync": ".venv/bin/python bench/async_vs_sync.py --updates 8",
     "grpo_vs_trl": ".venv/bin/python bench/grpo_vs_trl.py --iterations 4",
     "serving": ".venv/bin/python bench/serving.py",
     "streaming": ".venv/bin/python bench/streaming.py",
@@ -42,15 +42,16 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
         return [("batched_inference", raw["ratio"], unit, ">= 3", raw["ratio"] >= 3)]
     if name == "async_vs_sync":
         s = raw["speedup"]
-        return [("async_vs_sync", s, f"x faster to {raw['updates']} updates", ">= 1.3", s >= 1.3)]
+        goal = 1.5 if raw["updates"] >= 8 else 1.3  # issue 21 asks 1.5x at 8 updates (1.3x at 3 before)
+        return [("async_vs_sync", s, f"x faster to {raw['updates']} updates", f">= {goal}", s >= goal)]
     if name == "grpo_vs_trl":
         s, ours, trl = raw["speedup"], raw["ours"], raw["trl"]
         speed = f"x faster ({ours['median_s']} vs {trl['median_s']} s/iteration)"
         memory = round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 2)
         rss = f"x peak RSS ({ours['peak_rss_mb']:.0f} vs {trl['peak_rss_mb']:.0f} MB)"
         return [
-            ("grpo_iteration_vs_trl", s, speed, ">= 1.2", s >= 1.2),
-            ("grpo_peak_rss_ours_vs_trl", memory, rss, "reported", True),
+            ("grpo_iteration_vs_trl", s, speed, ">= 2", s >= 2),
+            ("grpo_peak_rss_ours_vs_trl", memory, rss, "<= 1", memory <= 1),
         ]
     if name == "decode_bound":
         f32, b16 = raw["float32"], raw["bfloat16"]
@@ -177,7 +178,13 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
             f"s, vLLM load_weights of the 135M model from a file (bytes {fp32['load_weights_bytes_s']} s;"
             f" hf {hf['load_weights_file_s']} s, bytes {hf['load_weights_bytes_s']} s)"
         )
+        hf_share = round(hf["tokens_per_s"] / fp32["tokens_per_s"], 2)
+        share = (
+            f"x vLLM's rollout tokens/s, hf fp32 vs vLLM CPU fp32, same prompts and sampling (vs vLLM bf16:"
+            f" {hf['tokens_per_s'] / bf16['tokens_per_s']:.2f}x)"
+        )
         return [
+            ("hf_vs_vllm_rollout", hf_share, share, ">= 0.8", hf_share >= 0.8),
             ("vllm_vs_hf_rollout", speedup["vllm-float32"], rollout, "reported", True),
             ("vllm_load_weights", fp32["load_weights_file_s"], swap, "reported", True),
         ]

@@ -17,6 +17,12 @@ echo "== our GRPO iteration vs TRL GRPOTrainer"
 run grpo_vs_trl $PY bench/grpo_vs_trl.py --iterations 4
 echo "== decode against the weight-streaming bound (float32 and bfloat16)"
 run decode_bound $PY bench/decode_bound.py
+if test -x .venv-vllm/bin/python; then  # the opt-in vLLM environment (docs/vllm.md, make test-vllm)
+    echo "== the hf backend against vLLM's CPU build"
+    run vllm_vs_hf .venv-vllm/bin/python bench/vllm_vs_hf.py
+else
+    echo "== skipped: hf against vLLM (no .venv-vllm; build it with make .venv-vllm/.installed)"
+fi
 echo "== batched actor inference"
 run batched_inference $PY bench/batched_inference.py
 echo "== endpoint rollouts: 8 requests in flight vs 1 (loopback server with a fixed delay)"
@@ -28,7 +34,7 @@ run store_actor $PY bench/store_actor.py
 echo "== async vs sync (needs the reward model make run trains; train it first if missing)"
 test -f runs/local/reward_model/reward_model.json || \
     .venv/bin/rlff train --stage rm --config configs/local.yaml --set reward_model.data=esconv:${ESCONV:-../shared/data/esconv}
-run async_vs_sync $PY bench/async_vs_sync.py --updates 3
+run async_vs_sync $PY bench/async_vs_sync.py --updates 8
 echo "== peak memory of make run"
 run peak_memory $PY bench/peak_memory.py make run
 minutes=$(( ($(date +%s) - started + 30) / 60 ))
