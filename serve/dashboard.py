@@ -91,21 +91,24 @@ def reward_model_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def run_progress(run_dir: Path) -> dict[str, Any]:
     """What is cheap to know about a run's progress: `planned_updates` (learner.max_updates of the
-    run's config.json, None without one) and `started` (Unix seconds: the earlier of config.json's
+    run's config.json, None without one), `heldout` (whether that config has held-out points, so the
+    page can say when one is being measured) and `started` (Unix seconds: the earlier of config.json's
     write and the first metrics event, None when neither exists)."""
-    planned, times = None, []
+    planned, heldout, times = None, False, []
     config = run_dir / "config.json"
     try:
-        planned = json.loads(config.read_text())["learner"]["max_updates"]
+        tree = json.loads(config.read_text())
+        planned = tree["learner"]["max_updates"]
+        heldout = bool((tree.get("evaluation") or {}).get("heldout"))
         times.append(config.stat().st_mtime)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     try:
         with (run_dir / "metrics.jsonl").open("rb") as f:
             times.append(float(json.loads(f.readline())["time"]))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    return {"planned_updates": planned, "started": min(times) if times else None}
+    return {"planned_updates": planned, "heldout": heldout, "started": min(times) if times else None}
 
 
 class SeekerMarks:

@@ -207,7 +207,7 @@ function ago(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
-// "update 3 / 8 · running 12 min · last event 4 s ago", from what the server knows cheaply.
+// "update 3 / 8 · started 12 min ago · last event 4 s ago", from what the server knows cheaply.
 function progressText(s, lastLearner, lastTime) {
   const p = s.progress || {};
   const done = lastLearner ? lastLearner.weights_version : 0;
@@ -215,6 +215,12 @@ function progressText(s, lastLearner, lastTime) {
   if (p.started && s.now) parts.push(`started ${ago(s.now - p.started)} ago`);
   if (lastTime && s.now) parts.push(`last event ${ago(Math.max(0, s.now - lastTime))} ago`);
   if (p.planned_updates && done >= p.planned_updates) parts.push("all updates done");
+  // held-out points take minutes with nothing else moving on the page: say which one is under way
+  const measured = new Set(state.heldout.map((e) => e.weights_version));
+  if (p.heldout && !lastLearner && !measured.has(0)) parts.push("measuring version 0 on held-out contexts first");
+  else if (p.heldout && p.planned_updates && done >= p.planned_updates && !measured.has(done)) {
+    parts.push(`measuring version ${done} on held-out contexts`);
+  }
   return parts.join(" · ");
 }
 

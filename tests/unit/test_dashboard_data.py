@@ -226,14 +226,15 @@ def test_seeker_marks_use_the_run_folder_checker_once_it_appears(tmp_path, monke
 
 
 def test_run_progress_and_the_first_event_of_the_stream(tmp_path):
-    assert run_progress(tmp_path) == {"planned_updates": None, "started": None}
-    (tmp_path / "config.json").write_text(json.dumps({"learner": {"max_updates": 8}}))
+    assert run_progress(tmp_path) == {"planned_updates": None, "heldout": False, "started": None}
+    config = {"learner": {"max_updates": 8}, "evaluation": {"heldout": "esconv:data#valid"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     os.utime(tmp_path / "config.json", (2000.0, 2000.0))
     lines = [{"time": 1500.0, "source": "heldout", "weights_version": 0, "heldout_reward": 0.1}]
     lines.append({"time": 1600.0, "source": "learner", "weights_version": 1, "reward_mean": 0.2})
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
     (tmp_path / "dialogues.jsonl").write_text("".join(json.dumps(r) + "\n" for r in feed_records()))
-    assert run_progress(tmp_path) == {"planned_updates": 8, "started": 1500.0}
+    assert run_progress(tmp_path) == {"planned_updates": 8, "heldout": True, "started": 1500.0}
 
     async def first() -> dict:
         stream = event_stream(tmp_path, lambda: {"weights_version": 1, "run": "r"}, feed_size=1)
@@ -245,6 +246,6 @@ def test_run_progress_and_the_first_event_of_the_stream(tmp_path):
     assert [e["source"] for e in payload["metrics"]] == ["heldout", "learner"]
     assert [d["kind"] for d in payload["dialogues"]] == ["evaluation"]
     status = payload["status"]
-    assert status["progress"] == {"planned_updates": 8, "started": 1500.0}
+    assert status["progress"] == {"planned_updates": 8, "heldout": True, "started": 1500.0}
     assert status["seeker_role"] == {"checker": False, "in_role": 0, "turns": 0}
     assert status["weights_version"] == 1 and status["run"] == "r" and status["now"] > 2000.0
