@@ -157,19 +157,21 @@ def print_report(report: dict) -> None:
 
 
 def run_crisis_probe(action: str, files: list[str], out: str | None, max_false_alarm: float) -> int:
-    for f in files:
-        if not Path(f).is_file():
-            raise UsageError(f"{f} is not a file")
+    paths = [Path(f) for f in files] or (list(DEFAULT_TRAIN) if action == "train" else [])
+    for path in paths:  # the default training files live in a source checkout, not in an installed package
+        if not path.is_file():
+            raise UsageError(f"{path} is not a file")
         try:
-            load_labelled(f)
+            load_labelled(path)
         except ValueError as error:
             raise UsageError(str(error)) from None
-    if action == "measure" and not Path(out or PROBE_FILE).is_file():
-        raise UsageError(f"{out or PROBE_FILE} is missing: run `rlff crisis-probe train` to build it")
+    probe_file = Path(out or PROBE_FILE)
     if action == "train":
-        train([Path(f) for f in files] or list(DEFAULT_TRAIN), Path(out or PROBE_FILE), max_false_alarm)
+        train(paths, probe_file, max_false_alarm)
         return 0
-    report = measure([Path(f) for f in files], Path(out or PROBE_FILE))
+    if not probe_file.is_file():
+        raise UsageError(f"{probe_file} is missing: run `rlff crisis-probe train` to build it")
+    report = measure(paths, probe_file)
     print_report(report)
     print(json.dumps(report))
     return 0

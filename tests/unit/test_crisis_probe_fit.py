@@ -102,3 +102,28 @@ def test_the_probe_reads_each_message_once_and_survives_its_memo_starting_over(m
     monkeypatch.setattr(safety_probe, "MEMO_SIZE", 2)
     assert probe.flags(["short", "new and long enough"]) == [False, True]  # the memo starts over here
     assert probe.backbone.seen == 3
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["measure"], "measure needs labelled files"),
+        (["measure", "/nope.jsonl"], "/nope.jsonl is not a file"),
+        (["train", "--max-false-alarm", "1.5"], "--max-false-alarm must be from 0 to below 1, got 1.5"),
+    ],
+)
+def test_crisis_probe_command_refuses_bad_input_in_one_line(argv, message, capsys):
+    from jobs.cli import main
+
+    assert main(["crisis-probe", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_measure_without_a_probe_file_says_how_to_build_it(tmp_path, capsys):
+    from jobs.cli import main
+
+    labelled = tmp_path / "probes.jsonl"
+    labelled.write_text('{"text": "hello", "category": "ordinary"}\n')
+    assert main(["crisis-probe", "measure", str(labelled), "--out", str(tmp_path / "none.safetensors")]) == 2
+    assert "run `rlff crisis-probe train` to build it" in capsys.readouterr().err
