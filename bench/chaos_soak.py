@@ -57,6 +57,7 @@ def settings(runs: Path, updates: int, port: int) -> list[str]:
         "reward_model.backbone=tiny-random",
     ]
     sets += [f"runs_dir={runs}", "name=chaos", "evaluation.every=0", "sft.cold_start=false"]
+    sets += ["seeker_sft.cold_start=false"]  # tiny-random roles: no SFT models to start from
     sets += ["serve.enabled=true", f"serve.port={port}", "actors.rollout_worker.replicas=2"]
     return [arg for s in sets for arg in ("--set", s)]
 
