@@ -22,6 +22,7 @@ from collections import Counter
 from typing import Any
 
 from actors.common import actor_setup
+from actors.store_puts import CoalescedPuts
 from esc.episode import Roles, future_reward, run_episode
 from esc.metrics import interactive_summary
 from esc.roles import FALLBACK_ANSWER, CounselorOutput, JudgeResult, malformed_reason, used_fallback
@@ -169,6 +170,7 @@ class RolloutWorker:
         )
         self.counselors = handles["counselor"]
         self.store, self.worker_id, self.hub, self.gate = store, worker_id, hub, gate
+        self.puts = CoalescedPuts(store.put_many.remote)  # this worker's concurrent groups share calls
         self._forgot = gate is None  # a (re)started worker first drops leases its old process held
         self.tokens = 0
         self.done = 0  # contexts finished, any outcome (the driver's progress bar)
@@ -336,13 +338,14 @@ class RolloutWorker:
         )
 
     async def _put(self, records: list[dict]) -> str:
-        """Put `records` (a group, maybe its simulated record) in one transaction, retrying those the
-        full store refused; returns the first record's status."""
+        """Put `records` (a group, maybe its simulated record) in one transaction (which other groups'
+        puts may share, `CoalescedPuts`), retrying those the full store refused; returns the first
+        record's status."""
         wait, longest = FULL_BACKOFF_S
         statuses: dict[str, str] = {}
         first = records[0]["id"]
         while records:
-            answers = await self.store.put_many.remote(records)
+            answers = await self.puts.put(records)
             statuses.update((r["id"], a) for r, a in zip(records, answers, strict=True) if a != "full")
             records = [r for r, a in zip(records, answers, strict=True) if a == "full"]
             if records:

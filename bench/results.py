@@ -143,10 +143,13 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
     if name == "store_actor":
         per_s, per_commit = raw["groups_per_s"], raw["calls_per_commit"]
         groups = (
-            f"groups/s through the store actor, synchronous=FULL, {raw['producers'] * raw['in_flight']}"
-            f" one-group put_many calls open ({per_commit['full']} calls per commit;"
-            f" NORMAL {per_s['normal']}; a commit per call {per_s['serial']};"
-            f" Ray alone, nothing stored, {per_s['ray_only']} calls/s; fsync {raw['fsync_ms']} ms)"
+            f"groups/s through the store actor, synchronous=FULL, {raw['producers']} producers with"
+            f" {raw['in_flight']} groups each at once, puts coalesced as the rollout worker sends them"
+            f" ({raw['groups_per_call_coalesced']} groups per call,"
+            f" {per_commit['coalesced']} calls per commit;"
+            f" a call per group {per_s['full']}; NORMAL, a call per group {per_s['normal']};"
+            f" a commit per call {per_s['serial']}; Ray alone, nothing stored, {per_s['ray_only']} calls/s;"
+            f" fsync {raw['fsync_ms']} ms)"
         )
         p99 = raw["sample_p99_ms"]
         sample = (
@@ -154,7 +157,7 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
             f" (p50 {raw['sample_p50_ms']}; while producers put: p99 {raw['sample_busy_p99_ms']})"
         )
         return [
-            ("store_actor_groups", per_s["full"], groups, ">= 2000", per_s["full"] >= 2000),
+            ("store_actor_groups", per_s["coalesced"], groups, ">= 2000", per_s["coalesced"] >= 2000),
             ("store_actor_sample_p99", p99, sample, "<= 20", p99 <= 20),
         ]
     if name == "peak_memory":

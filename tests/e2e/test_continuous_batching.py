@@ -178,3 +178,23 @@ def test_set_threads_changes_the_model_threads_count_and_generation_goes_on(tiny
         assert generation.completion_tokens == 4
     with pytest.raises(ValueError, match="at least 1"):
         backend.set_threads(0)
+
+
+def test_close_stops_the_model_thread_and_a_later_request_starts_it_again(tiny):
+    backend = HFBackend(*tiny, max_batch_size=4, max_wait_ms=1.0)
+    params = SamplingParams(max_new_tokens=4, temperature=0.0)
+
+    async def generate_then_close():
+        generation = await backend.generate(_chat("I cannot sleep."), params)
+        executor = backend._model_thread
+        await backend.close()
+        return generation, executor
+
+    first, executor = asyncio.run(generate_then_close())
+    threads = list(executor._threads)
+    assert threads and first.completion_tokens == 4
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)  # closed: no model thread left behind
+    again = asyncio.run(backend.generate(_chat("I cannot sleep."), params))
+    assert again.token_ids == first.token_ids  # greedy: the restarted thread decodes the same tokens
