@@ -1,8 +1,11 @@
-"""What every role actor does on start-up: read its config, size torch's thread pool, set its priority."""
+"""What every role actor does on start-up: read its config, size torch's thread pool, set its priority;
+and how an actor checks that its peers answer."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from esc import placement
@@ -28,3 +31,13 @@ class Throughput:
         stats = getattr(self.backend, "stats", {})
         tokens = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
         return {"tokens": tokens, "elapsed_s": time.monotonic() - self.started}
+
+
+async def peers_answer(calls: list[Awaitable[Any]], timeout_s: float) -> bool:
+    """Whether every call (e.g. each peer actor's `ready.remote()`) answered within `timeout_s`; a call
+    that raised counts as answered (the actor is reachable, or Ray gave up on it and said so)."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout_s)
+    except TimeoutError:
+        return False
+    return True

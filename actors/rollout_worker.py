@@ -17,11 +17,12 @@ import asyncio
 import hashlib
 import itertools
 import os
+import sys
 import time
 from collections import Counter
 from typing import Any
 
-from actors.common import actor_setup
+from actors.common import actor_setup, peers_answer
 from actors.store_puts import CoalescedPuts
 from esc.episode import Roles, future_reward, run_episode
 from esc.metrics import interactive_summary
@@ -169,6 +170,8 @@ class RolloutWorker:
             system_agent=RemoteCounselor(handles["system_agent"]),
         )
         self.counselors = handles["counselor"]
+        self._peers = [h for hs in handles.values() for h in hs] + [store] + ([gate] if gate else [])
+        self._peers_checked = False
         self.store, self.worker_id, self.hub, self.gate = store, worker_id, hub, gate
         self.puts = CoalescedPuts(store.put_many.remote)  # this worker's concurrent groups share calls
         self._forgot = gate is None  # a (re)started worker first drops leases its old process held
@@ -182,6 +185,7 @@ class RolloutWorker:
         """Make one candidate group per context and put it in the store as soon as it is done.
         Returns counts by outcome: stored, duplicate, skipped (already in the store), stopped (the
         staleness gate said the run is ending, so it was not started)."""
+        await self._check_peers()
         if not self._forgot:
             await self.gate.forget.remote(self.worker_id)
             self._forgot = True
@@ -213,6 +217,25 @@ class RolloutWorker:
             await self.gate.release.remote(self.worker_id, context.id, outcome == "stored")
         return outcome
 
+    async def _check_peers(self) -> None:
+        """Once per process, before its first work: every peer it waits on (role actors, store, gate)
+        answers `ready` within `rollout.peer_timeout_s`, or the process exits and Ray restarts the worker
+        (its call is retried there). Seen on a two-node cluster: a worker restarted together with the
+        counselor when their node died got a handle that never learned the counselor's new address, and
+        its calls waited forever; a new process of the worker reached the counselor at once."""
+        if self._peers_checked:
+            return
+        timeout = self.run.rollout.peer_timeout_s
+        if not await peers_answer([peer.ready.remote() for peer in self._peers], timeout):
+            print(
+                f"rollout worker {self.worker_id}: a peer actor did not answer within {timeout:g} s;"
+                " restarting this worker so that it looks its peers up again",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
+        self._peers_checked = True
+
     def _metric(self, metrics: dict[str, Any]) -> None:
         if self.hub is not None:
             self._metric_refs.append(self.hub.record.remote(self.worker_id, metrics))  # not awaited here
@@ -225,6 +248,7 @@ class RolloutWorker:
         """A periodic evaluation on the current policy: PPDPP episodes on `scenarios` with the run's
         role actors (`evaluation.max_turns` turns at most). Returns {policy_version, sr, at,
         eval_format_rate}; each episode also goes to the dashboard's feed."""
+        await self._check_peers()
         version = await self.counselors[0].weights_version.remote()
         limits = self.run.episode.model_copy(update={"max_turns": self.run.evaluation.max_turns})
         episodes = await asyncio.gather(

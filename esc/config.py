@@ -113,6 +113,11 @@ class RolloutConfig(Section):
         le=1.0,
         description="Share of candidates the online loop future-simulates and judges (collect: all).",
     )
+    peer_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="A (re)started worker whose peer actors do not all answer within this restarts itself.",
+    )
 
 
 class ActorConfig(Placement):

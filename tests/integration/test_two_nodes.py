@@ -1,11 +1,15 @@
 """A two-node Ray cluster on this machine (docs/cluster.md, "Placing roles on nodes"): a head
 (`ray start --head`) and a second node (`ray start --address`) that alone has the custom resource
 `rollout_node`. `rlff run` joins the cluster as its driver and places, by config, the rollout workers
-and the seeker on the second node and the learner, counselor and judge on the head (resource
-`head_node`); the store, the metrics hub and the gate stay on the driver's node by themselves. Mid-run
-the second node's processes are killed by their pids (a machine lost); a replacement node with the same
-resource joins, the actors restart there, and the run finishes its updates with no group consumed
-twice or lost."""
+and the role actors (seeker, counselor, judge) on the second node and the learner on the head
+(resource `head_node`); the store, the metrics hub and the gate stay on the driver's node by
+themselves. Mid-run the second node's processes are killed by their pids (a machine lost); a
+replacement node with the same resource joins, the actors restart there, and the run finishes its
+updates with no group consumed twice or lost.
+
+The counselor restarting beside the worker is the case that once stalled the run: the restarted
+worker's handle never learned the counselor's new address. The worker now checks that its peers answer
+(`rollout.peer_timeout_s`, short here) and restarts itself when one does not."""
 
 from __future__ import annotations
 
@@ -45,11 +49,10 @@ def settings(runs: Path) -> list[str]:
         "seeker_sft.cold_start=false",
     ]
     sets += ["reward_model.backbone=tiny-random", "serve.enabled=false", "evaluation.every=0"]
-    sets += [f"actors.{role}.resources={{{NODE_RESOURCE}: 1}}" for role in ("rollout_worker", "seeker")]
+    roles = ("rollout_worker", "seeker", "counselor", "judge")
+    sets += [f"actors.{role}.resources={{{NODE_RESOURCE}: 1}}" for role in roles]
     sets += ["learner.placement.resources={head_node: 1}"]  # Ray Train workers do not survive a node loss
-    # the counselor and the judge stay on the head too: this test loses the rollout actors' node only
-    # (with the counselor also on it, the learner once stalled after the restart; see issue 19's note)
-    sets += ["actors.counselor.resources={head_node: 1}", "actors.judge.resources={head_node: 1}"]
+    sets += ["rollout.peer_timeout_s=20"]
     sets += [f"runs_dir={runs}", "name=nodes"]
     return [arg for s in sets for arg in ("--set", s)]
 
@@ -98,7 +101,7 @@ def test_rollout_actors_on_a_second_node_outlive_its_death(tmp_path):
     runs = tmp_path / "runs"
     run = runs / "nodes"
     RewardModel.from_config(RewardModelConfig(backbone="tiny-random")).save(run / "reward_model")
-    node = ["start", f"--address={gcs}", "--num-cpus=1", f'--resources={{"{NODE_RESOURCE}": 4}}']
+    node = ["start", f"--address={gcs}", "--num-cpus=1", f'--resources={{"{NODE_RESOURCE}": 8}}']
     log = tmp_path / "run.log"
     deadline = time.monotonic() + DEADLINE_S
     try:
@@ -114,7 +117,7 @@ def test_rollout_actors_on_a_second_node_outlive_its_death(tmp_path):
         assert first is not None
         wait_until(lambda: len(updates(run)) >= 2, "two updates", driver, log, deadline)
         on_node = actors_on(first)
-        assert "RolloutWorker" in on_node and "UserSimulator" in on_node, on_node
+        assert all(a in on_node for a in ("RolloutWorker", "UserSimulator", "Counselor", "Judge")), on_node
 
         lost = [first, *first.children(recursive=True)]
         for process in lost:  # the machine is gone: its raylet and every worker on it
