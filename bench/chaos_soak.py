@@ -1,7 +1,8 @@
 """Chaos soak: `rlff run` (real local Ray, tiny-random models, endpoint on) for a fixed number of updates
 while a seeded schedule SIGKILLs a random rollout worker, role actor, the replay store or the learner at
 random moments, and 4 clients query the endpoint all along. When the job dies, it is resumed
-(`rlff run --resume`) until the updates are done.
+(`rlff run --resume`) until the updates are done. A job that fails by itself (no kill during it) before
+making an update ends the soak at once, with its log's tail: that is a bug, not chaos.
 
 Reports: kills (what, when, seconds until a new process of that kind runs and until the next update),
 updates completed, groups produced (workers' `stored` outcomes) vs stored vs consumed (no loss, no
@@ -144,7 +145,8 @@ def main() -> None:
         thread.start()
     died_at, updates_then, recoveries = None, 0, []
     while True:
-        log = (folder / f"run-{sessions}.log").open("w")
+        log_path = folder / f"run-{sessions}.log"
+        log, kills_before, updates_before = log_path.open("w"), len(kills), len(updates_done(run))
         job = subprocess.Popen(
             command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -166,6 +168,10 @@ def main() -> None:
         if job.returncode == 0 or done >= args.updates:
             break
         _stop_session(job.pid)
+        if done == updates_before and len(kills) == kills_before:  # it failed by itself, not by a kill
+            clients.stop.set()
+            tail = log_path.read_text()[-3000:]
+            sys.exit(f"the run failed by itself, with no update (exit {job.returncode}); log tail:\n{tail}")
         resumes += 1
         died_at, updates_then = time.monotonic(), done
         command = [
