@@ -39,7 +39,6 @@ Consumed records stay on disk for export and audit; capacity does not bound them
 
 from __future__ import annotations
 
-import math
 import os
 import sqlite3
 import threading
@@ -52,60 +51,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import msgpack
+from actors.store_sqlite import INSERT, SCHEMA, Row, checkpoint_loop, decode, encode
 
 STALE = "stale"  # the `consumed_by` mark of records that `drop_stale` retired; no consumer may use it
-CHECKPOINT_EVERY_S = 0.25  # how often the background thread copies the WAL into the database
-WAL_RESTART_FRAMES = 16384  # a WAL longer than this (64 MiB) is restarted from frame 0, not only copied
-
-# The partial indexes hold only unconsumed records in FIFO order, with policy_version and the (NULL)
-# consumed_by, so staleness filters read the index, never the 2 KB rows. Per-kind counts kept by
-# triggers let `put` check capacity and `stats` count without a scan. Insertion order is the implicit
-# rowid (the store never deletes rows or runs VACUUM).
-_SCHEMA = """
-BEGIN IMMEDIATE;
-CREATE TABLE IF NOT EXISTS records (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    policy_version INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    consumed_by TEXT,
-    consumed_at REAL,
-    payload BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_fifo ON records (created_at, id, policy_version, consumed_by)
-    WHERE consumed_by IS NULL;
-CREATE INDEX IF NOT EXISTS records_kind_fifo ON records (kind, created_at, id, policy_version, consumed_by)
-    WHERE consumed_by IS NULL;
-CREATE INDEX IF NOT EXISTS records_consumer ON records (consumed_by) WHERE consumed_by IS NOT NULL;
-CREATE TABLE IF NOT EXISTS counts (
-    kind TEXT PRIMARY KEY, total INTEGER NOT NULL, unconsumed INTEGER NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS records_insert AFTER INSERT ON records BEGIN
-    INSERT INTO counts (kind, total, unconsumed) VALUES (NEW.kind, 1, 1)
-        ON CONFLICT (kind) DO UPDATE SET total = total + 1, unconsumed = unconsumed + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS records_consume AFTER UPDATE OF consumed_by ON records
-WHEN OLD.consumed_by IS NULL AND NEW.consumed_by IS NOT NULL BEGIN
-    UPDATE counts SET unconsumed = unconsumed - 1 WHERE kind = NEW.kind;
-END;
-COMMIT;
-"""
-
-
-# One statement per record in the common case: it inserts only while unconsumed < capacity and only a
-# new id; when it inserts nothing, a second look tells 'duplicate' from 'full'.
-_INSERT = (
-    "INSERT OR IGNORE INTO records (id, kind, policy_version, created_at, payload) SELECT ?, ?, ?, ?, ? "
-    "WHERE (SELECT coalesce(sum(unconsumed), 0) FROM counts) < ?"
-)
 
 
 @dataclass
 class _QueuedPut:
     """One `put_many` call's validated rows, waiting for a group commit to fill statuses or error."""
 
-    rows: list[tuple[str, str, int, float, bytes]]
+    rows: list[Row]
     statuses: list[str] | None = None
     error: BaseException | None = None
 
@@ -148,14 +103,14 @@ class ReplayStore:
         if mode != "wal":
             raise RuntimeError(f"{self.file} cannot use WAL mode (got {mode!r}); use a local disk")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         # Checkpoints (copy the WAL into the database, then fsync) run on a background thread: inline
         # autocheckpoints made every ~200th put wait for an fsync, halving single puts/s and setting
         # sample's p99 (measured with bench/replay_store.py).
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(
-            target=_checkpoint_loop, args=(self.file, synchronous, self._lock, self._stop), daemon=True
+            target=checkpoint_loop, args=(self.file, synchronous, self._lock, self._stop), daemon=True
         )
         self._checkpointer.start()
         weakref.finalize(self, self._stop.set)  # a store dropped without close() stops its thread too
@@ -191,7 +146,7 @@ class ReplayStore:
         call; concurrent calls are not affected). A repeated id inside the batch is 'duplicate' after its
         first occurrence. Concurrent calls may share the transaction (group commit, module docstring).
         """
-        mine = _QueuedPut([_encode(record) for record in records])
+        mine = _QueuedPut([encode(record) for record in records])
         with self._queue_lock:
             self._queue.append(mine)
         with self._lock:
@@ -219,8 +174,8 @@ class ReplayStore:
         for put, statuses in zip(queued, answers, strict=True):
             put.statuses = statuses
 
-    def _insert(self, db: sqlite3.Connection, row: tuple[str, str, int, float, bytes]) -> str:
-        if db.execute(_INSERT, (*row, self.capacity)).rowcount == 1:
+    def _insert(self, db: sqlite3.Connection, row: Row) -> str:
+        if db.execute(INSERT, (*row, self.capacity)).rowcount == 1:
             return "stored"
         if db.execute("SELECT 1 FROM records WHERE id = ?", (row[0],)).fetchone():
             return "duplicate"
@@ -258,7 +213,7 @@ class ReplayStore:
                 "UPDATE records SET consumed_by = ?, consumed_at = ? WHERE id = ?",
                 [(consumer, now, rid) for rid, _ in rows],
             )
-        return [_decode(payload) for _, payload in rows]
+        return [decode(payload) for _, payload in rows]
 
     def drop_stale(self, current_version: int, max_staleness: int, kind: str | None = None) -> int:
         """Mark unconsumed records with policy_version < current_version - max_staleness (of `kind` only,
@@ -296,7 +251,7 @@ class ReplayStore:
         """The record with this id as it was put, or None."""
         with self._lock:
             row = self._db.execute("SELECT payload FROM records WHERE id = ?", (record_id,)).fetchone()
-        return None if row is None else _decode(row[0])
+        return None if row is None else decode(row[0])
 
     def get_many(self, record_ids: list[str]) -> list[dict[str, Any]]:
         """The records with these ids that the store holds, in the order asked."""
@@ -306,7 +261,7 @@ class ReplayStore:
                 part = record_ids[start : start + 500]
                 marks = ",".join("?" * len(part))
                 rows = self._db.execute(f"SELECT id, payload FROM records WHERE id IN ({marks})", part)
-                found.update((rid, _decode(payload)) for rid, payload in rows)
+                found.update((rid, decode(payload)) for rid, payload in rows)
         return [found[rid] for rid in record_ids if rid in found]
 
     def ids(self, consumed: bool | None = None, consumer: str | None = None) -> set[str]:
@@ -374,7 +329,7 @@ class ReplayStore:
             if not rows:
                 return
             last = rows[-1][0]
-            yield from (_decode(payload) for _, payload in rows)
+            yield from (decode(payload) for _, payload in rows)
 
     def ready(self) -> int:
         """The process id serving this store (the launcher and tests use it to see restarts)."""
@@ -386,45 +341,3 @@ class ReplayStore:
         self._checkpointer.join()
         with self._lock:
             self._db.close()
-
-
-def _checkpoint_loop(file: Path, synchronous: str, lock: threading.Lock, stop: threading.Event) -> None:
-    """Copy the WAL into the database without blocking anyone (PASSIVE). Writers that never pause keep
-    the WAL from restarting at frame 0, so past WAL_RESTART_FRAMES a RESTART checkpoint holds writers
-    while it copies the few frames left. It takes the store's lock first, so it never waits for that
-    store's own writer in SQLite's busy handler, whose sleeps (up to 100 ms) would stall every caller."""
-    db = sqlite3.connect(file, timeout=60.0, isolation_level=None)
-    db.execute(f"PRAGMA synchronous={synchronous}")
-    try:
-        while not stop.wait(CHECKPOINT_EVERY_S):
-            try:
-                if db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] > WAL_RESTART_FRAMES:
-                    with lock:
-                        db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            except sqlite3.OperationalError:
-                pass  # busy (another process is checkpointing): try again next round
-    finally:
-        db.close()
-
-
-def _encode(record: dict[str, Any]) -> tuple[str, str, int, float, bytes]:
-    """Validate a record and return its row (id, kind, policy_version, created_at, msgpack payload)."""
-    if not isinstance(record, dict):
-        raise ValueError(f"a record must be a dict, got {type(record).__name__}")
-    for field in ("id", "kind"):
-        if not isinstance(record.get(field), str) or not record[field]:
-            raise ValueError(f"record field '{field}' must be a non-empty string, got {record.get(field)!r}")
-    rid, version, created = record["id"], record.get("policy_version"), record.get("created_at")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ValueError(f"record {rid!r} field 'policy_version' must be an int, got {version!r}")
-    if not isinstance(created, (int, float)) or isinstance(created, bool) or not math.isfinite(created):
-        raise ValueError(f"record {rid!r} field 'created_at' must be a finite number, got {created!r}")
-    try:
-        payload = msgpack.packb(record, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as error:
-        raise ValueError(f"record {rid!r} holds a value msgpack cannot encode ({error})") from None
-    return rid, record["kind"], version, float(created), payload
-
-
-def _decode(payload: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False)

@@ -68,6 +68,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def print_figures(rows: list[tuple[str, str, str]], goal: str, met: dict[str, bool]) -> None:
+    """Rows of (what, value, unit) as an aligned table, then the goal and whether each part was met."""
+    width = max(len(r[0]) for r in rows)
+    for name, value, unit in rows:
+        print(f"{name:<{width}}  {value:>10}  {unit}")
+    print(f"{goal}:")
+    for name, ok in met.items():
+        print(f"  {name}: {'met' if ok else 'NOT met'}")
+
+
 def time_single_puts(path: Path, count: int, synchronous: str) -> float:
     store = ReplayStore(path, capacity=10_000_000, synchronous=synchronous)
     records = [group_record(i, 0) for i in range(count)]
@@ -140,12 +150,8 @@ def main() -> None:
         ("store size on disk (db + WAL)", f"{stats['db_bytes'] / 2**20:.1f}", "MiB"),
         ("  of which WAL (checkpointed, reused)", f"{wal_bytes / 2**20:.1f}", "MiB"),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, value, unit in rows:
-        print(f"{name:<{width}}  {value:>10}  {unit}")
-    print(f"goal >= {GOAL_PUTS_PER_S:.0f} puts/s and sample p99 <= {GOAL_SAMPLE_P99_MS:.0f} ms:")
-    for name, ok in met.items():
-        print(f"  {name}: {'met' if ok else 'NOT met'}")
+    goal = f"goal >= {GOAL_PUTS_PER_S:.0f} puts/s and sample p99 <= {GOAL_SAMPLE_P99_MS:.0f} ms"
+    print_figures(rows, goal, met)
     result = {
         "name": "replay_store",
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",

@@ -47,7 +47,7 @@ import psutil
 import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from replay_store import group_record, percentile  # noqa: E402  (bench/replay_store.py)
+from replay_store import group_record, percentile, print_figures  # noqa: E402  (bench/replay_store.py)
 
 from actors.replay_store import ReplayStore  # noqa: E402
 from actors.store_puts import CoalescedPuts  # noqa: E402
@@ -260,14 +260,8 @@ def main() -> None:
         (f"sample({SAMPLE_N}) p50 while producers put (coalesced)", f"{busy_p50:.2f}", "ms"),
         (f"sample({SAMPLE_N}) p99 while producers put (coalesced)", f"{busy_p99:.2f}", "ms"),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, value, unit in rows:
-        print(f"{name:<{width}}  {value:>10}  {unit}")
-    print(
-        f"goal >= {GOAL_GROUPS_PER_S:.0f} groups/s with FULL and sample p99 <= {GOAL_SAMPLE_P99_MS:.0f} ms:"
-    )
-    for name, ok in met.items():
-        print(f"  {name}: {'met' if ok else 'NOT met'}")
+    goal = f"goal >= {GOAL_GROUPS_PER_S:.0f} groups/s with FULL and sample p99 <= {GOAL_SAMPLE_P99_MS:.0f} ms"
+    print_figures(rows, goal, met)
     result = {
         "name": "store_actor",
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",

@@ -10,7 +10,7 @@ import time
 import msgpack
 import pytest
 
-from actors import replay_store
+from actors import store_sqlite
 from actors.replay_store import ReplayStore
 
 
@@ -265,7 +265,7 @@ def test_disk_holds_msgpack_payloads_in_wal_mode(tmp_path):
 
 
 def test_background_checkpoints_keep_the_wal_short(tmp_path, monkeypatch):
-    monkeypatch.setattr(replay_store, "CHECKPOINT_EVERY_S", 0.02)
+    monkeypatch.setattr(store_sqlite, "CHECKPOINT_EVERY_S", 0.02)
     store = ReplayStore(tmp_path)
     assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # puts never checkpoint
     for i in range(300):  # about 5 WAL frames (pages) per commit: ~1500 frames without checkpoints
