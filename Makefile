@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MODEL_STAMP := $(VENV)/.model-ready
 
-.PHONY: run test test-unit test-deepspeed test-vllm install model lint clean docs
+.PHONY: run stages test test-unit test-deepspeed test-vllm install model lint clean docs
 
 install: $(STAMP)
 
@@ -42,12 +42,14 @@ RUN_SETS := --set reward_model.data=esconv:$(ESCONV) --set sft.data=esconv:$(ESC
 # the reward model's training.
 STAGE_THREADS ?= $(shell n=$$(nproc); echo $$(( n > 1 ? n / 2 : 1 )))
 TRAIN := OMP_NUM_THREADS=$(STAGE_THREADS) $(VENV)/bin/rlff train --config configs/local.yaml $(RUN_SETS)
-run: model
+# `make stages` trains only these three (bench/run_all.sh needs them for async_vs_sync).
+stages: model
 	@test -d "$(ESCONV)" || { echo "error: ESConv not found at $(ESCONV); get it (thu-coai/esconv) and run make run ESCONV=PATH"; exit 2; }
 	@echo "training the reward model beside the counselor's and the seeker's SFT, $(STAGE_THREADS) thread(s) each"
 	@$(TRAIN) --stage rm & rm=$$!; \
 	{ $(TRAIN) --stage sft && $(TRAIN) --stage seeker; } || { kill $$rm 2>/dev/null; wait $$rm; exit 1; }; \
 	wait $$rm
+run: stages
 	rm -rf $(addprefix runs/local/,store checkpoints weights learner ray_train metrics.jsonl dialogues.jsonl tensorboard run.log)
 	$(VENV)/bin/rlff run --config configs/local.yaml $(RUN_SETS)
 	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json, sft/report.json, seeker_sft/report.json)"

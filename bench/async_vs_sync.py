@@ -40,8 +40,9 @@ def run(mode: str, updates: int, reward_model: Path, folder: Path) -> dict:
     shutil.copytree(reward_model, run_dir / "reward_model")
     for stage in ("sft", "seeker_sft"):  # configs/local.yaml cold-starts counselor and seeker from them
         trained = reward_model.parent / stage
-        if (trained / "config.json").is_file():
-            shutil.copytree(trained, run_dir / stage)
+        if not (trained / "config.json").is_file():
+            raise SystemExit(f"{trained} holds no trained model: run `make stages` (or `make run`) first")
+        shutil.copytree(trained, run_dir / stage)
     sets = [f"runs_dir={folder}", f"name={mode}", f"learner.mode={mode}", f"learner.max_updates={updates}"]
     sets += ["serve.enabled=false", "evaluation.every=0", f"learner.checkpoint_every={updates}"]
     command = [sys.executable, "-m", "jobs.cli", "run", "--config", "configs/local.yaml"]

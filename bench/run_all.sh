@@ -31,9 +31,8 @@ echo "== replay store"
 run replay_store $PY bench/replay_store.py
 echo "== replay store through its Ray actor: concurrent one-group puts with fsync, sample latency"
 run store_actor $PY bench/store_actor.py
-echo "== async vs sync (needs the reward model make run trains; train it first if missing)"
-test -f runs/local/reward_model/reward_model.json || \
-    .venv/bin/rlff train --stage rm --config configs/local.yaml --set reward_model.data=esconv:${ESCONV:-../shared/data/esconv}
+echo "== async vs sync (needs the reward model and the two SFT models make run trains; each trains if missing)"
+make stages ESCONV="${ESCONV:-../shared/data/esconv}"
 run async_vs_sync $PY bench/async_vs_sync.py --updates 8
 echo "== peak memory of make run"
 run peak_memory $PY bench/peak_memory.py make run
