@@ -1,7 +1,7 @@
 """Collect the benchmark outputs of `bench/run_all.sh` into bench/results.json (one object per figure:
 name, value, unit, goal, met, machine, date, command) and the table in docs/benchmarks.md.
 
-    .venv/bin/python bench/results.py OUT_DIR DATE      # every output of a run_all.sh run
+    .venv/bin/python bench/results.py OUT_DIR DATE      # every output of a run_all.sh run (other rows stay)
     .venv/bin/python bench/results.py --add FILE DATE   # one benchmark's output, measured on its own
 """
 
@@ -267,7 +267,11 @@ def write(rows: list[dict[str, Any]], date: str) -> None:
     (ROOT / "bench" / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = ["| benchmark | value | unit | goal | met | command |", "|---|---|---|---|---|---|"]
     machine = rows[0]["machine"] if rows else ""
-    block = "\n".join([BEGIN, f"Measured {date} on {machine}.", "", *table, *map(line, rows), END])
+    header = (
+        f"Measured {date} by one `bash bench/run_all.sh` on {machine}; a row marked (measured DATE) ran"
+        " on its own."
+    )
+    block = "\n".join([BEGIN, header, "", *table, *map(line, rows), END])
     page = ROOT / "docs" / "benchmarks.md"
     text = page.read_text()
     start, stop = text.index(BEGIN), text.index(END) + len(END)
@@ -300,10 +304,22 @@ def main() -> None:
         add(json.loads(Path(sys.argv[2]).read_text()), sys.argv[3])
         return
     out, date = Path(sys.argv[1]), sys.argv[2]
-    write(
-        [row for path in sorted(out.glob("*.json")) for row in rows_of(json.loads(path.read_text()), date)],
-        date,
-    )
+    measured = [
+        row for path in sorted(out.glob("*.json")) for row in rows_of(json.loads(path.read_text()), date)
+    ]
+    write(measured + kept_rows(measured), date)
+
+
+def kept_rows(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of bench/results.json that `measured` does not replace (benchmarks run on their own, or one
+    that run_all.sh skipped), each with the date it was measured in its unit."""
+    names = {r["name"] for r in measured}
+    path = ROOT / "bench" / "results.json"
+    kept = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if r["name"] not in names]
+    for r in kept:
+        if "(measured " not in r["unit"]:
+            r["unit"] += f" (measured {r['date']})"
+    return kept
 
 
 if __name__ == "__main__":

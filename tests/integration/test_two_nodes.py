@@ -26,6 +26,7 @@ import psutil
 import pytest
 from support.own_ray import OwnRay
 from support.serving import RAY_CLI, ROOT, free_port
+from support.tiny_run import tiny_run
 
 from actors.replay_store import ReplayStore
 from esc.config import RewardModelConfig
@@ -39,22 +40,17 @@ NODE_RESOURCE = "rollout_node"
 
 
 def settings(runs: Path) -> list[str]:
-    sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
-    sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
-    sets += ["rollout.in_flight=2", "rollout.future_fraction=0", "learner.batch_size=2", "learner.lr=1e-3"]
-    sets += [
+    roles = ("rollout_worker", "seeker", "counselor", "judge")
+    return tiny_run(
+        runs,
+        "nodes",
+        "rollout.future_fraction=0",
         f"learner.max_updates={UPDATES}",
         "learner.checkpoint_every=100",
-        "sft.cold_start=false",
-        "seeker_sft.cold_start=false",
-    ]
-    sets += ["reward_model.backbone=tiny-random", "serve.enabled=false", "evaluation.every=0"]
-    roles = ("rollout_worker", "seeker", "counselor", "judge")
-    sets += [f"actors.{role}.resources={{{NODE_RESOURCE}: 1}}" for role in roles]
-    sets += ["learner.placement.resources={head_node: 1}"]  # Ray Train workers do not survive a node loss
-    sets += ["rollout.peer_timeout_s=20"]
-    sets += [f"runs_dir={runs}", "name=nodes"]
-    return [arg for s in sets for arg in ("--set", s)]
+        *(f"actors.{role}.resources={{{NODE_RESOURCE}: 1}}" for role in roles),
+        "learner.placement.resources={head_node: 1}",  # Ray Train workers do not survive a node loss
+        "rollout.peer_timeout_s=20",
+    )
 
 
 def ray(*args: str, env: dict[str, str]) -> None:

@@ -45,3 +45,34 @@ def test_add_replaces_rows_in_the_results_table_and_leaves_other_tables_alone(tm
     stored = {r["name"]: r for r in json.loads((tmp_path / "bench" / "results.json").read_text())}
     assert stored["publish_to_serve_latency"]["met"] is True
     assert stored["serve_load_16_clients"]["met"] is False
+
+
+def test_a_run_all_output_replaces_its_rows_and_keeps_the_others_with_their_dates(tmp_path):
+    results = load_results_module()
+    results.ROOT = tmp_path
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "docs").mkdir()
+    old = [
+        {"name": "batched_inference", "value": 3.0, "unit": "x", "goal": ">= 3", "met": True,
+         "machine": "m", "date": "2026-11-28", "command": "c"},
+        {"name": "chaos_soak", "value": 14, "unit": "kills (measured 2026-12-05)", "goal": ">= 10",
+         "met": True, "machine": "m", "date": "2026-12-05", "command": "c"},
+        {"name": "make_run_first", "value": 27.2, "unit": "minutes", "goal": "<= 40", "met": True,
+         "machine": "m", "date": "2026-12-04", "command": "c"},
+    ]  # fmt: skip
+    (tmp_path / "bench" / "results.json").write_text(json.dumps(old))
+    (tmp_path / "docs" / "benchmarks.md").write_text("\n".join(["# B", results.BEGIN, results.END, ""]))
+    out = tmp_path / "out"
+    out.mkdir()
+    raw = {"name": "batched_inference", "machine": "m", "ratio": 4.1, "sequential_tokens_per_s": 25.0,
+           "batched_tokens_per_s": 102.5, "requests": 8}  # fmt: skip
+    (out / "batched_inference.json").write_text(json.dumps(raw))
+    results.sys.argv = ["results.py", str(out), "2026-12-06"]
+    results.main()
+    stored = {r["name"]: r for r in json.loads((tmp_path / "bench" / "results.json").read_text())}
+    assert set(stored) == {"batched_inference", "chaos_soak", "make_run_first"}
+    assert stored["batched_inference"]["value"] == 4.1 and stored["batched_inference"]["date"] == "2026-12-06"
+    assert stored["chaos_soak"]["unit"] == "kills (measured 2026-12-05)"  # not dated twice
+    assert stored["make_run_first"]["unit"] == "minutes (measured 2026-12-04)"
+    table = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "| make_run_first | 27.2 | minutes (measured 2026-12-04) |" in table
