@@ -1,8 +1,8 @@
 """Puts from one process's concurrent tasks to the replay store, coalesced into fewer calls.
 
 A rollout worker works on several contexts at once (`rollout.in_flight`) and puts each finished group
-with its own `put_many` call. Through a Ray actor every call costs a round trip (about 0.7 ms of the
-store actor's and the worker's CPU here, `bench/store_actor.py`), whatever it carries. `CoalescedPuts`
+with its own `put_many` call. Through a Ray actor every call costs a round trip (about 0.6 ms of CPU
+in the store actor and as much in the worker here, `bench/store_actor.py`), whatever it carries. `CoalescedPuts`
 sends a put at once when no call of its own is in flight; puts that arrive while one is in flight wait
 for it and then go together, in arrival order, in the next call. No timer: a lone put is never delayed,
 and a burst of puts costs one call per round trip instead of one per put.
