@@ -2,10 +2,10 @@
 
 A rollout worker works on several contexts at once (`rollout.in_flight`) and puts each finished group
 with its own `put_many` call. Through a Ray actor every call costs a round trip (about 0.6 ms of CPU
-in the store actor and as much in the worker here, `bench/store_actor.py`), whatever it carries. `CoalescedPuts`
-sends a put at once when no call of its own is in flight; puts that arrive while one is in flight wait
-for it and then go together, in arrival order, in the next call. No timer: a lone put is never delayed,
-and a burst of puts costs one call per round trip instead of one per put.
+in the store actor and as much in the worker here, `bench/store_actor.py`), whatever it carries.
+`CoalescedPuts` sends a put at once when no call of its own is in flight; puts that arrive while one is
+in flight wait for it and then go together, in arrival order, in the next call. No timer: a lone put is
+never delayed, and a burst of puts costs one call per round trip instead of one per put.
 
 The store answers each row separately ('stored', 'duplicate', 'full'), so each caller gets exactly the
 statuses of its own records, as if it had called `put_many` itself; an error of the shared call (the
