@@ -84,8 +84,8 @@ class HFBackend:
         # OMP_NUM_THREADS (1 in a Ray actor reserving under 2 CPUs) whatever the actor set
         self.torch_threads = torch.get_num_threads()
         # every batch stage runs on this one thread: one OpenMP team and one heap, where a pool of
-        # threads would leave idle teams spinning on the cores the working one needs (`_thread`)
-        self._model_thread: ThreadPoolExecutor | None = None
+        # threads would leave idle teams spinning on the cores the working one needs
+        self._model_thread = self._new_model_thread()
         self.weights_version = 0  # 0 = the weights it was built with; load_weights moves it
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -284,15 +284,13 @@ class HFBackend:
                 request.future.set_result(result)
 
     async def _on_model_thread(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._thread(), fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)
 
-    def _thread(self) -> ThreadPoolExecutor:
-        """The model thread, started on first use (again after `close` stopped it)."""
-        if self._model_thread is None:
-            self._model_thread = ThreadPoolExecutor(
-                1, "hf-model", initializer=torch.set_num_threads, initargs=(self.torch_threads,)
-            )
-        return self._model_thread
+    def _new_model_thread(self) -> ThreadPoolExecutor:
+        """A one-thread pool for the model (its thread starts at the first stage submitted to it)."""
+        return ThreadPoolExecutor(
+            1, "hf-model", initializer=torch.set_num_threads, initargs=(self.torch_threads,)
+        )
 
     def _admit(self, requests: list[_Request]) -> None:
         """Prefill `requests` and join them to the running batch (on the model thread)."""
@@ -326,8 +324,7 @@ class HFBackend:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.torch_threads = threads
-        if self._model_thread is not None:  # a thread started later takes the count from its initializer
-            self._model_thread.submit(torch.set_num_threads, threads)
+        self._model_thread.submit(torch.set_num_threads, threads)
 
     def _wait_for_swaps(self) -> None:
         with self._idle:
@@ -392,11 +389,10 @@ class HFBackend:
 
     async def close(self) -> None:
         """Stop the batching task and the model thread (a stage under way finishes first, off the
-        caller's path); a later request starts both again."""
+        caller's path); a later request starts both again, the thread in a fresh pool."""
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
             self._loop = None
-        if self._model_thread is not None:
-            self._model_thread.shutdown(wait=False, cancel_futures=True)
-            self._model_thread = None
+        self._model_thread.shutdown(wait=False, cancel_futures=True)
+        self._model_thread = self._new_model_thread()
