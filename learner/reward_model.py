@@ -167,7 +167,7 @@ class RewardModel:
     def embed(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Raw embedding [H] of each distinct text: mean final hidden state over its tokens (blank: zeros)."""
         memo = self.memo if self.memo is not None else {}
-        distinct = sorted({t for t in texts if t.strip() and t not in memo}, key=len)
+        distinct = sorted({t for t in texts if t.strip() and t not in memo}, key=lambda t: (len(t), t))
         out = {t: torch.zeros(self.lm.config.hidden_size, device=self.device) for t in texts if not t.strip()}
         out.update((t, memo[t]) for t in texts if t in memo)
         self.backbone.eval()

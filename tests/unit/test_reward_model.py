@@ -6,6 +6,10 @@ see (shared words with the seeker's turn, length, affect).
 """
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,6 +181,35 @@ def test_training_is_deterministic_for_a_seed():
         model = RewardModel.from_config(cfg, seed=7)
         model.fit(train, [])
         scores.append(model.score([e.context for e in train], [e.reply for e in train]))
+    assert scores[0] == scores[1]
+
+
+HASH_SEED_PROBE = """
+import json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from test_reward_model import RewardModel, data_grounded_examples, dialogue, tiny_cfg
+cfg = tiny_cfg(epochs=5)
+train = data_grounded_examples([dialogue(i) for i in range(6)], cfg, seed=0, max_contexts=100)
+model = RewardModel.from_config(cfg, seed=0)
+model.fit(train, [])
+print(json.dumps(model.score([e.context for e in train], [e.reply for e in train])))
+"""
+
+
+def test_training_does_not_depend_on_the_process_hash_seed():
+    """Set iteration order changes with PYTHONHASHSEED; it once reordered the texts the head's PCA reads."""
+    here = Path(__file__).parent
+    scores = []
+    for hash_seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", HASH_SEED_PROBE, str(here), str(here.parents[1])],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        scores.append(json.loads(done.stdout.strip().splitlines()[-1]))
     assert scores[0] == scores[1]
 
 
