@@ -206,7 +206,7 @@ class ServeConfig(Section):
     batch_wait_ms: float = Field(
         10.0, ge=0.0, le=1000.0, description="How long an idle replica waits for company to start a batch."
     )
-    poll_s: float = Field(0.2, gt=0.0, le=60.0, description="How often replicas look for newer weights.")
+    poll_s: float = Field(0.05, gt=0.0, le=60.0, description="How often replicas look for newer weights.")
     max_request_bytes: int = Field(65536, gt=0, description="Largest request body accepted (413 beyond).")
     max_messages: int = Field(64, gt=0, description="Most messages one request may carry.")
     max_message_chars: int = Field(4000, gt=0, description="Longest message content, in characters.")
