@@ -31,7 +31,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from support.tiny_run import tiny_run  # noqa: E402
+
 from actors.replay_store import ReplayStore  # noqa: E402
 from esc.config import RewardModelConfig  # noqa: E402
 from learner.reward_model import RewardModel  # noqa: E402
@@ -49,18 +51,10 @@ CLIENT_TIMEOUT_S = 60
 
 
 def settings(runs: Path, updates: int, port: int) -> list[str]:
-    sets = [f"{r}.model=tiny-random" for r in ("seeker", "counselor", "judge", "system_agent")]
-    sets += ["counselor.max_new_tokens=8", "counselor.reasoning=false", "rollout.group_size=2"]
-    sets += ["rollout.in_flight=2", "rollout.future_fraction=0", "learner.batch_size=2", "learner.lr=1e-3"]
-    sets += [
-        f"learner.max_updates={updates}",
-        "learner.checkpoint_every=2",
-        "reward_model.backbone=tiny-random",
-    ]
-    sets += [f"runs_dir={runs}", "name=chaos", "evaluation.every=0", "sft.cold_start=false"]
-    sets += ["seeker_sft.cold_start=false"]  # tiny-random roles: no SFT models to start from
-    sets += ["serve.enabled=true", f"serve.port={port}", "actors.rollout_worker.replicas=2"]
-    return [arg for s in sets for arg in ("--set", s)]
+    """The tests' tiny run (tests/support/tiny_run.py) with the endpoint on and two rollout workers."""
+    extra = [f"learner.max_updates={updates}", "learner.checkpoint_every=2", "rollout.future_fraction=0"]
+    extra += ["serve.enabled=true", f"serve.port={port}", "actors.rollout_worker.replicas=2"]
+    return tiny_run(runs, "chaos", *extra)
 
 
 def processes(session: int) -> dict[str, list[int]]:
