@@ -218,6 +218,14 @@ METRICS: dict[str, Metric] = {
         "learner stage: writing weights and waiting for the counselors to load them",
         "about 1 s for 135M",
     ),
+    **{
+        f"stage_{stage}_peak_gb": Metric(
+            "GB",
+            f"learner stage {stage}: the learner process's peak resident size during it (Linux only)",
+            "flat from update to update; a rise that does not stop is a leak",
+        )
+        for stage in ("sample", "score", "advantages", "update", "publish")
+    },
     "rm_version": Metric(
         "version",
         "reward-model version that scored one update's candidates (source rm_trainer: the version a"

@@ -25,3 +25,27 @@ def release_free_memory() -> bool:
     """Return the free pages of every heap to the OS (glibc's malloc_trim); False where unavailable."""
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
+
+
+def start_peak_window() -> bool:
+    """Reset this process's peak resident size (Linux: VmHWM, via /proc/self/clear_refs), so that
+    `peak_rss_gb` reports the peak from now on; False where the kernel offers no reset."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_gb() -> float | None:
+    """The largest resident size of this process since the last `start_peak_window` (or its start), in
+    GB (1e9 bytes); None where /proc/self/status is missing."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return None

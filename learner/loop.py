@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import torch
 
 from esc.config import LearnerConfig
-from esc.memory import release_free_memory
+from esc.memory import peak_rss_gb, release_free_memory, start_peak_window
 from esc.parsing import parse_counselor
 from esc.schemas import Candidate, CandidateGroup, Turn
 from learner import ranks
@@ -75,16 +75,20 @@ def grpo_reward(
 
 
 class Stages:
-    """Wall-clock seconds of each named stage of one update."""
+    """Wall-clock seconds (`stage_<name>_s`) of each named stage of one update, and the process's peak
+    resident size during it (`stage_<name>_peak_gb`, on Linux): which stage makes the learner's peak."""
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
+        self.figures: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
+        started, windowed = time.perf_counter(), start_peak_window()
         yield
-        self.seconds[f"stage_{name}_s"] = time.perf_counter() - started
+        self.figures[f"stage_{name}_s"] = time.perf_counter() - started
+        peak = peak_rss_gb() if windowed else None
+        if peak is not None:
+            self.figures[f"stage_{name}_peak_gb"] = peak
 
 
 class Learner:
@@ -146,7 +150,7 @@ class Learner:
             "staleness_hist": {str(k): v for k, v in sorted(staleness.items())},
             **parts,
             **stats,
-            **stage.seconds,
+            **stage.figures,
         }
 
     def score(
