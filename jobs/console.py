@@ -35,14 +35,13 @@ def quiet_libraries(log_file: Path) -> Path:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in LIBRARY_LOGGERS:
+    for name in (*LIBRARY_LOGGERS, "py.warnings"):
         logger = logging.getLogger(name)
+        for old in logger.handlers:  # an earlier call's file handler: closed, not left to the collector
+            old.close()
         logger.handlers = [handler]
         logger.propagate = False
     logging.captureWarnings(True)  # warnings.warn(...) becomes a record of the 'py.warnings' logger
-    warnings_logger = logging.getLogger("py.warnings")
-    warnings_logger.handlers = [handler]
-    warnings_logger.propagate = False
     warnings.simplefilter("default")  # each distinct warning once per place, in the file
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

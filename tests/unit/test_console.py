@@ -59,3 +59,14 @@ def test_library_records_and_warnings_go_to_the_file_not_the_terminal(tmp_path, 
     assert "repeated Ray Train" not in captured.err + captured.out
     text = log.read_text()
     assert "a repeated Ray Train warning" in text and "a deprecation" in text
+
+
+def test_a_second_call_closes_the_first_file_handler(tmp_path, restore_logging):
+    quiet_libraries(tmp_path / "first.log")
+    first = logging.getLogger("py.warnings").handlers[0]
+    quiet_libraries(tmp_path / "second.log")
+    assert first.stream is None  # closed by the second call, not left to the garbage collector
+    assert all(
+        logger.handlers[0].baseFilename.endswith("second.log")
+        for logger in map(logging.getLogger, (*LIBRARY_LOGGERS, "py.warnings"))
+    )
