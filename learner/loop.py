@@ -86,8 +86,7 @@ class Stages:
         started, windowed = time.perf_counter(), start_peak_window()
         yield
         self.figures[f"stage_{name}_s"] = time.perf_counter() - started
-        peak = peak_rss_gb() if windowed else None
-        if peak is not None:
+        if windowed and (peak := peak_rss_gb()) is not None:
             self.figures[f"stage_{name}_peak_gb"] = peak
 
 
