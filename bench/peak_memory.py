@@ -67,7 +67,7 @@ def main() -> None:
     print(f"`{' '.join(args.command)}` exited {child.returncode} after {seconds:.0f} s")
     print(f"peak PSS {peak_pss / gb:.2f} GB, peak RSS sum {peak_rss / gb:.2f} GB, up to {most} processes")
     print(f"at the peak ({peak_at:.0f} s in), by PSS, and each process's own peak:")
-    for label, own in at_peak[:12]:
+    for label, own in at_peak:
         print(f"  {own / gb:6.2f} GB  (own peak {own_peak[label] / gb:5.2f})  {label}")
     print(
         json.dumps(

@@ -4,7 +4,7 @@ At the start of a run (version 0), at every `evaluation.every` versions and once
 the run's counselor actors answer the same `evaluation.heldout_contexts` held-out contexts
 (`evaluation.heldout`, e.g. the ESConv valid split; one per dialogue, the real reply that followed is
 the reference) with G sampled replies each, every (context, sample) with the same seed at every point.
-The driver scores the replies with the run's reward model (loaded once) and the learner's reward
+The driver scores the replies with the run's reward model (loaded for each point) and the learner's reward
 composition (`learner.loop.grpo_reward`), records the point's estimates to the metrics hub (source
 "heldout") and appends its per-context rows to `runs/<name>/heldout.jsonl`; at the end it writes
 `runs/<name>/learning.json` (base vs final, `esc.learning`) and prints the table. The points at version
@@ -43,7 +43,7 @@ from esc.metrics import rouge_l_each
 from esc.parsing import parse_counselor
 from esc.roles import CounselorOutput
 from esc.safety import check_conversation
-from esc.schemas import Context
+from esc.schemas import Context, Turn
 from jobs import UsageError
 from jobs.driver import get
 from jobs.heldout_cache import BaseCache
@@ -86,16 +86,34 @@ def sample_seed(config: RunConfig, context: int, sample: int) -> int:
 
 
 class Scorer:
-    """Scores held-out replies: the run's reward model (loaded once), the learner's reward composition,
-    ROUGE-L against the real reply, answer length in counselor tokens."""
+    """Scores held-out replies: the run's reward model, the learner's reward composition, ROUGE-L against
+    the real reply, answer length in counselor tokens. The reward model is loaded for each `rows` call
+    (about 2 s) and dropped after it, so that between points the driver holds no model while the
+    learner and the actors run."""
 
     def __init__(self, config: RunConfig, reward_model: str | Path):
         from esc.models import load_tokenizer
+        from learner.reward_model import META_FILE
+
+        self.config, self.rm_dir = config, Path(reward_model)
+        if not (self.rm_dir / META_FILE).is_file():
+            hint = "train one with `rlff train --stage rm`"
+            raise FileNotFoundError(f"{self.rm_dir} holds no {META_FILE}; {hint}")
+        self.tokenizer = load_tokenizer(config.counselor.model)
+
+    def scores(
+        self, contexts: list[tuple[Turn, ...]], answers: list[str], intensities: list[int | None]
+    ) -> list[float]:
+        """The reward model's scores, from a copy loaded for this call and released after it."""
+        from esc.memory import release_free_memory
         from learner.reward_model import RewardModel
 
-        self.config = config
-        self.rm = RewardModel.load(reward_model)
-        self.tokenizer = load_tokenizer(config.counselor.model)
+        rm = RewardModel.load(self.rm_dir)
+        try:
+            return rm.score(contexts, answers, intensities)
+        finally:
+            del rm
+            release_free_memory()
 
     def rows(self, contexts: list[Context], replies: list[CounselorOutput]) -> list[dict[str, Any]]:
         """Context rows (`esc.learning.context_row`) from `replies`: G per context, context-major, each
@@ -109,7 +127,7 @@ class Scorer:
         answers = [r.turn.text for r in replies]
         raws = [r.raw for r in replies]
         intensities = [c.scenario.initial_intensity for c in owners]
-        rm = self.rm.score([c.turns for c in owners], answers, intensities)
+        rm = self.scores([c.turns for c in owners], answers, intensities)
         lc = self.config.learner
         parts = grpo_reward(
             rm, raws, self.config.reward_model.weight, lc.format_weight, lc.safety_weight, lc.format_gate

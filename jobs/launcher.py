@@ -39,6 +39,9 @@ def init_ray(quiet: bool = False) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=not quiet)
     else:
+        # Ray Train's preemption watcher (an actor process, ~0.1 GB) looks for cloud nodes about to be
+        # taken away; a local instance is this one machine. The instance's processes inherit this.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=not quiet)
 
 

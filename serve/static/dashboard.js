@@ -207,6 +207,8 @@ function ago(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
+const QUIET_S = 20 * 60; // longer than any step of a run on 2 cores without an event (a held-out point: ~6 min)
+
 // "update 3 / 8 · started 12 min ago · last event 4 s ago", from what the server knows cheaply.
 function progressText(s, lastLearner, lastTime) {
   const p = s.progress || {};
@@ -220,6 +222,11 @@ function progressText(s, lastLearner, lastTime) {
   if (p.heldout && !lastLearner && !measured.has(0)) parts.push("measuring version 0 on held-out contexts first");
   else if (p.heldout && p.planned_updates && done >= p.planned_updates && !measured.has(done)) {
     parts.push(`measuring version ${done} on held-out contexts`);
+  }
+  // a run killed from outside writes no last event: after a long silence, say that it may have stopped
+  const finished = p.planned_updates && done >= p.planned_updates && (!p.heldout || measured.has(done));
+  if (!finished && lastTime && s.now && s.now - lastTime > QUIET_S) {
+    parts.push(`no event for ${ago(s.now - lastTime)}: the run may have stopped (see its run.log)`);
   }
   return parts.join(" · ");
 }

@@ -20,6 +20,7 @@ from esc.learning import (
     point_version,
 )
 from jobs.heldout import (
+    Scorer,
     append_point,
     background_due,
     heldout_contexts,
@@ -167,3 +168,10 @@ def test_background_points_leave_the_learners_last_version_to_the_final_point():
     # at 16, where the final point runs alone after the learner
     assert [v for v in range(0, 18) if background_due(v, 8, 16)] == list(range(8, 16))
     assert not background_due(16, 16, 16) and not background_due(17, 8, 16)
+
+
+def test_scorer_refuses_a_folder_without_a_reward_model(tmp_path):
+    """The scorer loads its reward model only when it scores, so it checks the folder when it is built:
+    a run with no reward model fails before its actors start, not at its first held-out point."""
+    with pytest.raises(FileNotFoundError, match="rlff train --stage rm"):
+        Scorer(RunConfig(), tmp_path)
