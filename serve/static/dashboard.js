@@ -207,7 +207,7 @@ function ago(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
-const QUIET_S = 20 * 60; // longer than any step of a run on 2 cores without an event (a held-out point: ~6 min)
+const QUIET_S = 30 * 60; // silent steps of a run on 2 cores, such as a held-out point, took 6-15 min
 
 // "update 3 / 8 · started 12 min ago · last event 4 s ago", from what the server knows cheaply.
 function progressText(s, lastLearner, lastTime) {

@@ -378,11 +378,11 @@ def test_dashboard_shows_heldout_curves_malformed_replies_and_seeker_marks(serve
         assert page.inner_text("#seeker-role") == "67% (2/3)"
         assert page.inner_text("#progress").startswith("update 5 / 8 · started 10 min ago")
         assert "may have stopped" not in page.inner_text("#progress")
-        # a run killed from outside: 30 min without an event, short of its last update or its last point
+        # a run killed from outside: 40 min without an event, short of its last update or its last point
         quiet = "([n, v]) => progressText({progress: {planned_updates: n, heldout: true}, now: 9000}, "
-        quiet += "{weights_version: v}, 9000 - 1800)"
+        quiet += "{weights_version: v}, 9000 - 2400)"
         assert page.evaluate(quiet, [8, 5]).endswith(
-            "no event for 30 min: the run may have stopped (see its run.log)"
+            "no event for 40 min: the run may have stopped (see its run.log)"
         )
         assert "may have stopped" not in page.evaluate(quiet, [4, 4])  # done, and version 4 was measured
         assert page.inner_text("#rm-online") == "v2 · 0.75 · 0.10 (learner on v2)"
