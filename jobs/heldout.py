@@ -4,8 +4,8 @@ At the start of a run (version 0), at every `evaluation.every` versions and once
 the run's counselor actors answer the same `evaluation.heldout_contexts` held-out contexts
 (`evaluation.heldout`, e.g. the ESConv valid split; one per dialogue, the real reply that followed is
 the reference) with G sampled replies each, every (context, sample) with the same seed at every point.
-The driver scores the replies with the run's reward model (loaded for each point) and the learner's reward
-composition (`learner.loop.grpo_reward`), records the point's estimates to the metrics hub (source
+The driver scores the replies with the run's reward model (loaded for each point) and the learner's
+reward composition (`learner.loop.grpo_reward`), records the point's estimates to the metrics hub (source
 "heldout") and appends its per-context rows to `runs/<name>/heldout.jsonl`; at the end it writes
 `runs/<name>/learning.json` (base vs final, `esc.learning`) and prints the table. The points at version
 0 and at the end run alone (the learner has not started, or has finished, and so have the rollouts),
@@ -93,12 +93,9 @@ class Scorer:
 
     def __init__(self, config: RunConfig, reward_model: str | Path):
         from esc.models import load_tokenizer
-        from learner.reward_model import META_FILE
+        from learner.reward_model import RewardModel
 
-        self.config, self.rm_dir = config, Path(reward_model)
-        if not (self.rm_dir / META_FILE).is_file():
-            hint = "train one with `rlff train --stage rm`"
-            raise FileNotFoundError(f"{self.rm_dir} holds no {META_FILE}; {hint}")
+        self.config, self.rm_dir = config, RewardModel.require_saved(reward_model)
         self.tokenizer = load_tokenizer(config.counselor.model)
 
     def scores(

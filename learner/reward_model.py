@@ -376,12 +376,19 @@ class RewardModel:
         (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return folder
 
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> RewardModel:
-        """A reward model written by `save`; the backbone comes from the config's spec."""
+    @staticmethod
+    def require_saved(folder: str | Path) -> Path:
+        """`folder` as a Path if `save` wrote a reward model there; else FileNotFoundError saying how to
+        train one. Cheap: callers that load later check with it up front."""
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
             raise FileNotFoundError(f"{folder} holds no {META_FILE}; train one with `rlff train --stage rm`")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> RewardModel:
+        """A reward model written by `save`; the backbone comes from the config's spec."""
+        folder = cls.require_saved(folder)
         meta = json.loads((folder / META_FILE).read_text())
         cfg = RewardModelConfig.model_validate(meta["config"])
         lm, tokenizer = load_model(cfg.backbone, device=device, seed=meta["seed"])
