@@ -5,7 +5,8 @@ joined to it at the next step, instead of waiting for the whole batch to finish.
 all rows together, the KV cache, the attention mask, each row's last position and its next-token
 logits. Joining left-pads the shorter side's cache and mask (masked positions are never attended to,
 and positions are explicit, so padding changes nothing) and stacks the rows. A finished row leaves
-every tensor at once, so the rows still decoding stop paying for it.
+every tensor at once, so the rows still decoding stop paying for it. The batch's cache layers have room
+to grow (`kv_room`): a step writes its token in place instead of copying the cache.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from esc.backends.base import Generation, SamplingParams
+from esc.backends.kv_room import appendable, give_room
 
 
 @dataclass
@@ -83,7 +85,7 @@ class DecodeBatch:
     def join(self, rows: list[Row], logits, cache, mask, positions) -> None:
         """Add prefilled rows (their logits, cache, mask and last positions) to the batch."""
         if not self.rows:
-            self.rows, self.logits, self.cache = rows, logits, cache
+            self.rows, self.logits, self.cache = rows, logits, give_room(cache)
             self.mask, self.positions = mask, positions
             return
         width = max(self.mask.shape[1], mask.shape[1])
@@ -112,7 +114,7 @@ class DecodeBatch:
 def mergeable(cache: Any) -> bool:
     """Caches whose layers each hold plain [B, heads, length, dim] keys and values (no sliding window)."""
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+    return bool(layers) and all(appendable(layer) for layer in layers)
 
 
 def _pad_left(tensor: torch.Tensor, count: int, dim: int) -> torch.Tensor:

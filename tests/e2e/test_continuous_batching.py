@@ -12,6 +12,7 @@ from esc.backends.base import SamplingParams
 from esc.backends.decode_batch import DecodeBatch
 from esc.backends.hf import HFBackend
 from esc.backends.hf_decode import CausalLM
+from esc.backends.kv_room import ROOM
 from esc.backends.prefix_cache import PrefixCache
 from esc.models import load_model
 from esc.weights import publish
@@ -35,8 +36,10 @@ def test_rows_joining_and_leaving_get_the_tokens_they_get_alone(tiny, prefix_cac
     lm = CausalLM(model, tokenizer, prefix_cache)
     first = backend.encode_prompt(_chat("Hi"))
     later = [backend.encode_prompt(_chat(t)) for t in ("Work keeps me up at night and I cannot rest.", "Ok")]
-    greedy = [SamplingParams(temperature=0.0, max_new_tokens=n) for n in (12, 9, 3)]
+    # "a" decodes past its cache's room (kv_room), after the others left
+    greedy = [SamplingParams(temperature=0.0, max_new_tokens=n) for n in (ROOM + 12, 9, 3)]
     alone = [lm.decode([p], [g])[0] for p, g in zip([first, *later], greedy, strict=True)]
+    assert alone[0].completion_tokens == ROOM + 12
     batch, done = DecodeBatch(), {}
     lm.admit(batch, [first], greedy[:1], ["a"])
     for _ in range(4):  # the first row is 4 tokens in when the others arrive
