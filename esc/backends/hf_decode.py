@@ -56,7 +56,21 @@ class CausalLM:
         return out.logits, getattr(out, self.cache_kw)
 
     def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-        """Last-position logits, KV cache, attention mask and positions after reading every prompt."""
+        """Last-position logits, KV cache, attention mask and positions after reading every prompt.
+
+        A prompt that several rows share (a context's samples, a GRPO group) is read once: the distinct
+        prompts are prefilled and their rows repeated."""
+        distinct = list(dict.fromkeys(map(tuple, prompts)))
+        if len(distinct) == len(prompts):
+            return self._prefill_distinct(prompts)
+        logits, cache, mask, positions = self._prefill_distinct([list(p) for p in distinct])
+        place = {p: i for i, p in enumerate(distinct)}
+        index = torch.tensor([place[tuple(p)] for p in prompts], device=self.device)
+        cache.batch_select_indices(index)
+        return logits[index], cache, mask[index], positions[index]
+
+    def _prefill_distinct(self, prompts: list[list[int]]) -> tuple:
+        """`_prefill` of prompts that all differ."""
         cached = self.prefix_cache
         shared = common_start(prompts)
         shared = min(shared, min(map(len, prompts)) - 1)  # every row keeps a token of its own to read

@@ -123,6 +123,27 @@ def test_prefix_cache_changes_no_token_and_no_logprob(tiny):
         assert got_row == pytest.approx(want_row, abs=1e-4)
 
 
+def test_rows_sharing_a_prompt_are_prefilled_once_and_get_the_tokens_they_get_alone(tiny):
+    lm = CausalLM(tiny.model, tiny.tokenizer)
+    a, b = (tiny.encode_prompt([SYSTEM, {"role": "user", "content": t}]) for t in ("I feel lonely.", "Hi"))
+    prompts = [a, b, a, a, b]  # two contexts' samples, interleaved
+    params = [SamplingParams(temperature=0.0, max_new_tokens=6)] * 5
+    widths, forward = [], lm._forward
+
+    def counted(ids, *args, **kwargs):
+        widths.append(tuple(ids.shape))
+        return forward(ids, *args, **kwargs)
+
+    lm._forward = counted
+    got = lm.decode(prompts, params)
+    assert widths[0] == (2, max(len(a), len(b)))  # the prefill read each distinct prompt once
+    alone = {tuple(p): lm.decode([p], params[:1])[0] for p in (a, b)}
+    for prompt, g in zip(prompts, got, strict=True):
+        want = alone[tuple(prompt)]
+        assert g.token_ids == want.token_ids and g.prompt_tokens == len(prompt)
+        assert g.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+
+
 def test_prefix_cache_forgets_entries_when_the_weights_change():
     model, tokenizer = load_model("tiny-random", seed=5)
     plain, cached = CausalLM(model, tokenizer), CausalLM(model, tokenizer, PrefixCache())
