@@ -10,7 +10,11 @@ in one run:
 3. decode tokens/s of the hf backend at batch 1 and 8, in float32 (the default) and in bfloat16
    (`dtype`; on a CPU with AMX its batched matrix products are much faster): `--tokens` + 1 new tokens
    minus 1 new token (so the prompt's prefill cancels out), over all rows, medians of 3. The bench
-   turns end-of-text off in its backend so that every row decodes exactly that many tokens.
+   turns end-of-text off in its backend so that every row decodes exactly that many tokens;
+4. the matrix products alone: every linear layer of the model (the output layer too) applied once, in
+   forward order, to 1 row and to 8 rows (medians of 5). Their ratio caps what batching can give:
+   even with nothing else in a step, batch 8 is at most 8 x (batch 1's time / batch 8's) times batch
+   1's tokens/s.
 
     .venv/bin/python bench/decode_bound.py [--model smollm2-135m] [--tokens 64]
 
@@ -83,6 +87,22 @@ def decode_rate(backend: HFBackend, rows: int, tokens: int) -> float:
     return statistics.median(rates)
 
 
+def linear_seconds(model: torch.nn.Module, rows: int, passes: int = 5) -> float:
+    """Median seconds of one pass of every linear layer (output layer included) over `rows` rows, in
+    forward order, so that each weight comes from memory as in a decode step."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    dtype = layers[0].weight.dtype
+    inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=dtype) for m in layers}
+    times = []
+    with torch.inference_mode():
+        for _ in range(passes + 1):  # the first pass warms up
+            started = time.perf_counter()
+            for layer in layers:
+                layer(inputs[layer.in_features])
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
 def measure(spec: str, dtype: str, tokens: int, read_gb_s: float) -> dict:
     model, tokenizer = load_model(spec, dtype=dtype)
     backend = HFBackend(model, tokenizer, max_batch_size=8, max_wait_ms=20)
@@ -91,9 +111,12 @@ def measure(spec: str, dtype: str, tokens: int, read_gb_s: float) -> dict:
     b1, b8 = decode_rate(backend, 1, tokens), decode_rate(backend, 8, tokens)
     size = model_bytes(model)
     bound = read_gb_s * 1e9 / size
+    one, eight = linear_seconds(model, 1), linear_seconds(model, 8)
     print(
         f"{dtype}: model {size / 1e6:.0f} MB, bound {bound:.1f} tokens/s a row; decode batch 1 {b1:.1f}"
-        f" tokens/s ({b1 / bound:.0%} of the bound), batch 8 {b8:.1f} ({b8 / b1:.2f}x batch 1)"
+        f" tokens/s ({b1 / bound:.0%} of the bound), batch 8 {b8:.1f} ({b8 / b1:.2f}x batch 1); linear"
+        f" layers alone {one * 1e3:.1f} ms at 1 row, {eight * 1e3:.1f} ms at 8 (caps batch 8 at"
+        f" {8 * one / eight:.2f}x)"
     )
     return {
         "model_mb": round(size / 1e6, 1),
@@ -102,6 +125,9 @@ def measure(spec: str, dtype: str, tokens: int, read_gb_s: float) -> dict:
         "b8_tokens_per_s": round(b8, 1),
         "b1_share_of_bound": round(b1 / bound, 3),
         "b8_over_b1": round(b8 / b1, 2),
+        "linear_b1_ms": round(one * 1e3, 1),
+        "linear_b8_ms": round(eight * 1e3, 1),
+        "linear_cap_b8_over_b1": round(8 * one / eight, 2),
     }
 
 

@@ -76,3 +76,27 @@ def test_a_run_all_output_replaces_its_rows_and_keeps_the_others_with_their_date
     assert stored["make_run_first"]["unit"] == "minutes (measured 2026-12-04)"
     table = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "| make_run_first | 27.2 | minutes (measured 2026-12-04) |" in table
+
+
+def _decode_side(b1: float, b8: float, linear: bool) -> dict:
+    side = {
+        "model_mb": 538.1, "bound_tokens_per_s": 48.5, "b1_tokens_per_s": b1, "b8_tokens_per_s": b8,
+        "b1_share_of_bound": round(b1 / 48.5, 3), "b8_over_b1": round(b8 / b1, 2),
+    }  # fmt: skip
+    if linear:
+        side |= {"linear_b1_ms": 24.0, "linear_b8_ms": 48.0, "linear_cap_b8_over_b1": 4.0}
+    return side
+
+
+def test_decode_bound_rows_name_the_cap_of_the_linear_layers_when_it_was_measured():
+    results = load_results_module()
+    for linear in (True, False):
+        raw = {
+            "name": "decode_bound", "read_gb_s": 26.1,
+            "float32": _decode_side(28.6, 117.2, linear), "bfloat16": _decode_side(25.3, 160.1, linear),
+        }  # fmt: skip
+        rows = {name: (value, unit, met) for name, value, unit, _, met in results.figures(raw)}
+        value, unit, met = rows["decode_b8_over_b1"]
+        assert value == 4.1 and met is False
+        assert ("a cap of 4.0x (bfloat16 4.0x)" in unit) is linear
+        assert unit.endswith(")") and unit.count("(") == unit.count(")")
