@@ -39,6 +39,8 @@ def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], draws: tor
     picked = torch.searchsorted(cdf, target, right=True).clamp(max=logits.shape[-1] - 1)
     if order is not None:
         picked = order.gather(1, picked)
+    if not any(p.temperature <= 0.0 for p in params):
+        return picked.squeeze(1)
     return torch.where(greedy, logits.argmax(-1), picked.squeeze(1))
 
 
