@@ -105,13 +105,14 @@ def linear_seconds(model: torch.nn.Module, rows: int, passes: int = 5) -> float:
 
 def measure(spec: str, dtype: str, tokens: int, read_gb_s: float) -> dict:
     model, tokenizer = load_model(spec, dtype=dtype)
+    # before the backend's model thread exists: with two OpenMP teams on 2 cores, each slows the other
+    one, eight = (in_passing_thread(linear_seconds, model, rows) for rows in (1, 8))
     backend = HFBackend(model, tokenizer, max_batch_size=8, max_wait_ms=20)
     backend.lm.eos_ids = set()  # every row decodes exactly the tokens asked for: steps are comparable
     asyncio.run(decode_seconds(backend, 2, 4))  # warm-up
     b1, b8 = decode_rate(backend, 1, tokens), decode_rate(backend, 8, tokens)
     size = model_bytes(model)
     bound = read_gb_s * 1e9 / size
-    one, eight = linear_seconds(model, 1), linear_seconds(model, 8)
     print(
         f"{dtype}: model {size / 1e6:.0f} MB, bound {bound:.1f} tokens/s a row; decode batch 1 {b1:.1f}"
         f" tokens/s ({b1 / bound:.0%} of the bound), batch 8 {b8:.1f} ({b8 / b1:.2f}x batch 1); linear"

@@ -94,6 +94,22 @@ def store_examples(config: RunConfig) -> tuple[list[RMExample], list[RMExample]]
     return train, valid
 
 
+def settings(config: RunConfig) -> dict:
+    """What, besides the input files' contents, the trained model depends on. The data path is left
+    out (its files count), so the same ESConv under another path spelling needs no retraining."""
+    cfg = config.reward_model
+    data = None
+    if cfg.labels == "data" and cfg.data:
+        spec = _esconv_spec(config)
+        data = {"kind": spec.kind, "split": spec.split}
+    return {
+        "reward_model": cfg.model_dump(exclude={"data"}),
+        "data": data,
+        "seed": config.seed,
+        "format": MODEL_FORMAT,
+    }
+
+
 def input_files(config: RunConfig) -> list[Path]:
     """The files whose contents the trained model depends on (hashed by `jobs.fingerprint`)."""
     if config.reward_model.labels == "simulated":
@@ -137,10 +153,7 @@ def run_train_rm(config: RunConfig, out: str | None = None) -> int:
     cfg = config.reward_model
     folder = Path(out) if out else config.run_dir() / "reward_model"
     try:
-        stamp = fingerprint.fingerprint(
-            {"reward_model": cfg.model_dump(), "seed": config.seed, "format": MODEL_FORMAT},
-            input_files(config),
-        )
+        stamp = fingerprint.fingerprint(settings(config), input_files(config))
         if fingerprint.is_current(folder, stamp) and (folder / "reward_model.json").is_file():
             print(f"reward model in {folder} is up to date (same config, seed and data); not retraining")
             return 0

@@ -1,8 +1,8 @@
 """A KV cache layer with room to grow, so a decode step writes its token in place.
 
 transformers' `DynamicLayer` appends each step's keys and values with `torch.cat`, which copies the
-whole cache of every layer at every step: at 16 rows and a 420-token context that copy was a quarter of
-the step's time (`docs/benchmarks.md`). A `RoomyLayer` keeps its keys and values as views of buffers
+whole cache of every layer at every step: at 16 rows and a 420-token context, taking it out made a step
+1.3x faster (`docs/benchmarks.md`). A `RoomyLayer` keeps its keys and values as views of buffers
 with ROOM spare positions; a step writes into the spare positions and moves the view's end, and only
 when the room runs out does it copy into a new, larger buffer (once every ROOM steps).
 

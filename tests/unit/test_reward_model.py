@@ -263,6 +263,9 @@ def test_train_job_writes_model_and_report_then_skips_unchanged_inputs(tmp_path,
     assert run_train_rm(config) == 0
     assert "up to date" in capsys.readouterr().out
     assert json.loads((folder / "report.json").read_text()) == report  # nothing retrained
+    (tmp_path / "elsewhere").symlink_to(tmp_path / "esconv")  # the same files under another path
+    assert run_train_rm(config.replace("reward_model", data=f"esconv:{tmp_path / 'elsewhere'}")) == 0
+    assert "up to date" in capsys.readouterr().out
     with (tmp_path / "esconv" / "valid.jsonl").open("a") as handle:
         handle.write("\n")  # different bytes, same dialogues: the inputs changed
     assert run_train_rm(config) == 0
