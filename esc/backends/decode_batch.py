@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from esc.backends.base import Generation, SamplingParams
-from esc.backends.kv_room import appendable, give_room
+from esc.backends.kv_room import appendable, give_room, set_states
 
 
 @dataclass
@@ -91,8 +91,9 @@ class DecodeBatch:
         width = max(self.mask.shape[1], mask.shape[1])
         ours, theirs = width - self.mask.shape[1], width - mask.shape[1]
         for mine, other in zip(self.cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, ours, 2), _pad_left(other.keys, theirs, 2)])
-            mine.values = torch.cat([_pad_left(mine.values, ours, 2), _pad_left(other.values, theirs, 2)])
+            keys = torch.cat([_pad_left(mine.keys, ours, 2), _pad_left(other.keys, theirs, 2)])
+            values = torch.cat([_pad_left(mine.values, ours, 2), _pad_left(other.values, theirs, 2)])
+            set_states(mine, keys, values)
         self.mask = torch.cat([_pad_left(self.mask, ours, 1), _pad_left(mask, theirs, 1)])
         self.positions = torch.cat([self.positions, positions])
         self.logits = torch.cat([self.logits, logits])

@@ -62,6 +62,14 @@ class RoomyLayer(DynamicLayer):
         )
 
 
+def set_states(layer: Any, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """Replace a layer's keys and values, and let go of the buffers a `RoomyLayer` had (they would
+    otherwise stay allocated, beside the new tensors, until its next write)."""
+    layer.keys, layer.values = keys, values
+    if isinstance(layer, RoomyLayer):
+        layer._key_room = layer._value_room = None
+
+
 def _with_room(states: torch.Tensor, capacity: int) -> torch.Tensor:
     """A [B, heads, capacity, dim] buffer whose first positions are a copy of `states`."""
     batch, heads, length, dim = states.shape

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from esc.backends.kv_room import ROOM, RoomyLayer, appendable, give_room
+from esc.backends.kv_room import ROOM, RoomyLayer, appendable, give_room, set_states
 
 pytestmark = pytest.mark.unit
 
@@ -61,6 +61,17 @@ def test_keys_replaced_from_outside_are_copied_before_the_next_write():
         layer.keys, layer.values = torch.cat([layer.keys, other[0]]), torch.cat([layer.values, other[1]])
         layer.update(*_states(3, 1, seed=3))
     _same(plain, roomy)
+
+
+def test_set_states_lets_go_of_the_old_buffers():
+    layer = RoomyLayer()
+    layer.update(*_states(2, 4, seed=0))
+    layer.update(*_states(2, 1, seed=1))
+    keys, values = _states(3, 5, seed=2)
+    set_states(layer, keys, values)
+    assert layer.keys is keys and layer._key_room is None and layer._value_room is None
+    layer.update(*_states(3, 1, seed=3))
+    assert torch.equal(layer.keys[:, :, :5], keys) and layer.keys.shape[-2] == 6
 
 
 def test_give_room_turns_plain_layers_of_a_cache_and_keeps_their_tensors():
