@@ -32,7 +32,7 @@ because a reply that repeats the seeker's words gains about 55 nats (a real repl
 otherwise set the feature's whole scale. The embedding says what a reply is like; the likelihood gain says
 whether it answers THIS conversation (docs/learner.md has the held-out rankings). The state is a one-hot
 of the seeker's starting intensity (unknown, 1..5). The context-only parts set the level of a group's
-scores, never which of its replies wins.
+scores, never which of its replies wins. `learner.rm_scalars` computes the scalars.
 
 Head and training. Features are standardised with the training mean/std (clipped to +-6); the head
 is a linear layer (`hidden=0`) or one GELU hidden layer. Its raw output s is trained full-batch with
@@ -50,8 +50,6 @@ the config's spec.
 from __future__ import annotations
 
 import json
-import math
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,55 +67,12 @@ from esc.stats import correlation_ci, mean_ci
 from learner.losses import rm_pairwise_loss
 from learner.rm_data import NEGATIVE_KINDS, RMExample, last_seeker_text, ranking_pairs
 from learner.rm_likelihood import LikelihoodGain
+from learner.rm_scalars import SCALARS, scalars
 
 EMBED_BATCH = 16  # texts per backbone forward pass (memory/speed only)
-SCALARS = 18  # see the module doc, in the order of `_scalars`
-CONTEXT_TURNS = 6  # turns whose content words the context-overlap scalar reads
-LENGTH_CAP = 15  # words: the median ESConv counselor reply (train split, 12,759 replies)
-GREETINGS = ("hello", "hi ", "hi,", "hi!", "hey", "good morning", "good afternoon", "good evening")
-FAREWELLS = ("bye", "take care", "good luck", "you're welcome", "you are welcome", "all the best")
 FEATURE_CLIP = 6.0  # standardised features are clipped to +-6: a text unlike any in training cannot blow up
 STATE_DIMS = 6  # one-hot starting intensity: unknown, 1, 2, 3, 4, 5
 META_FILE, HEAD_FILE = "reward_model.json", "head.safetensors"
-_WORD = re.compile(r"[a-z']+")
-
-
-def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if len(w) >= 4}
-
-
-def _scalars(
-    context: Sequence[Turn], seeker: str, reply: str, cosine: float, gain: tuple[float, float]
-) -> list[float]:
-    """The SCALARS hand-made features of one (context, seeker's last turn, reply); see the module doc."""
-    seeker_words, reply_words = _content_words(seeker), _content_words(reply)
-    recent = set().union(*(_content_words(t.text) for t in context[-CONTEXT_TURNS:]))
-    shared = len(seeker_words & reply_words)
-    stage = len(context) / 20.0
-    low = reply.strip().lower()
-    greets = float(low.startswith(GREETINGS))
-    farewell = float(any(f in low for f in FAREWELLS))
-    asks = float("?" in low)
-    return [
-        cosine,
-        shared / max(1, len(reply_words)),
-        shared / max(1, len(seeker_words)),
-        len(recent & reply_words) / max(1, len(reply_words)),
-        min(len(reply.split()), LENGTH_CAP) / LENGTH_CAP,
-        float(not low),
-        affect(seeker),
-        affect(reply),
-        stage,
-        greets,
-        greets * stage,
-        farewell,
-        farewell * stage,
-        asks,
-        asks * stage,
-        float(bool(low) and low == seeker.strip().lower()),
-        math.copysign(math.log1p(abs(gain[0])), gain[0]),
-        gain[1],
-    ]
 
 
 class RewardModel:
@@ -207,7 +162,7 @@ class RewardModel:
             cosine = float(nn.functional.cosine_similarity(c, r, dim=0))
             state = [0.0] * STATE_DIMS
             state[intensity if isinstance(intensity, int) and 1 <= intensity <= 5 else 0] = 1.0
-            extra = torch.tensor(_scalars(context, seeker, reply, cosine, gain) + state, device=self.device)
+            extra = torch.tensor(scalars(context, seeker, reply, cosine, gain) + state, device=self.device)
             rows.append(torch.cat([r @ self.projection, extra]))
         return torch.stack(rows)
 

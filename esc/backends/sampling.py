@@ -25,7 +25,8 @@ def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], draws: tor
     """Token ids (rows,) for logits (rows, vocab): argmax where temperature is 0, else a sample from
     softmax(logits / temperature), limited to the top_p nucleus, at the row's uniform draw."""
     device = logits.device
-    greedy = torch.tensor([p.temperature <= 0.0 for p in params], device=device)
+    greedy_rows = [p.temperature <= 0.0 for p in params]
+    greedy = torch.tensor(greedy_rows, device=device)
     temperature = torch.tensor([max(p.temperature, 1e-6) for p in params], device=device)
     probs = torch.softmax(logits.float() / temperature.unsqueeze(1), dim=-1)
     order = None
@@ -39,7 +40,7 @@ def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], draws: tor
     picked = torch.searchsorted(cdf, target, right=True).clamp(max=logits.shape[-1] - 1)
     if order is not None:
         picked = order.gather(1, picked)
-    if not any(p.temperature <= 0.0 for p in params):
+    if not any(greedy_rows):
         return picked.squeeze(1)
     return torch.where(greedy, logits.argmax(-1), picked.squeeze(1))
 

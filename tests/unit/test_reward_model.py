@@ -19,7 +19,7 @@ from esc.future_labels import future_labels
 from esc.schemas import CandidateGroup, Dialogue, Scenario, Survey, Turn
 from jobs import UsageError
 from jobs.train_rm import run_train_rm
-from learner.reward_model import RewardModel, _scalars
+from learner.reward_model import RewardModel
 from learner.rm_data import (
     GENERIC_REPLIES,
     NEGATIVE_KINDS,
@@ -30,6 +30,7 @@ from learner.rm_data import (
     simulated_examples,
 )
 from learner.rm_likelihood import BASELINE_PROMPT, dialogue_prompt
+from learner.rm_scalars import scalars
 
 SCENARIO = {"id": "s", "emotion_type": "anxiety", "problem_type": "work", "situation": "Worried."}
 TOPICS = ("exam", "boss", "sister", "rent", "landlord", "coach", "thesis", "neighbour", "dentist", "visa")
@@ -379,7 +380,7 @@ def test_the_summed_gain_enters_on_a_signed_log_scale_and_the_per_token_gain_as_
     seeker = last_seeker_text(turns)
     cases = (((50.0, 2.5), 3.9318), ((7.0, 0.5), 2.0794), ((-3.0, -0.2), -1.3863), ((0.0, 0.0), 0))
     for gain, expected in cases:
-        row = _scalars(turns, seeker, "Tell me more.", 0.1, gain)
+        row = scalars(turns, seeker, "Tell me more.", 0.1, gain)
         assert row[-2] == pytest.approx(expected, abs=1e-4) and row[-1] == gain[1]
 
 
