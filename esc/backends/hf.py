@@ -226,8 +226,8 @@ class HFBackend:
                 elif waiting and room > 0 and self._running.can_join():
                     joining, waiting = waiting[:room], waiting[room:]
                     await self._run_rows(joining, self._admit, joining)
-                if self._running:
-                    await self._run_rows(self._running_requests(), self._step)
+                if self._running:  # rows that finish leave their slots to the next to join
+                    await self._run_rows(self._running_requests(), self._step, not self._swaps_waiting)
         finally:  # cancelled (its event loop closed) or failed: nothing may wait on these rows
             with self._idle:
                 pending = [*waiting, *self._running_requests()]
@@ -302,11 +302,12 @@ class HFBackend:
         self.batch_sizes.append(len(self._running))
         self.stats["prompt_tokens"] += sum(map(len, prompts))
 
-    def _step(self) -> list[tuple[_Request, Generation]]:
-        """One token for every running row (on the model thread); returns the rows that finished."""
+    def _step(self, keep_slots: bool = False) -> list[tuple[_Request, Generation]]:
+        """One token for every running row (on the model thread); returns the rows that finished.
+        `keep_slots`: see `CausalLM.step`."""
         with self._idle:
             started = time.perf_counter()
-            done = self.lm.step(self._running)
+            done = self.lm.step(self._running, keep_slots)
             self.stats["decode_s"] += time.perf_counter() - started
             if not self._running:
                 self._idle.notify_all()  # a weight swap may be waiting for the batch to drain

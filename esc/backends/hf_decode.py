@@ -2,11 +2,14 @@
 
 Prompts are left-padded so every row's last real token sits in the last column; position ids come
 from the attention mask so padding never shifts positions. Decoding is our own KV-cached loop rather
-than `model.generate`, because each row keeps its own sampling params and its own seeded RNG.
+than `model.generate`, because each row keeps its own sampling params and its own seeded RNG. A row
+joins with its prompt read but for the last token; each step reads one token of every row (the
+prompt's last, then the one sampled before) and samples the next, so a row's first token comes from
+the batched step, not from a forward pass of its own.
 
-With a `PrefixCache`, the prompts' common start is not prefilled per row: its KV comes from the cache
-(computed once, at batch 1) and is repeated over the rows; only the rest of each prompt is prefilled,
-left-padded after the shared part, so the padding sits between the prefix and each row's own tokens.
+With a `PrefixCache`, prompts are not prefilled per row: a decoded prompt's KV comes from the cache
+(what it lacks is computed at batch 1 and kept) and is repeated over the rows that share it; scoring
+takes the prompts' common start from it, and left-pads each prompt's rest after the shared part.
 """
 
 from __future__ import annotations
@@ -112,30 +115,51 @@ class CausalLM:
     def admit(
         self, batch: DecodeBatch, prompts: list[list[int]], params: list[SamplingParams], keys: list
     ) -> None:
-        """Prefill `prompts` and add them to `batch` as rows named by `keys` (see `batch.can_join`)."""
+        """Add `prompts` to `batch` as rows named by `keys` (see `batch.can_join`), each prompt read into
+        the KV cache but for its last token, which the next step reads with the other rows' tokens.
+        With a prefix cache, each distinct prompt's KV comes from it (what it lacks is computed and
+        kept), so a context whose samples join a few at a time is read once."""
+        if any(len(p) < 2 for p in prompts):
+            raise ValueError("a prompt to decode needs at least 2 tokens")
         rows = [
             Row(key, list(prompt), p, torch.Generator().manual_seed(p.seed) if p.seed is not None else None)
             for key, prompt, p in zip(keys, prompts, params, strict=True)
         ]
-        logits, cache, mask, positions = self._prefill(prompts)
-        batch.join(rows, logits[:, -1:], cache, mask, positions[:, -1:])
+        if self.prefix_cache is None:
+            _, cache, mask, positions = self._prefill([p[:-1] for p in prompts])
+            batch.join(rows, cache, mask, positions[:, -1:])
+            return
+        groups: dict[tuple[int, ...], list[Row]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row.prompt[:-1]), []).append(row)
+        for head, group in groups.items():
+            cache = self._prefix_kv(head)
+            if len(group) > 1:
+                cache.batch_repeat_interleave(len(group))
+            mask = torch.ones((len(group), len(head)), dtype=torch.long, device=self.device)
+            positions = torch.full((len(group), 1), len(head) - 1, dtype=torch.long, device=self.device)
+            batch.join(group, cache, mask, positions)
 
     @torch.inference_mode()
-    def step(self, batch: DecodeBatch) -> list[Row]:
-        """Sample one token for every row of `batch`; returns the rows that finished (and left it)."""
-        last = batch.logits[:, -1].float()
-        rows = batch.rows
+    def step(self, batch: DecodeBatch, keep_slots: bool = False) -> list[Row]:
+        """Read every row's next token, sample one more for each; returns the rows that finished (and
+        left the batch). `keep_slots`: rows may join before the next step, so the finished rows leave
+        free slots for them (`DecodeBatch.leave`); a slot still free at the next step is dropped then."""
+        batch.compact()
+        rows = batch.slots
+        ids = [[row.sampled[-1] if row.sampled else row.prompt[-1]] for row in rows]
+        ones = torch.ones((len(rows), 1), dtype=batch.mask.dtype, device=self.device)
+        batch.mask, batch.positions = torch.cat([batch.mask, ones], dim=1), batch.positions + 1
+        logits, batch.cache = self._forward(
+            torch.tensor(ids, device=self.device), batch.mask, batch.positions, batch.cache
+        )
+        last = logits[:, -1].float()
         tokens = sample_tokens(last, [r.params for r in rows], uniform_draws([r.generator for r in rows]))
         chosen = torch.log_softmax(last, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
         for row, token, logprob in zip(rows, tokens.tolist(), chosen.tolist(), strict=True):
             row.take(token, logprob, self.eos_ids, self.tokenizer)  # the lists: the step's only host copies
         done = [row for row in rows if row.finish]
-        batch.keep([i for i, row in enumerate(rows) if not row.finish])
-        if batch:
-            step_ids = torch.tensor([[row.sampled[-1]] for row in batch.rows], device=self.device)
-            ones = torch.ones((len(batch), 1), dtype=batch.mask.dtype, device=self.device)
-            batch.mask, batch.positions = torch.cat([batch.mask, ones], dim=1), batch.positions + 1
-            batch.logits, batch.cache = self._forward(step_ids, batch.mask, batch.positions, batch.cache)
+        batch.leave(done, keep_slots)
         return done
 
     @torch.inference_mode()

@@ -57,12 +57,52 @@ def test_rows_joining_and_leaving_get_the_tokens_they_get_alone(tiny, prefix_cac
         assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
 
 
+@pytest.mark.parametrize("prefix_cache", [None, PrefixCache()])
+def test_rows_joining_into_the_slots_of_rows_that_left_get_the_tokens_they_get_alone(tiny, prefix_cache):
+    model, tokenizer = tiny
+    backend = HFBackend(model, tokenizer)
+    lm = CausalLM(model, tokenizer, prefix_cache)
+    texts = ["My sister and I stopped talking after an argument about our parents.", "Hi", "Ok"]
+    texts += [
+        "I failed a test.",
+        "Everything went wrong this month: at home my father is ill, at work my boss"
+        " shouts at me every single day, and at night I cannot sleep at all any more.",
+    ]
+    prompts = [backend.encode_prompt(_chat(t)) for t in texts]
+    sampled = [SamplingParams(temperature=1.0, max_new_tokens=n, seed=n) for n in (30, 20, 3, 8, 6)]
+    alone = [lm.decode([p], [s])[0] for p, s in zip(prompts, sampled, strict=True)]
+    assert [g.completion_tokens for g in alone] == [30, 20, 3, 8, 6]  # no early end: the schedule below
+    batch, done = DecodeBatch(), {}
+    lm.admit(batch, prompts[:3], sampled[:3], ["a", "b", "c"])
+    for _ in range(3):
+        done.update((r.key, r) for r in lm.step(batch, keep_slots=True))
+    assert list(done) == ["c"] and len(batch) == 2 and len(batch.slots) == 3  # c left its slot free
+    keys = batch.cache.layers[0].keys
+    lm.admit(batch, [prompts[3]], sampled[3:4], ["d"])  # narrower than the batch: into c's slot
+    assert [r.key for r in batch.slots] == ["a", "b", "d"]
+    assert batch.cache.layers[0].keys.data_ptr() == keys.data_ptr()  # written in place, nothing copied
+    for _ in range(8):
+        done.update((r.key, r) for r in lm.step(batch, keep_slots=True))
+    assert "d" in done and len(batch.slots) == 3 and len(batch) == 2
+    assert len(prompts[4]) - 1 > batch.mask.shape[1]  # a row joins with its prompt read but the last token
+    lm.admit(batch, [prompts[4]], sampled[4:], ["e"])  # wider than the batch: stacked after the others
+    assert [r.key for r in batch.slots] == ["a", "b", "e"] and batch.mask.shape[1] == len(prompts[4]) - 1
+    while batch:
+        done.update((r.key, r) for r in lm.step(batch, keep_slots=True))
+    lm.admit(batch, [prompts[1]], sampled[1:2], ["b2"])  # an emptied batch starts afresh
+    assert [r.key for r in batch.slots] == ["b2"]
+    for key, want in zip("abcde", alone, strict=True):
+        got = done[key].generation(tokenizer)
+        assert got.token_ids == want.token_ids, key
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+
+
 def _first_step_signal(backend: HFBackend) -> threading.Event:
     """An event set once the backend has decoded its first token (wraps the model's step)."""
     stepped, step = threading.Event(), backend.lm.step
 
-    def step_and_signal(batch):
-        finished = step(batch)
+    def step_and_signal(batch, *args):
+        finished = step(batch, *args)
         stepped.set()
         return finished
 

@@ -13,6 +13,7 @@ from conftest import REPO
 
 from esc import models
 from esc.backends.base import SamplingParams
+from esc.backends.decode_batch import DecodeBatch
 from esc.backends.hf import HFBackend
 from esc.backends.hf_decode import CausalLM
 from esc.backends.prefix_cache import PrefixCache
@@ -123,11 +124,8 @@ def test_prefix_cache_changes_no_token_and_no_logprob(tiny):
         assert got_row == pytest.approx(want_row, abs=1e-4)
 
 
-def test_rows_sharing_a_prompt_are_prefilled_once_and_get_the_tokens_they_get_alone(tiny):
-    lm = CausalLM(tiny.model, tiny.tokenizer)
-    a, b = (tiny.encode_prompt([SYSTEM, {"role": "user", "content": t}]) for t in ("I feel lonely.", "Hi"))
-    prompts = [a, b, a, a, b]  # two contexts' samples, interleaved
-    params = [SamplingParams(temperature=0.0, max_new_tokens=6)] * 5
+def _count_forwards(lm: CausalLM) -> list[tuple[int, ...]]:
+    """The [rows, tokens] shape of every forward pass `lm` makes from now on (a list it appends to)."""
     widths, forward = [], lm._forward
 
     def counted(ids, *args, **kwargs):
@@ -135,13 +133,44 @@ def test_rows_sharing_a_prompt_are_prefilled_once_and_get_the_tokens_they_get_al
         return forward(ids, *args, **kwargs)
 
     lm._forward = counted
+    return widths
+
+
+def test_rows_sharing_a_prompt_are_prefilled_once_and_get_the_tokens_they_get_alone(tiny):
+    lm = CausalLM(tiny.model, tiny.tokenizer)
+    a, b = (tiny.encode_prompt([SYSTEM, {"role": "user", "content": t}]) for t in ("I feel lonely.", "Hi"))
+    prompts = [a, b, a, a, b]  # two contexts' samples, interleaved
+    params = [SamplingParams(temperature=0.0, max_new_tokens=6)] * 5
+    widths = _count_forwards(lm)
     got = lm.decode(prompts, params)
-    assert widths[0] == (2, max(len(a), len(b)))  # the prefill read each distinct prompt once
+    # the prefill read each distinct prompt once (but its last token, which the first step reads)
+    assert widths[0] == (2, max(len(a), len(b)) - 1) and widths[1] == (5, 1)
     alone = {tuple(p): lm.decode([p], params[:1])[0] for p in (a, b)}
     for prompt, g in zip(prompts, got, strict=True):
         want = alone[tuple(prompt)]
         assert g.token_ids == want.token_ids and g.prompt_tokens == len(prompt)
         assert g.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+
+
+def test_a_prompt_whose_rows_join_a_few_at_a_time_is_read_once_with_a_prefix_cache(tiny):
+    lm = CausalLM(tiny.model, tiny.tokenizer, PrefixCache())
+    a, b = (tiny.encode_prompt([SYSTEM, {"role": "user", "content": t}]) for t in ("I feel lonely.", "Hi"))
+    params = [SamplingParams(temperature=0.0, max_new_tokens=6)] * 3
+    widths = _count_forwards(lm)
+    batch, done = DecodeBatch(), {}
+    lm.admit(batch, [a, b, a], params, ["a1", "b1", "a2"])
+    shared = len(os.path.commonprefix([a, b]))
+    assert widths == [(1, len(a) - 1), (1, len(b) - 1 - shared)]  # each prompt once, the system part once
+    done.update((r.key, r) for r in lm.step(batch))
+    lm.admit(batch, [b, a], params[:2], ["b2", "a3"])  # both come from the cache: no forward pass
+    assert widths[2:] == [(3, 1)]
+    while batch:
+        done.update((r.key, r) for r in lm.step(batch))
+    alone = {tuple(p): CausalLM(tiny.model, tiny.tokenizer).decode([p], params[:1])[0] for p in (a, b)}
+    for key, prompt in (("a1", a), ("b1", b), ("a2", a), ("b2", b), ("a3", a)):
+        assert done[key].generation(tiny.tokenizer).token_ids == alone[tuple(prompt)].token_ids, key
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        lm.decode([a[:1]], params[:1])
 
 
 def test_prefix_cache_forgets_entries_when_the_weights_change():
