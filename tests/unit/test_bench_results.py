@@ -100,3 +100,21 @@ def test_decode_bound_rows_name_the_speedup_of_the_linear_layers_when_it_was_mea
         assert value == 4.1 and met is False
         assert ("so 4.0x alone (bfloat16 4.0x)" in unit) is linear
         assert unit.endswith(")") and unit.count("(") == unit.count(")")
+
+
+def test_make_run_time_rows_without_the_cached_run_leave_its_rows_out():
+    results = load_results_module()
+    raw = {
+        "name": "make_run_time", "first_s": 1800.0, "first_minutes_to_format": 12.4,
+        "reward_model_s": 400.0, "sft_s": 300.0, "seeker_sft_s": 150.0,
+    }  # fmt: skip
+    rows = {name: (value, unit, met) for name, value, unit, _, met in results.figures(raw)}
+    assert set(rows) == {"make_run_first", "make_run_minutes_to_format"}
+    assert rows["make_run_first"][0] == 30.0 and rows["make_run_first"][2] is True
+    value, unit, met = rows["make_run_minutes_to_format"]
+    assert value == 12.4 and met is False and "cached" not in unit
+    assert results.rows_of({**raw, "first_only": True}, "2026-12-06")[0]["command"].endswith("--first-only")
+    both = {**raw, "cached_s": 900.0, "cached_minutes_to_format": 0.6}
+    rows = {name: (value, unit, met) for name, value, unit, _, met in results.figures(both)}
+    assert rows["make_run_cached"][0] == 15.0
+    assert rows["make_run_minutes_to_format"][1].endswith("(the cached run: 0.6)")
