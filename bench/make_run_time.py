@@ -6,10 +6,10 @@ installing packages depends on the network, not on this project.
     .venv/bin/python bench/make_run_time.py [--force] [--first-only] [--out FILE]
 
 It deletes runs/local (so it refuses unless --force or runs/local is absent); `--first-only` stops
-after the first run. Prints each run's time
-against the goals of issue 16 (first <= 40 min, cached <= 20 min), the minutes from each start to the
-first held-out point with format compliance >= 0.9 (issue 21: <= 10), the stage times the run folder
-records and the held-out learning table's main lines; the last line is the JSON report.
+after the first run. Prints each run's time against the goals of issue 16 (first <= 40 min, cached
+<= 20 min), the minutes from each start to the first held-out point with format compliance >= 0.9
+(issue 21: <= 10), the stage times the run folder records and the held-out learning table's main
+lines; the last line is the JSON report.
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ def main() -> int:
     shutil.rmtree(RUN, ignore_errors=True)
     logs = Path(tempfile.mkdtemp(prefix="make-run-time-"))
     env = {**os.environ, "RLFF_CACHE": str(logs / "cache")}  # model + seeker caches start empty
-    report: dict = {"name": "make_run_time", "machine": f"{os.cpu_count()} CPUs", "logs": str(logs)}
-    report["first_only"] = args.first_only
+    report: dict = {
+        "name": "make_run_time", "machine": f"{os.cpu_count()} CPUs", "logs": str(logs),
+        "first_only": args.first_only,
+    }  # fmt: skip
     for name in ("first",) if args.first_only else ("first", "cached"):
         started = time.time()
         seconds = timed_make_run(env, logs / f"{name}.log")

@@ -139,16 +139,20 @@ class DecodeBatch:
         if keep_slots and len(gone) < len(self):
             self.slots = [None if row is not None and id(row) in gone else row for row in self.slots]
         else:
-            self._select([i for i, row in enumerate(self.slots) if row is not None and id(row) not in gone])
+            self._select([i for i in self._live() if id(self.slots[i]) not in gone])
 
     def compact(self) -> None:
         """Drop the free slots (no row joined into them)."""
-        self._select([i for i, row in enumerate(self.slots) if row is not None])
+        self._select(self._live())
 
     def keep(self, indices: list[int]) -> None:
         """Keep only the rows at `indices` of `rows` (in order); an empty list empties the batch."""
-        live = [i for i, row in enumerate(self.slots) if row is not None]
+        live = self._live()
         self._select([live[i] for i in indices])
+
+    def _live(self) -> list[int]:
+        """The slots that hold a row."""
+        return [i for i, row in enumerate(self.slots) if row is not None]
 
     def _select(self, slots: list[int]) -> None:
         """Keep only the tensor rows at `slots`, dropping every other slot."""
