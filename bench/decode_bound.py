@@ -38,6 +38,7 @@ import torch
 
 from esc.backends.base import SamplingParams
 from esc.backends.hf import HFBackend
+from esc.backends.onednn_head import use_onednn_head
 from esc.models import in_passing_thread, load_model
 
 PROMPT = "I feel lonely since I moved to a new city and I don't know anyone here."
@@ -106,6 +107,7 @@ def linear_seconds(model: torch.nn.Module, rows: int, passes: int = 5) -> float:
 
 def measure(spec: str, dtype: str, tokens: int, read_gb_s: float) -> dict:
     model, tokenizer = load_model(spec, dtype=dtype)
+    use_onednn_head(model)  # what HFBackend does to it, so the linear layers below are the backend's
     # before the backend's model thread exists: with two OpenMP teams on 2 cores, each slows the other
     one, eight = (in_passing_thread(linear_seconds, model, rows) for rows in (1, 8))
     backend = HFBackend(model, tokenizer, max_batch_size=8, max_wait_ms=20)

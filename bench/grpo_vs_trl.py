@@ -52,6 +52,7 @@ def peak_rss_mb() -> float:
 def ours(iterations: int) -> list[float]:
     from esc.backends.base import SamplingParams
     from esc.backends.hf_decode import CausalLM
+    from esc.backends.onednn_head import use_onednn_head
     from esc.backends.prefix_cache import PrefixCache
     from esc.config import LearnerConfig
     from esc.models import load_model
@@ -59,7 +60,8 @@ def ours(iterations: int) -> list[float]:
     from learner.policy import candidate, candidate_group
 
     model, tokenizer = load_model("smollm2-135m")
-    lm = CausalLM(model, tokenizer, PrefixCache())  # as in the rollout actors' hf backend
+    use_onednn_head(model)  # as in the rollout actors' hf backend (HFBackend)
+    lm = CausalLM(model, tokenizer, PrefixCache())
     learner = Learner(
         LearnerConfig(lr=LR, format_weight=1.0, safety_weight=0.0, max_tokens=512),
         model,
