@@ -4,11 +4,12 @@ On this machine's CPU (2 cores, float32, SmolLM2's tied 576 x 49,152 output laye
 MKL's product behind `F.linear` takes about 3 ms for 1 row and 6 for 4, then 11 for 8 rows and 15-18 for
 12-15, against 10 for 16: a decode batch of 7 to 15 rows pays up to twice what 16 rows cost. oneDNN's
 product on the same weight, as it is, takes 7-9 ms for 7 to 15 rows and the same as MKL for 3-6 and
-16-32 (docs/benchmarks.md, "The output layer"). So `use_onednn_head` gives the model an output layer
-that takes oneDNN's path for ONEDNN_ROWS rows (a decode step, the last positions of a prefill) and
-`F.linear` otherwise. It holds the model's own weight: no copy, the tie to the input embeddings and the
-state dict's names stay. CPU float32 inference only: with gradients on, on a GPU or in another dtype it
-is plain `F.linear`. The two can differ in the last bits (about 1e-4 on SmolLM2's logits).
+16-32 (docs/benchmarks.md, "The output layer through oneDNN"). So `use_onednn_head` gives the model an
+output layer that takes oneDNN's path for ONEDNN_ROWS rows (a decode step, the last positions of a
+prefill) and `F.linear` otherwise. It holds the model's own weight: no copy, and the tie to the input
+embeddings and the state dict's names stay. CPU float32 inference only: with gradients on, on a GPU or
+in another dtype it is plain `F.linear`. The two can differ in the last bits (about 1e-4 on SmolLM2's
+logits).
 """
 
 from __future__ import annotations
