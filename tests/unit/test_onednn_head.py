@@ -58,6 +58,8 @@ def test_a_three_dimensional_input_keeps_its_shape_and_follows_the_weight():
         assert model.head(x).shape == (2, 3, 300)
         model.embed.weight.mul_(2.0)  # a version swap writes the weight in place
         assert torch.allclose(model.head(x), x @ model.embed.weight.T, atol=1e-5)
+        last = torch.randn(8, 5, 24)[:, -1:, :]  # the last position of a prefill: a strided view
+        assert torch.allclose(model.head(last), last @ model.embed.weight.T, atol=1e-5)
 
 
 def test_with_gradients_on_it_is_plain_and_differentiable():
