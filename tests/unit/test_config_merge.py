@@ -9,7 +9,7 @@ from esc.config_placement import Placement
 
 
 def test_a_partial_actor_section_in_yaml_keeps_the_roles_default():
-    config = load_config("configs/local.yaml")  # actors: {rollout_worker: {nice: 5}}
+    config = load_config("configs/endpoint.yaml")  # actors: {rollout_worker: {nice: 5}, ...}
     assert config.actors.rollout_worker.nice == 5
     assert config.actors.rollout_worker.max_concurrency == 8
     assert config.actors.seeker.max_concurrency == 64  # a role whose default is the class default
