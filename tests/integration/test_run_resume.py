@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -63,6 +62,21 @@ def wait_for(process: subprocess.Popen, log: Path, done) -> None:
         time.sleep(0.5)  # watching files another process writes; there is no event to wait on
 
 
+def kill_after_an_unsaved_update(process, log: Path, own: OwnRay, run: Path, stopped: int) -> None:
+    """SIGKILL the driver and every Ray process of `own` at once, when the learner has checkpointed
+    after update `stopped` and logged an update past its last checkpoint. Killing the driver alone
+    left the actors a moment to make (and checkpoint) one more update, so the instance is frozen
+    while the files are read, and killed or let go on that frozen state."""
+    while True:
+        wait_for(process, log, lambda: len(updates(run)) > latest(run).updates > stopped)
+        own.pause()
+        if len(updates(run)) > latest(run).updates:
+            own.stop()
+            process.wait(60)
+            return
+        own.carry_on()
+
+
 def latest(run: Path) -> checkpoint.LearnerState:
     return checkpoint.read_state(checkpoint.latest(run / "checkpoints"))
 
@@ -87,11 +101,9 @@ def test_run_stops_gracefully_resumes_after_sigkill_and_keeps_two_ranks_in_step(
     own, log = OwnRay(), tmp_path / "second.log"
     second = rlff("run", "--resume", str(run), "--set", "learner.checkpoint_every=2", log=log, own=own)
     try:
-        wait_for(second, log, lambda: latest(run).updates > stopped.updates and len(updates(run)) % 2 == 1)
-        os.killpg(second.pid, signal.SIGKILL)
-        second.wait(60)
+        kill_after_an_unsaved_update(second, log, own, run, stopped.updates)
     finally:
-        own.stop()  # what outlived the driver
+        own.stop()
     killed = latest(run)
 
     # 3. resumed to the end

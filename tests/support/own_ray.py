@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 
 import psutil
@@ -47,6 +48,19 @@ class OwnRay:
                 found.update({child.pid: child for child in process.children(recursive=True)})
         found.pop(os.getpid(), None)
         return list(found.values())
+
+    def pause(self) -> None:
+        """Freeze every process of this instance (SIGSTOP), so what they write on disk holds still."""
+        self._signal(signal.SIGSTOP)
+
+    def carry_on(self) -> None:
+        """Undo `pause`."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, number: int) -> None:
+        for process in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(number)
 
     def stop(self) -> int:
         """Kill every process of this instance and wait until they are gone; returns how many there
