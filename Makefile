@@ -26,8 +26,8 @@ model: $(STAMP)
 
 # The online loop on the embedded model (2 CPUs): train the data-grounded reward model on ESConv and
 # the cold-start counselor (a short SFT on ESConv replies in the <think>/<answer> format), then a fresh
-# `rlff run` (actors + store + learner on Ray Train) whose GRPO starts from that counselor. Both
-# training stages are always called and skip themselves while their inputs (settings, data) are
+# `rlff run` (actors + store + learner on Ray Train) whose GRPO starts from that counselor. Every
+# stage is always called and skips itself while its inputs (settings, data, the models it uses) are
 # unchanged; each `make run` starts the online part of runs/local anew. While it trains, the
 # dashboard is at http://127.0.0.1:8000/dashboard and the endpoint at http://127.0.0.1:8000/v1.
 ESCONV ?= ../shared/data/esconv
@@ -36,22 +36,26 @@ ESCONV ?= ../shared/data/esconv
 RUN_SETS := --set reward_model.data=esconv:$(ESCONV) --set sft.data=esconv:$(ESCONV)\#train \
 	--set data.scenarios=esconv:$(ESCONV)\#train --set evaluation.heldout=esconv:$(ESCONV)\#valid \
 	--set seeker.examples=esconv:$(ESCONV)\#train --set seeker_sft.data=esconv:$(ESCONV)\#train
-# The reward model does not need the two SFT stages, nor they it: it trains beside them, each process on
-# half the cores (STAGE_THREADS). On 2 cores that saves about a minute of the first `make run`
-# (bench/parallel_stages.py: 1.12x on shortened stages; docs/benchmarks.md). A failed SFT stage stops
-# the reward model's training.
+# The stages run in two lanes, each process on half the cores (STAGE_THREADS): the reward model (its
+# held-out report deferred) and then the seeker's SFT in one; the counselor's SFT and then the run's
+# version-0 held-out point in the other (`--stage heldout`: it decodes on its half while the first lane
+# trains and on every core once that lane is done, then scores with its reward model). The run records
+# that point at once instead of generating it; the reward model's held-out report follows the run. A
+# failed stage in the second lane stops the first.
 STAGE_THREADS ?= $(shell n=$$(nproc); echo $$(( n > 1 ? n / 2 : 1 )))
 TRAIN := OMP_NUM_THREADS=$(STAGE_THREADS) $(VENV)/bin/rlff train --config configs/local.yaml $(RUN_SETS)
-# `make stages` trains only these three (bench/run_all.sh needs them for async_vs_sync).
+# `make stages` trains only these (bench/run_all.sh needs them for async_vs_sync).
 stages: model
 	@test -d "$(ESCONV)" || { echo "error: ESConv not found at $(ESCONV); get it (thu-coai/esconv) and run make run ESCONV=PATH"; exit 2; }
-	@echo "training the reward model beside the counselor's and the seeker's SFT, $(STAGE_THREADS) thread(s) each"
-	@$(TRAIN) --stage rm & rm=$$!; \
-	{ $(TRAIN) --stage sft && $(TRAIN) --stage seeker; } || { kill $$rm 2>/dev/null; wait $$rm; exit 1; }; \
-	wait $$rm
+	@echo "training the reward model, then the seeker's SFT, beside the counselor's SFT, then its held-out point; $(STAGE_THREADS) thread(s) each"
+	@{ $(TRAIN) --stage rm --defer-report && $(TRAIN) --stage seeker; } & lane=$$!; \
+	{ $(TRAIN) --stage sft && $(TRAIN) --stage heldout --beside $$lane; } \
+		|| { pkill -P $$lane; kill $$lane; wait $$lane; exit 1; } 2>/dev/null; \
+	wait $$lane
 run: stages
 	rm -rf $(addprefix runs/local/,store checkpoints weights learner ray_train metrics.jsonl dialogues.jsonl tensorboard run.log)
-	$(VENV)/bin/rlff run --config configs/local.yaml $(RUN_SETS)
+	$(VENV)/bin/rlff run --config configs/local.yaml $(RUN_SETS); status=$$?; \
+	$(VENV)/bin/rlff train --config configs/local.yaml $(RUN_SETS) --stage rm-report && exit $$status
 	@echo "results: runs/local (metrics.jsonl, weights/, checkpoints/, reward_model/report.json, sft/report.json, seeker_sft/report.json)"
 
 # Every tier (unit, integration, e2e; gpu skips itself without CUDA). tests/README.md lists the tiers.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "runs" / "local"
 GOALS_MIN = {"first": 40.0, "cached": 20.0}
+BASE_POINT = re.compile(r"held-out point v0: .* in (\d+) s \(generation")  # `rlff train --stage heldout`
 FORMAT_GOAL, FORMAT_GOAL_MIN = 0.9, 10.0  # issue 21: held-out format compliance >= 0.9 within 10 minutes
 
 
@@ -86,7 +88,10 @@ def main() -> int:
         shown = "never" if to_format is None else f"{to_format:.1f} min"
         print(f"  held-out format >= {FORMAT_GOAL}: {shown} (goal <= {FORMAT_GOAL_MIN:.0f} min: {verdict})")
     rm, sft = read_json(RUN / "reward_model" / "report.json"), read_json(RUN / "sft" / "report.json")
-    report["reward_model_s"] = round(rm.get("seconds", float("nan")), 1)  # features, fit and its report
+    report["reward_model_s"] = round(rm.get("seconds", float("nan")), 1)  # features and fit
+    report["reward_model_report_s"] = round(rm.get("report_seconds", 0.0), 1)  # deferred: after the run
+    point = BASE_POINT.search((logs / "first.log").read_text()) if (logs / "first.log").is_file() else None
+    report["heldout_stage_s"] = float(point.group(1)) if point else None
     report["rank_real_vs_other"] = rm.get("rank_real_vs_other")
     report["sft_s"] = round(sft.get("seconds", float("nan")), 1)
     report["seeker_sft_s"] = round(
@@ -102,7 +107,8 @@ def main() -> int:
                 f" [{d['lo']:+.3f}, {d['hi']:+.3f}]"
             )
     stages = f"reward model {report['reward_model_s']} s, SFT {report['sft_s']} s"
-    print(f"  {stages}, seeker SFT {report['seeker_sft_s']} s; logs in {logs}")
+    stages += f", seeker SFT {report['seeker_sft_s']} s, held-out point {report['heldout_stage_s']} s"
+    print(f"  {stages}, reward model report {report['reward_model_report_s']} s; logs in {logs}")
     line = json.dumps(report)
     if args.out:
         args.out.write_text(line + "\n")

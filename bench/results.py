@@ -209,6 +209,12 @@ def figures(raw: dict[str, Any]) -> list[tuple[str, float, str, str, bool]]:
             f"reward model {raw['reward_model_s']} s beside SFT {raw['sft_s']} s + seeker SFT"
             f" {raw['seeker_sft_s']} s"
         )
+        if raw.get("heldout_stage_s") is not None:  # since 2026-12-06: the point is a stage
+            stages = (
+                f"reward model {raw['reward_model_s']} s + seeker SFT {raw['seeker_sft_s']} s beside SFT"
+                f" {raw['sft_s']} s + held-out point {raw['heldout_stage_s']} s; the reward model's"
+                f" report {raw['reward_model_report_s']} s after the run"
+            )
         rows = [("make_run_first", first, f"minutes, first `make run` ({stages})", "<= 40", first <= 40)]
         if "cached_s" in raw:  # absent with --first-only
             cached = round(raw["cached_s"] / 60, 1)

@@ -104,11 +104,27 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     _add_config_args(trainer)
     trainer.add_argument(
-        "--stage", required=True, choices=["rm", "sft", "seeker", "policy"], help="what to train"
+        "--stage",
+        required=True,
+        choices=["rm", "rm-report", "sft", "seeker", "heldout", "policy"],
+        help="what to train: rm-report writes the held-out report of a reward model trained with"
+        " --defer-report; heldout computes the run's version-0 held-out point ahead of it",
     )
     trainer.add_argument(
         "--out",
         help="output folder (default runs/<name>/reward_model, runs/<name>/sft, runs/<name>/seeker_sft)",
+    )
+    trainer.add_argument(
+        "--defer-report",
+        action="store_true",
+        help="--stage rm: save the model without its held-out report (--stage rm-report writes it)",
+    )
+    trainer.add_argument(
+        "--beside",
+        type=int,
+        metavar="PID",
+        help="--stage heldout: the process training beside it; decode on every core once it exits,"
+        " and score with the reward model it leaves",
     )
 
 
@@ -300,11 +316,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.defer_report and args.stage != "rm":
+        raise UsageError("--defer-report goes with --stage rm only")
+    if args.beside is not None and args.stage != "heldout":
+        raise UsageError("--beside goes with --stage heldout only")
     config = _config(args)
     if args.stage == "rm":
         from jobs.train_rm import run_train_rm
 
-        return run_train_rm(config, args.out)
+        return run_train_rm(config, args.out, args.defer_report)
+    if args.stage == "rm-report":
+        from jobs.train_rm import run_rm_report
+
+        return run_rm_report(config, args.out)
+    if args.stage == "heldout":
+        if args.out:
+            raise UsageError("--out is not used by --stage heldout (it saves to runs/<name>/heldout_base)")
+        from jobs.base_point import run_base_point
+
+        return run_base_point(config, args.beside)
     if args.stage in ("sft", "seeker"):
         from jobs.train_sft import run_train_sft
 

@@ -35,10 +35,13 @@ JUDGE_CAVEAT = (
 )
 
 
-async def base_replies(config: RunConfig, contexts: list[Context]) -> list[CounselorOutput]:
+async def base_replies(
+    config: RunConfig, contexts: list[Context], pool: BackendPool | None = None
+) -> list[CounselorOutput]:
     """The config's counselor, in process, on every (context, sample) with the held-out seeds; each
-    reply as the counselor actor returns it (version 0)."""
-    pool = BackendPool(seed=config.seed)
+    reply as the counselor actor returns it (version 0). On `pool`'s backends if given (left open)."""
+    own = pool is None
+    pool = BackendPool(seed=config.seed) if pool is None else pool
     counselor = Counselor.from_config(config, pool)
     g = samples_per_context(config)
     outputs = await asyncio.gather(
@@ -48,7 +51,8 @@ async def base_replies(config: RunConfig, contexts: list[Context]) -> list[Couns
             for j in range(g)
         )
     )
-    await pool.close()
+    if own:
+        await pool.close()
     return [replace(o, weights_version=0) for o in outputs]
 
 

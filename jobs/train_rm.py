@@ -16,6 +16,7 @@ reward_model section, the seed, the data files' contents) it says so in one line
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -133,6 +134,14 @@ def _fmt(estimate: dict[str, Any] | None) -> str:
 
 
 def print_summary(report: dict[str, Any]) -> None:
+    seconds = f"{'seconds':<22} {report['seconds']:.1f} (features {report['fit']['feature_seconds']:.1f})"
+    if report.get("held_out") == "pending":
+        print(
+            f"reward model (labels {report['labels']}, backbone {report['backbone']}):"
+            f" {report['n_train']} train examples; held-out report pending (rlff train --stage rm-report)"
+        )
+        print(seconds)
+        return
     print(
         f"reward model (labels {report['labels']}, backbone {report['backbone']}):"
         f" {report['n_train']} train / {report['n_valid']} held-out examples"
@@ -143,30 +152,56 @@ def print_summary(report: dict[str, Any]) -> None:
     print(f"{'label_correlation':<22} {_fmt(report.get('label_correlation'))}")
     print(f"{'label_vs_seeker_affect':<22} {_fmt(report.get('label_vs_seeker_affect'))}")
     print(f"{'label_vs_survey':<22} {_fmt(report.get('label_vs_survey'))}")
-    print(f"{'seconds':<22} {report['seconds']:.1f} (features {report['fit']['feature_seconds']:.1f})")
+    print(
+        seconds + (f"; held-out report {report['report_seconds']:.1f}" if "report_seconds" in report else "")
+    )
 
 
-def run_train_rm(config: RunConfig, out: str | None = None) -> int:
-    """Build examples, fit, save the model and report.json to `out` (default runs/<name>/reward_model),
-    unless that folder already holds the model of unchanged inputs."""
-    started = time.perf_counter()
-    cfg = config.reward_model
-    folder = Path(out) if out else config.run_dir() / "reward_model"
+def rm_folder(config: RunConfig, out: str | None = None) -> Path:
+    return Path(out) if out else config.run_dir() / "reward_model"
+
+
+def stamp(config: RunConfig) -> str:
+    """Fingerprint of the trained model's inputs (`settings` and `input_files`)."""
     try:
-        stamp = fingerprint.fingerprint(settings(config), input_files(config))
-        if fingerprint.is_current(folder, stamp) and (folder / "reward_model.json").is_file():
-            print(f"reward model in {folder} is up to date (same config, seed and data); not retraining")
-            return 0
-        survey = None
+        return fingerprint.fingerprint(settings(config), input_files(config))
+    except DataError as error:
+        raise UsageError(str(error)) from None
+
+
+def is_trained(config: RunConfig, folder: Path, inputs: str | None = None) -> bool:
+    """Whether `folder` holds the model of the current inputs (`inputs`: their `stamp`), completely
+    written (the fingerprint is marked after the model's files): what a stage waiting on it checks."""
+    current = fingerprint.is_current(folder, inputs or stamp(config))
+    return current and (folder / "reward_model.json").is_file()
+
+
+def load_examples(config: RunConfig) -> tuple[list[RMExample], list[RMExample], dict[str, Any] | None]:
+    """(train, valid, label_vs_survey) for `reward_model.labels`; UsageError on bad data."""
+    cfg = config.reward_model
+    try:
         if cfg.labels == "data":
             train_dialogues, valid_dialogues = load_splits(config)
             train = data_grounded_examples(train_dialogues, cfg, config.seed, cfg.max_contexts)
             valid = data_grounded_examples(valid_dialogues, cfg, config.seed, cfg.valid_contexts)
-            survey = label_vs_survey(valid_dialogues, cfg.future_turns, config.seed)
-        else:
-            train, valid = store_examples(config)
+            return train, valid, label_vs_survey(valid_dialogues, cfg.future_turns, config.seed)
+        return (*store_examples(config), None)
     except DataError as error:
         raise UsageError(str(error)) from None
+
+
+def run_train_rm(config: RunConfig, out: str | None = None, defer_report: bool = False) -> int:
+    """Build examples, fit, save the model and report.json to `out` (default runs/<name>/reward_model),
+    unless that folder already holds the model of unchanged inputs. `defer_report`: save the model
+    without its held-out report (about 40% of the stage on ESConv), so that stages waiting on the model
+    start sooner; `rlff train --stage rm-report` writes it later (so does this stage without the flag)."""
+    started = time.perf_counter()
+    cfg = config.reward_model
+    folder, inputs = rm_folder(config, out), stamp(config)
+    if is_trained(config, folder, inputs):
+        print(f"reward model in {folder} is up to date (same config, seed and data); not retraining")
+        return 0 if defer_report or not report_pending(folder) else run_rm_report(config, out)
+    train, valid, survey = load_examples(config)
     if not train:
         raise UsageError(f"{cfg.data or 'the replay store'} gave no reward-model examples; check the data")
     from learner.reward_model import RewardModel
@@ -179,31 +214,78 @@ def run_train_rm(config: RunConfig, out: str | None = None) -> int:
             " reward_model.bf16=false"
         )
     pace = f"; about {per_context} a context on one CPU core" if cfg.likelihood_turns else ""
+    reporting = "its held-out report later" if defer_report else f"reporting on {groups[1]} held out"
     print(
-        f"reward model: training on {groups[0]} contexts, reporting on {groups[1]} held out"
-        f" ({len(train) + len(valid)} replies{pace})",
+        f"reward model: training on {groups[0]} contexts, {reporting}"
+        f" ({len(train) + (0 if defer_report else len(valid))} replies{pace})",
         flush=True,
     )
     model = RewardModel.from_config(cfg, seed=config.seed)
-    fit = model.fit(train, valid)
+    fit = model.fit(train, [] if defer_report else valid)
     model.save(folder)
-    held_out = fit["valid"]
     report = {
         "labels": cfg.labels,
         "backbone": cfg.backbone,
         "n_train": len(train),
-        "n_valid": len(valid),
-        "kinds": {"train": kind_counts(train), "valid": kind_counts(valid)},
-        **{key: held_out.get(key) for key in held_out if key.startswith("rank_real_vs_")},
-        "label_correlation": held_out.get("label_correlation"),
-        "label_vs_seeker_affect": held_out.get("label_vs_seeker_affect"),
-        "label_vs_survey": survey,
+        "kinds": {"train": kind_counts(train)},
         "fit": fit,
         "seconds": time.perf_counter() - started,
         "config": cfg.model_dump(),
         "out": str(folder),
+        "held_out": "pending",
     }
+    if not defer_report:  # fit() evaluated `valid` already
+        report.update(held_out_part(fit["valid"], valid, survey))
+        report["kinds"]["valid"] = kind_counts(valid)
     write_report(folder / "report.json", report)
-    fingerprint.mark(folder, stamp)
+    fingerprint.mark(folder, inputs)
+    print_summary(report)
+    return 0
+
+
+def held_out_part(
+    held_out: dict[str, Any], valid: list[RMExample], survey: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The report's held-out keys from `RewardModel.evaluate(valid)`."""
+    return {
+        "held_out": "done",
+        "n_valid": len(valid),
+        **{key: held_out.get(key) for key in held_out if key.startswith("rank_real_vs_")},
+        "label_correlation": held_out.get("label_correlation"),
+        "label_vs_seeker_affect": held_out.get("label_vs_seeker_affect"),
+        "label_vs_survey": survey,
+    }
+
+
+def report_pending(folder: Path) -> bool:
+    """Whether the report.json in `folder` still lacks its held-out part (`--defer-report`)."""
+    try:
+        return json.loads((folder / "report.json").read_text()).get("held_out") == "pending"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_rm_report(config: RunConfig, out: str | None = None) -> int:
+    """`rlff train --stage rm-report`: the held-out part of the report of a model trained with
+    `--defer-report` (nothing to do when it has one); UsageError when the folder holds no model of the
+    current inputs."""
+    folder = rm_folder(config, out)
+    if not is_trained(config, folder):
+        raise UsageError(
+            f"no reward model for these settings in {folder}; train it with `rlff train --stage rm`"
+        )
+    if not report_pending(folder):
+        print(f"reward model report in {folder} is complete")
+        return 0
+    started = time.perf_counter()
+    _, valid, survey = load_examples(config)
+    from learner.reward_model import RewardModel
+
+    print(f"reward model: reporting on {len({e.group for e in valid})} held-out contexts", flush=True)
+    report = json.loads((folder / "report.json").read_text())
+    held_out = RewardModel.load(folder).evaluate(valid) if valid else {}
+    report.update(held_out_part(held_out, valid, survey), report_seconds=time.perf_counter() - started)
+    report["kinds"]["valid"], report["fit"]["valid"] = kind_counts(valid), held_out
+    write_report(folder / "report.json", report)
     print_summary(report)
     return 0

@@ -48,15 +48,16 @@ def sft_dir(config: RunConfig, role: str = "counselor") -> Path:
     return config.run_dir() / ROLES[role][0]
 
 
-def cold_start(config: RunConfig) -> RunConfig:
+def cold_start(config: RunConfig, roles: tuple[str, ...] = tuple(ROLES)) -> RunConfig:
     """`config` with `counselor.model` set to the absolute path of runs/<name>/sft when `sft.cold_start`
     is on, and `seeker.model` to that of runs/<name>/seeker_sft when `seeker_sft.cold_start` is on
     (absolute because Ray Train workers run in another working folder); unchanged when both are off.
+    `roles`: only these (e.g. the counselor alone, for a stage that never runs the seeker).
 
     Raises UsageError when cold start is on and the folder holds no finished SFT model.
     """
     for role, (section, stage) in ROLES.items():
-        if not getattr(config, section).cold_start:
+        if role not in roles or not getattr(config, section).cold_start:
             continue
         folder = sft_dir(config, role).resolve()
         if not (folder / FINGERPRINT_FILE).is_file() or not (folder / "config.json").is_file():

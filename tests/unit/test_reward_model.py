@@ -18,7 +18,7 @@ from esc.config import RewardModelConfig, build_config
 from esc.future_labels import future_labels
 from esc.schemas import CandidateGroup, Dialogue, Scenario, Survey, Turn
 from jobs import UsageError
-from jobs.train_rm import run_train_rm
+from jobs.train_rm import is_trained, run_rm_report, run_train_rm
 from learner.reward_model import RewardModel
 from learner.rm_data import (
     GENERIC_REPLIES,
@@ -272,6 +272,45 @@ def test_train_job_writes_model_and_report_then_skips_unchanged_inputs(tmp_path,
     assert run_train_rm(config) == 0
     assert "up to date" not in capsys.readouterr().out
     assert (folder / "inputs.sha256").read_text() != stamp
+
+
+def test_a_deferred_held_out_report_equals_the_one_written_with_the_model(tmp_path, capsys):
+    write_esconv(tmp_path / "esconv")
+    config = run_config(tmp_path, data=f"esconv:{tmp_path / 'esconv'}", epochs=30)
+    with pytest.raises(UsageError, match="train it with `rlff train --stage rm`"):
+        run_rm_report(config)  # no model yet
+    direct = tmp_path / "direct"
+    assert run_train_rm(config, out=str(direct)) == 0
+    assert run_train_rm(config, defer_report=True) == 0
+    folder = tmp_path / "runs" / "rm" / "reward_model"
+    deferred = json.loads((folder / "report.json").read_text())
+    assert deferred["held_out"] == "pending" and "n_valid" not in deferred and deferred["fit"]["valid"] == {}
+    assert is_trained(config, folder)  # the model is there for the stages that wait on it
+    assert "held-out report pending" in capsys.readouterr().out
+
+    assert run_rm_report(config) == 0
+    later, written = (
+        json.loads((folder / "report.json").read_text()),
+        json.loads((direct / "report.json").read_text()),
+    )
+    keys = ["n_valid", "rank_real_vs_other", "label_correlation", "label_vs_seeker_affect", "label_vs_survey"]
+    assert later["held_out"] == written["held_out"] == "done"
+    assert [later[k] for k in keys] == [written[k] for k in keys] and later["n_valid"] == 4 * 2 * (
+        5 + config.reward_model.other_replies
+    )
+    assert later["fit"]["valid"] == written["fit"]["valid"] and later["kinds"] == written["kinds"]
+    assert later["fit"]["train_loss_last"] == written["fit"]["train_loss_last"]  # the same model
+    capsys.readouterr()
+    assert run_rm_report(config) == 0 and "complete" in capsys.readouterr().out
+    assert json.loads((folder / "report.json").read_text()) == later  # nothing redone
+
+    # a pending report is written by the next run of the stage without --defer-report
+    (folder / "report.json").write_text(json.dumps(deferred))
+    assert run_train_rm(config) == 0
+    assert (
+        json.loads((folder / "report.json").read_text())["rank_real_vs_other"]
+        == written["rank_real_vs_other"]
+    )
 
 
 def test_train_job_explains_missing_data_in_one_sentence(tmp_path):
