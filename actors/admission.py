@@ -18,8 +18,12 @@ truncated importance weights handle.
 It owns only counters. Workers `acquire` before generating and `release` when their group is stored
 (or was a duplicate, or failed); the learner calls `set_version` after each publish. Leases are keyed by
 (worker, group id), so a retried call does not count twice, and a restarted worker calls `forget` for
-its own leases in its constructor so a crash does not leak capacity. It knows nothing of models or
-records; the offline `rlff collect` phase runs without it (the policy does not move there).
+its own leases before its first work so a crash does not leak capacity. Each call names the worker's
+process: once a new process of a worker has called `forget`, an `acquire` of an older process that was
+still waiting here (its caller died with it) is refused when it wakes. Admitted, it would hold a lease
+that nobody releases; seen on a two-node cluster, where two such leases stopped every admission.
+It knows nothing of models or records; the offline `rlff collect` phase runs without it (the policy
+does not move there).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class StalenessGate:
         self.batch_size, self.max_staleness, self.max_running = batch_size, max_staleness, max_running
         self.accepted, self.version = accepted, version
         self.leases: set[tuple[str, str]] = set()
+        self.processes: dict[str, str] = {}  # worker -> its current process (the last to `forget`)
         self.waits = 0  # acquire calls that had to wait
         self.stopping = False
         self._changed: asyncio.Condition | None = None
@@ -68,21 +73,24 @@ class StalenessGate:
             self._changed = asyncio.Condition()
         return self._changed
 
-    async def acquire(self, worker: str, group: str) -> int:
+    async def acquire(self, worker: str, group: str, process: str = "") -> int:
         """Wait until the rule admits one more group, then hold a lease; returns the learner version
-        at admission, or -1 once the run is stopping (no lease: start nothing). Idempotent: a lease
-        already held returns at once."""
+        at admission, or -1 once the run is stopping or `process` is no longer `worker`'s current one
+        (no lease: start nothing). Idempotent: a lease already held returns at once."""
         if (worker, group) in self.leases:
             return self.version
         changed = self._condition()
         async with changed:
             if not self._admits():
                 self.waits += 1
-            await changed.wait_for(lambda: self.stopping or self._admits())
-            if self.stopping:
+            await changed.wait_for(lambda: self.stopping or self._replaced(worker, process) or self._admits())
+            if self.stopping or self._replaced(worker, process):
                 return -1
             self.leases.add((worker, group))
         return self.version
+
+    def _replaced(self, worker: str, process: str) -> bool:
+        return self.processes.get(worker, process) != process
 
     async def stop(self) -> None:
         """The run is ending (Ctrl-C or the last update): refuse new work, wake every waiter."""
@@ -113,10 +121,12 @@ class StalenessGate:
                 self.accepted += int(accepted)
             changed.notify_all()
 
-    async def forget(self, worker: str) -> int:
-        """Drop every lease of `worker` (it restarted); returns how many."""
+    async def forget(self, worker: str, process: str = "") -> int:
+        """Drop every lease of `worker` (it restarted) and make `process` its current one: the waiting
+        `acquire` calls of its older processes are refused. Returns how many leases were dropped."""
         changed = self._condition()
         async with changed:
+            self.processes[worker] = process
             mine = {lease for lease in self.leases if lease[0] == worker}
             self.leases -= mine
             changed.notify_all()

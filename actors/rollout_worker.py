@@ -175,6 +175,7 @@ class RolloutWorker:
         self.store, self.worker_id, self.hub, self.gate = store, worker_id, hub, gate
         self.puts = CoalescedPuts(store.put_many.remote)  # this worker's concurrent groups share calls
         self._forgot = gate is None  # a (re)started worker first drops leases its old process held
+        self.process = os.urandom(8).hex()  # this process, to the gate (`StalenessGate.forget`)
         self.tokens = 0
         self.done = 0  # contexts finished, any outcome (the driver's progress bar)
         self._metric_refs: list = []  # hub calls in flight; collect() settles them before returning
@@ -187,7 +188,7 @@ class RolloutWorker:
         staleness gate said the run is ending, so it was not started)."""
         await self._check_peers()
         if not self._forgot:
-            await self.gate.forget.remote(self.worker_id)
+            await self.gate.forget.remote(self.worker_id, self.process)
             self._forgot = True
         slots = asyncio.Semaphore(self.run.rollout.in_flight)
 
@@ -207,7 +208,7 @@ class RolloutWorker:
         if self.gate is None:
             return await self._group(context)
         started = time.perf_counter()
-        if await self.gate.acquire.remote(self.worker_id, context.id) < 0:
+        if await self.gate.acquire.remote(self.worker_id, context.id, self.process) < 0:
             return "stopped"
         self._metric({"admission_wait_s": time.perf_counter() - started})
         outcome = "failed"

@@ -9,7 +9,11 @@ updates with no group consumed twice or lost.
 
 The counselor restarting beside the worker is the case that once stalled the run: the restarted
 worker's handle never learned the counselor's new address. The worker now checks that its peers answer
-(`rollout.peer_timeout_s`, short here) and restarts itself when one does not."""
+(`rollout.peer_timeout_s`, short here) and restarts itself when one does not. A second stall, in about
+one run in five: the dead worker's admission calls, still waiting in the staleness gate, were admitted
+after the restarted worker had asked for the same groups, and their leases, which no one would
+release, kept its calls waiting forever; the gate now refuses a replaced process's calls
+(`actors/admission.py`)."""
 
 from __future__ import annotations
 

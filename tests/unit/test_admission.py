@@ -76,6 +76,32 @@ def test_leases_are_idempotent_and_forgotten_per_worker():
     asyncio.run(scenario())
 
 
+def test_a_dead_process_s_waiting_acquire_is_refused_once_its_worker_restarted():
+    """What stalled a two-node run: the old process's acquires waited in the gate when its node died;
+    the retried work in the new process asked for the same groups; the next version admitted the old
+    calls first, and their leases (no one left to release them) kept the new calls waiting forever."""
+
+    async def scenario():
+        gate = StalenessGate(batch_size=2, max_staleness=1, accepted=8, version=2)  # limit 8: full
+        assert await gate.forget("w", "old") == 0
+        old = [asyncio.create_task(gate.acquire("w", g, "old")) for g in ("g9", "g10")]
+        await asyncio.sleep(0)  # both reach the gate and wait
+        assert gate.state()["waits"] == 2 and not any(t.done() for t in old)
+        await gate.forget("w", "new")  # the restarted process, before its first work
+        new = [asyncio.create_task(gate.acquire("w", g, "new")) for g in ("g9", "g10")]
+        await asyncio.sleep(0)
+        await gate.set_version(3)  # limit 10: room for two
+        assert [await asyncio.wait_for(t, 5) for t in old] == [-1, -1]
+        assert [await asyncio.wait_for(t, 5) for t in new] == [3, 3]
+        assert gate.state()["running"] == 2
+        for g in ("g9", "g10"):
+            await gate.release("w", g, accepted=True)
+        assert gate.state()["running"] == 0 and gate.state()["accepted"] == 10
+        assert await gate.acquire("w", "g11", "old") == -1  # a late call of the old process, too
+
+    asyncio.run(scenario())
+
+
 def test_version_never_goes_back_and_bad_arguments_are_refused():
     async def scenario():
         gate = StalenessGate(batch_size=1, max_staleness=0, version=3)
