@@ -44,7 +44,7 @@ def when_gone(pid: int, then: Callable[[], None]) -> threading.Thread:
     def watch() -> None:
         try:
             fd = os.pidfd_open(pid)
-        except ProcessLookupError:
+        except OSError:  # no such process (or none this process may watch): nothing to wait for
             then()
             return
         try:

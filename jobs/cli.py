@@ -320,6 +320,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("--defer-report goes with --stage rm only")
     if args.beside is not None and args.stage != "heldout":
         raise UsageError("--beside goes with --stage heldout only")
+    if args.beside is not None and args.beside <= 0:
+        raise UsageError(f"--beside takes a process id (a positive number), got {args.beside}")
     config = _config(args)
     if args.stage == "rm":
         from jobs.train_rm import run_train_rm

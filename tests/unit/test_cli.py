@@ -61,3 +61,19 @@ def test_data_stats_esconv_splits():
 def test_serve_and_object_store_publishing_do_not_mix():
     out = rlff("config", "show", "--set", "serve.enabled=true", "--set", "learner.publish=object_store")
     assert out.returncode == 2 and "needs learner.publish 'filesystem'" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stage", "sft", "--defer-report"], "error: --defer-report goes with --stage rm only"),
+        (["--stage", "rm", "--beside", "12"], "error: --beside goes with --stage heldout only"),
+        (
+            ["--stage", "heldout", "--beside", "0"],
+            "error: --beside takes a process id (a positive number), got 0",
+        ),
+    ],
+)
+def test_stage_flags_that_do_not_fit_are_one_line(args, message):
+    out = rlff("train", "--config", "configs/local.yaml", *args)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [message]
