@@ -22,15 +22,23 @@ def actor_setup(config: dict[str, Any], role: str) -> RunConfig:
 
 
 class Throughput:
-    """Tokens a role actor's backend has processed (prompt + generated) since the actor started."""
+    """Tokens a role actor's backends have processed (prompt + generated) since the actor started."""
 
     def __init__(self, backend: Any):
-        self.backend, self.started = backend, time.monotonic()
+        self.backend, self.started, self.before = backend, time.monotonic(), 0
+
+    def swap(self, backend: Any) -> None:
+        """Count from `backend` (None: no backend now) on, keeping the tokens of the one it replaces."""
+        self.before += _tokens(self.backend)
+        self.backend = backend
 
     def __call__(self) -> dict[str, float]:
-        stats = getattr(self.backend, "stats", {})
-        tokens = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
-        return {"tokens": tokens, "elapsed_s": time.monotonic() - self.started}
+        return {"tokens": self.before + _tokens(self.backend), "elapsed_s": time.monotonic() - self.started}
+
+
+def _tokens(backend: Any) -> int:
+    stats = getattr(backend, "stats", {})
+    return stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
 
 
 async def peers_answer(calls: list[Awaitable[Any]], timeout_s: float) -> bool:

@@ -132,6 +132,12 @@ class LearnerConfig(Section):
     )
     lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) of the policy; 0 trains every weight.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy update.")
+    recompute_mlp: bool = Field(
+        False,
+        description="Recompute each layer's MLP in the update's backward pass instead of keeping its"
+        " activations (learner.recompute): about half the activation memory for ~20% more update time;"
+        " unlike gradient_checkpointing, a group's rows still share their prompt's forward pass.",
+    )
     zero_stage: int = Field(
         2, ge=0, le=3, description="DeepSpeed ZeRO stage (strategy deepspeed; 0-2 publish)."
     )
@@ -146,6 +152,15 @@ class LearnerConfig(Section):
         "async", description="async: rollouts and updates overlap; sync: generate, then train, alternately."
     )
     sample_timeout_s: float = Field(600.0, gt=0.0, description="Longest wait for a batch from the store.")
+
+    @model_validator(mode="after")
+    def _one_kind_of_recompute(self) -> LearnerConfig:
+        if self.recompute_mlp and self.gradient_checkpointing:
+            raise ValueError(
+                "learner.gradient_checkpointing already recomputes every layer, MLPs included:"
+                " set recompute_mlp or gradient_checkpointing, not both"
+            )
+        return self
 
     @property
     def use_gpu(self) -> bool:

@@ -35,6 +35,7 @@ from learner import checkpoint, ranks, rm_versions
 from learner.checkpoint import LearnerState
 from learner.loop import Learner
 from learner.lora import add_lora
+from learner.recompute import recompute_mlps
 from learner.reward_model import RewardModel
 from learner.rm_versions import FollowedReward
 from learner.strategy import EngineFactory, deepspeed_step, plain_step, unwrap
@@ -124,6 +125,8 @@ def build_learner(config: RunConfig, reward_model: str, rank: int, world: int):
     model, tokenizer = load_model(config.counselor.model, device=device, seed=config.seed)
     if lc.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if lc.recompute_mlp:
+        recompute_mlps(model)
     plain = model
 
     def model_files(folder) -> None:

@@ -392,10 +392,14 @@ class HFBackend:
 
     async def close(self) -> None:
         """Stop the batching task and the model thread (a stage under way finishes first, off the
-        caller's path); a later request starts both again, the thread in a fresh pool."""
-        if self._worker is not None:
-            self._worker.cancel()
+        caller's path); a later request starts both again, the thread in a fresh pool. Called on the
+        task's own event loop, it returns once the task has ended, so the task holds nothing more."""
+        worker, loop = self._worker, self._loop
+        if worker is not None:
+            worker.cancel()
             self._worker = None
             self._loop = None
         self._model_thread.shutdown(wait=False, cancel_futures=True)
         self._model_thread = self._new_model_thread()
+        if worker is not None and loop is asyncio.get_running_loop():
+            await asyncio.wait([worker])  # cancelled at its next await: a stage's thread is not waited for
