@@ -2,8 +2,8 @@
 
 Owns one inference backend (from `judge` config, rebuilt on restart) and the Judge role; knows
 nothing of workers, the store or training. Plain-dict arguments and results. A run whose candidates
-get no simulated futures needs the judge only for its periodic evaluations, and has it `release` its
-model between them; the next rating loads it again.
+get no simulated futures needs the judge only for its periodic evaluations, and has an hf judge
+`release` its model between them; the next rating loads it again.
 """
 
 from __future__ import annotations

@@ -246,7 +246,7 @@ class Evaluations:
     """Periodic evaluations (`evaluation.every`): at version 0 and every N versions after, one runs on
     the first rollout worker with the run's role actors; its SR/AT go to the metrics as source
     'evaluate'. One at a time; none starts once the run is stopping. When no candidate gets a simulated
-    future, the judge releases its model after each (`actors.judge.Judge.release`)."""
+    future, an hf judge releases its model after each (`actors.judge.Judge.release`)."""
 
     def __init__(self, config: RunConfig, system):
         self.config, self.system, self.next, self.ref = config, system, 0, None
@@ -271,9 +271,11 @@ class Evaluations:
             return False
         self.ref = None
         result = get(ref)
-        if self.config.rollout.future_fraction == 0:  # no simulated futures: the judge waits for the next one
+        # no simulated futures: the judge's next work is the next evaluation. An embedded (hf) judge gives
+        # its memory back meanwhile and reloads in seconds; a served or vLLM judge keeps its model.
+        if self.config.rollout.future_fraction == 0 and self.config.judge.backend == "hf":
             for judge in self.system.judge:
-                judge.release.remote()  # its memory back while the policy trains; the next rating reloads it
+                judge.release.remote()
         metrics = {k: result[k] for k in ("sr", "at", "eval_format_rate")}
         self.system.hub.record.remote("evaluate", {**metrics, "weights_version": result["policy_version"]})
         print(
