@@ -135,7 +135,7 @@ class LearnerConfig(Section):
     recompute_mlp: bool = Field(
         False,
         description="Recompute each layer's MLP in the update's backward pass instead of keeping its"
-        " activations (learner.recompute): about half the activation memory for ~20% more update time;"
+        " activations (learner.recompute): about half the activation memory for ~25% more update time;"
         " unlike gradient_checkpointing, a group's rows still share their prompt's forward pass.",
     )
     zero_stage: int = Field(
