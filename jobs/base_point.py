@@ -63,10 +63,11 @@ def run_base_point(config: RunConfig, beside: int | None = None) -> int:
     contexts = heldout_contexts(config)
     rm_dir = config.run_dir() / "reward_model"
     ids = [c.id for c in contexts]
-    if is_trained(config, rm_dir) and BaseCache(config, rm_dir).load(ids) is not None:
-        print(f"held-out point v0 in {BaseCache(config, rm_dir).folder} is up to date; not generating it")
+    saved, trained = BaseCache(config, rm_dir), is_trained(config, rm_dir)
+    if trained and saved.load(ids) is not None:
+        print(f"held-out point v0 in {saved.folder} is up to date; not generating it")
         return 0
-    if beside is None:
+    if beside is None and not trained:
         require_reward_model(config, rm_dir)  # before minutes of decoding
     started = time.perf_counter()
     replies = asyncio.run(_generate(config, contexts, beside))

@@ -1,7 +1,8 @@
 """The inference backend protocol shared by every LLM role.
 
 Backends take chat messages (OpenAI-style dicts), not raw prompts, so the same role code runs on a
-local transformers model, a vLLM engine or a remote OpenAI-compatible server.
+local transformers model, a vLLM engine or a remote OpenAI-compatible server. `visible_text` is what
+a streaming backend may show of a reply that is still growing.
 """
 
 from __future__ import annotations
@@ -98,3 +99,18 @@ async def stream_generation(
     generation = await backend.generate(messages, params)
     yield generation.text
     yield generation
+
+
+def visible_text(text: str, stops: tuple[str, ...]) -> str:
+    """What of a growing reply may be shown: up to the first stop string, and short of any ending
+    that could still grow into one, or that is a character still being decoded (U+FFFD)."""
+    hits = [text.index(s) for s in stops if s in text]
+    if hits:
+        return text[: min(hits)]
+    cut = len(text)
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                cut = min(cut, len(text) - size)
+                break
+    return text[:cut].rstrip("\ufffd")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from esc.backends.base import BackendError, Generation, Message, SamplingParams
+from esc.backends.base import BackendError, Generation, Message, SamplingParams, visible_text
 from esc.backends.decode_batch import DecodeBatch
 from esc.backends.hf_decode import CausalLM
 from esc.backends.onednn_head import use_onednn_head
@@ -39,21 +39,6 @@ class _Request:
     future: asyncio.Future = field(repr=False)
     # streaming requests only: the reply's token ids after each step, then the finished future itself
     updates: asyncio.Queue | None = field(default=None, repr=False)
-
-
-def visible_text(text: str, stops: tuple[str, ...]) -> str:
-    """What of a growing reply may be shown: up to the first stop string, and short of any ending
-    that could still grow into one, or that is a character still being decoded (U+FFFD)."""
-    hits = [text.index(s) for s in stops if s in text]
-    if hits:
-        return text[: min(hits)]
-    cut = len(text)
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:size]):
-                cut = min(cut, len(text) - size)
-                break
-    return text[:cut].rstrip("\ufffd")
 
 
 class HFBackend:
@@ -394,12 +379,10 @@ class HFBackend:
         """Stop the batching task and the model thread (a stage under way finishes first, off the
         caller's path); a later request starts both again, the thread in a fresh pool. Called on the
         task's own event loop, it returns once the task has ended, so the task holds nothing more."""
-        worker, loop = self._worker, self._loop
-        if worker is not None:
-            worker.cancel()
-            self._worker = None
-            self._loop = None
+        worker, loop, self._worker, self._loop = self._worker, self._loop, None, None
         self._model_thread.shutdown(wait=False, cancel_futures=True)
         self._model_thread = self._new_model_thread()
-        if worker is not None and loop is asyncio.get_running_loop():
-            await asyncio.wait([worker])  # cancelled at its next await: a stage's thread is not waited for
+        if worker is not None:
+            worker.cancel()
+            if loop is asyncio.get_running_loop():  # it ends at its next await; a stage's thread runs on
+                await asyncio.wait([worker])
