@@ -47,8 +47,8 @@ class RewardModelConfig(Section):
     layers: int = Field(0, ge=0, description="Backbone layers run (the first n, for speed); 0: all of them.")
     bf16: bool = Field(
         False,
-        description="The backbone's forward passes under bf16 autocast (float32 weights), in training and"
-        " scoring alike.",
+        description="The backbone's forward passes under bf16 autocast, in training and scoring alike; its"
+        " linear weights are then kept in bf16 (the same products, half their memory), the rest float32.",
     )
     likelihood_turns: int = Field(
         0,

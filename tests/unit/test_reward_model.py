@@ -437,3 +437,18 @@ def test_bf16_runs_the_backbone_under_autocast_and_keeps_the_features_close():
     rounded.memo = exact.embed([last_seeker_text(c) for c in contexts] + replies)
     c = rounded.features(contexts, replies, [3] * 4)
     assert not torch.equal(a, c) and torch.allclose(a, c, rtol=0.05, atol=0.05)
+
+
+def test_bf16_keeps_linear_weights_in_bf16_and_the_features_equal_casting_them_every_pass():
+    """Autocast casts a float32 linear weight to bf16 on each call; stored in bf16 already, the features
+    are the same bit for bit. Embeddings and norms stay float32."""
+    contexts = [dialogue(i).turns[:4] for i in range(4)]
+    replies = [f"Your {TOPICS[i]} sounds hard, tell me more." for i in range(4)]
+    stored = RewardModel.from_config(tiny_cfg(likelihood_turns=2, bf16=True), seed=0)
+    linears = [m for m in stored.backbone.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 14 and all(m.weight.dtype == torch.bfloat16 for m in linears)  # 2 layers x 7
+    others = [p for n, p in stored.lm.named_parameters() if "norm" in n or "embed" in n]
+    assert others and all(p.dtype == torch.float32 for p in others)
+    cast = RewardModel.from_config(tiny_cfg(likelihood_turns=2), seed=0)  # float32 weights ...
+    cast.cfg = stored.cfg  # ... run under the same autocast
+    assert torch.equal(stored.features(contexts, replies, [3] * 4), cast.features(contexts, replies, [3] * 4))
