@@ -43,8 +43,8 @@ reply. `score` returns tanh(s), in [-1, 1]: usable as a GRPO reward as it is.
 With `cfg.bf16` every backbone pass (embeddings, likelihood gain) runs under bf16 autocast, in `fit`,
 `evaluate` and `score` alike, so replies are scored as the head was trained. The decoder layers' linear
 weights are then kept in bf16 (`linears_in_bf16`): autocast would cast them to bf16 on every pass
-anyway, so the features are the same bit for bit, from half the memory (0.21 GB less for SmolLM2-135M)
-and ~7% faster; embeddings and norms stay float32.
+anyway, so the features are the same bit for bit, from 0.2 GB less memory (SmolLM2-135M) and ~7%
+faster; embeddings and norms stay float32.
 Files: `head.safetensors` (head weights, the standardisation tensors and the projection) and
 `reward_model.json` (config, seed, metadata). No pickle, no torch.save. The backbone is reloaded from
 the config's spec.
@@ -78,12 +78,19 @@ STATE_DIMS = 6  # one-hot starting intensity: unknown, 1, 2, 3, 4, 5
 META_FILE, HEAD_FILE = "reward_model.json", "head.safetensors"
 
 
-def linears_in_bf16(module: nn.Module) -> None:
-    """Store every nn.Linear weight under `module` in bf16, in place (biases, norms, embeddings stay).
-    Only for modules run under bf16 autocast, which casts a float32 weight to these same values each call."""
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            layer.weight.data = layer.weight.data.to(torch.bfloat16)
+def linears_in_bf16(lm: nn.Module) -> None:
+    """Store every nn.Linear weight of `lm`'s decoder (`lm.base_model`) in bf16, in place; biases, norms,
+    embeddings and the tied LM head stay float32. Only for a model run under bf16 autocast, which casts a
+    float32 weight to these same values each call. The float32 tensors left are copied to memory of their
+    own: the model file is one memory map, and while any tensor still lies on it, the float32 pages the
+    conversion read stay mapped and counted (the reward model then held 0.21 GB more than in float32)."""
+    with torch.no_grad():
+        for layer in lm.base_model.modules():
+            if isinstance(layer, nn.Linear):
+                layer.weight.data = layer.weight.data.to(torch.bfloat16)
+        for tensor in [*lm.parameters(), *lm.buffers()]:
+            if tensor.dtype != torch.bfloat16:
+                tensor.data = tensor.data.clone()
 
 
 class RewardModel:
@@ -97,7 +104,7 @@ class RewardModel:
         if cfg.layers and cfg.layers < len(self.backbone.layers):
             self.backbone.layers = self.backbone.layers[: cfg.layers]  # a shallower encoder, same weights
         if cfg.bf16:
-            linears_in_bf16(self.backbone)
+            linears_in_bf16(lm)
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
         self.likelihood_gains = LikelihoodGain(lm, tokenizer, cfg.likelihood_turns)  # zeros when 0
