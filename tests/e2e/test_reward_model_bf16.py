@@ -11,7 +11,6 @@ from conftest import REPO
 
 PROBE = """
 import json, sys
-import torch
 from esc.config import RewardModelConfig
 from esc.models import ensure_embedded_cached
 from learner.reward_model import RewardModel
