@@ -83,11 +83,14 @@ def linears_in_bf16(lm: nn.Module) -> None:
     embeddings and the tied LM head stay float32. Only for a model run under bf16 autocast, which casts a
     float32 weight to these same values each call. The float32 tensors left are copied to memory of their
     own: the model file is one memory map, and while any tensor still lies on it, the float32 pages the
-    conversion read stay mapped and counted (the reward model then held 0.21 GB more than in float32)."""
+    conversion read stay mapped and counted (the reward model then held 0.21 GB more than in float32).
+    A model converted already (an online refresh wraps the same `lm` again) is left as it is."""
+    linears = [m for m in lm.base_model.modules() if isinstance(m, nn.Linear)]
+    if all(m.weight.dtype == torch.bfloat16 for m in linears):
+        return
     with torch.no_grad():
-        for layer in lm.base_model.modules():
-            if isinstance(layer, nn.Linear):
-                layer.weight.data = layer.weight.data.to(torch.bfloat16)
+        for layer in linears:
+            layer.weight.data = layer.weight.data.to(torch.bfloat16)
         for tensor in [*lm.parameters(), *lm.buffers()]:
             if tensor.dtype != torch.bfloat16:
                 tensor.data = tensor.data.clone()
