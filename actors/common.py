@@ -25,15 +25,10 @@ class Throughput:
     """Tokens a role actor's backends have processed (prompt + generated) since the actor started."""
 
     def __init__(self, backend: Any):
-        self.backend, self.started, self.before = backend, time.monotonic(), 0
-
-    def swap(self, backend: Any) -> None:
-        """Count from `backend` (None: no backend now) on, keeping the tokens of the one it replaces."""
-        self.before += _tokens(self.backend)
-        self.backend = backend
+        self.backend, self.started = backend, time.monotonic()
 
     def __call__(self) -> dict[str, float]:
-        return {"tokens": self.before + _tokens(self.backend), "elapsed_s": time.monotonic() - self.started}
+        return {"tokens": _tokens(self.backend), "elapsed_s": time.monotonic() - self.started}
 
 
 def _tokens(backend: Any) -> int:

@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from actors.common import actor_setup, peers_answer
@@ -245,16 +246,22 @@ class RolloutWorker:
         if self.hub is not None:
             self._metric_refs.append(self.hub.dialogue.remote(self.worker_id, record))
 
-    async def evaluate(self, scenarios: list[dict], seed: int) -> dict[str, Any]:
+    async def evaluate(
+        self, scenarios: list[dict], seed: int, seeker: list | None = None, judge: list | None = None
+    ) -> dict[str, Any]:
         """A periodic evaluation on the current policy: PPDPP episodes on `scenarios` with the run's
-        role actors (`evaluation.max_turns` turns at most). Returns {policy_version, sr, at,
-        eval_format_rate}; each episode also goes to the dashboard's feed."""
+        role actors (`evaluation.max_turns` turns at most); `seeker` and `judge`: handles started for this
+        evaluation, in place of the run's (`jobs.launcher.start_evaluation_roles`). Returns
+        {policy_version, sr, at, eval_format_rate}; each episode also goes to the dashboard's feed."""
         await self._check_peers()
+        roles = self.roles
+        if seeker is not None and judge is not None:
+            roles = replace(roles, seeker=RemoteSeeker(seeker), judge=RemoteJudge(judge))
         version = await self.counselors[0].weights_version.remote()
         limits = self.run.episode.model_copy(update={"max_turns": self.run.evaluation.max_turns})
         episodes = await asyncio.gather(
             *(
-                run_episode(Scenario.model_validate(s), self.roles, limits, seed=seed + i)
+                run_episode(Scenario.model_validate(s), roles, limits, seed=seed + i)
                 for i, s in enumerate(scenarios)
             )
         )

@@ -81,6 +81,9 @@ class ActorSystem:
     gate: Any = None
     peers: Any = None  # the names the rollout workers resolve (`Peers`)
     rm_trainer: list = field(default_factory=list)  # the online reward-model trainer, when refreshing
+    # no seeker or judge among the run's actors: each periodic evaluation starts its own
+    # (`start_evaluation_roles`)
+    evaluation_only: bool = False
 
     def named(self) -> dict[str, Any]:
         """Every actor that has a `ready()` pid probe, by a readable name such as 'judge-0'."""
@@ -191,13 +194,16 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
         names[kind].append(f"{tag}-{kind}-{len(names[kind])}")
         return remote(cls, actor, name=names[kind][-1]).remote(*args, **kwargs)
 
-    system.seeker = [role(UserSimulator, "seeker", a.seeker, plain) for _ in range(a.seeker.replicas)]
     system.counselor = [role(Counselor, "counselor", a.counselor, plain) for _ in range(a.counselor.replicas)]
-    # the system agent continues conversations for future rewards: every candidate in `rlff collect`,
-    # `rollout.future_fraction` of them online; none means no actor (and one model less in memory)
+    # future rewards simulate conversations with the seeker, the system agent and the judge: for every
+    # candidate in `rlff collect`, `rollout.future_fraction` of them online. With none, the three have
+    # no work between periodic evaluations: no system agent, and a seeker and judge per evaluation.
     if staleness is None or config.rollout.future_fraction > 0:
+        system.seeker = [role(UserSimulator, "seeker", a.seeker, plain) for _ in range(a.seeker.replicas)]
         system.system_agent = [role(Counselor, "system_agent", a.counselor, plain, system_agent=True)]
-    system.judge = [role(Judge, "judge", a.judge, plain) for _ in range(a.judge.replicas)]
+        system.judge = [role(Judge, "judge", a.judge, plain) for _ in range(a.judge.replicas)]
+    else:
+        system.evaluation_only = True
     peers = Peers(names, f"{tag}-store", f"{tag}-hub", f"{tag}-gate" if system.gate is not None else None)
     system.peers = peers
     system.workers = [
@@ -207,6 +213,23 @@ def start_actors(config: RunConfig, staleness: int | None = None, wait: bool = T
     if wait:
         system.wait_ready()
     return system
+
+
+def start_evaluation_roles(config: RunConfig) -> dict[str, list]:
+    """A seeker and a judge for one periodic evaluation of a run whose rollouts use neither
+    (`ActorSystem.evaluation_only`): {role: handles}, unnamed (the evaluation is given the handles) and
+    not among the system's actors; `end_evaluation_roles` ends them. Calls to them wait while they load."""
+    a, plain = config.actors, config.model_dump()
+    return {
+        "seeker": [remote(UserSimulator, a.seeker).remote(plain) for _ in range(a.seeker.replicas)],
+        "judge": [remote(Judge, a.judge).remote(plain) for _ in range(a.judge.replicas)],
+    }
+
+
+def end_evaluation_roles(roles: dict[str, list]) -> None:
+    """End the processes of `start_evaluation_roles`: their memory goes back to the OS."""
+    for handle in [h for handles in roles.values() for h in handles]:
+        ray.kill(handle, no_restart=True)
 
 
 def start_rm_trainer(config: RunConfig, system: ActorSystem, rm_dir: str) -> Any:

@@ -34,7 +34,14 @@ from jobs import UsageError
 from jobs.console import Progress, quiet_libraries
 from jobs.driver import Watch, get
 from jobs.heldout import Heldout
-from jobs.launcher import init_ray, start_actors, start_rm_trainer, start_store
+from jobs.launcher import (
+    end_evaluation_roles,
+    init_ray,
+    start_actors,
+    start_evaluation_roles,
+    start_rm_trainer,
+    start_store,
+)
 from jobs.learn import learner_loop, staleness
 from jobs.serve import check_open_bind, check_port_free, start_endpoint
 from jobs.train_sft import cold_start
@@ -246,10 +253,12 @@ class Evaluations:
     """Periodic evaluations (`evaluation.every`): at version 0 and every N versions after, one runs on
     the first rollout worker with the run's role actors; its SR/AT go to the metrics as source
     'evaluate'. One at a time; none starts once the run is stopping. When no candidate gets a simulated
-    future, an hf judge releases its model after each (`actors.judge.Judge.release`)."""
+    future (`ActorSystem.evaluation_only`), each evaluation starts its own seeker and judge and ends
+    their processes when it is done."""
 
     def __init__(self, config: RunConfig, system):
         self.config, self.system, self.next, self.ref = config, system, 0, None
+        self.roles: dict[str, list] = {}  # the evaluation's own seeker and judge, when it has them
         spec = config.evaluation.scenarios or config.data.scenarios
         picked = load_dialogues(spec, seed=config.seed)[: config.evaluation.episodes]
         self.scenarios = [d.scenario.model_dump() for d in picked] if config.evaluation.every else []
@@ -262,7 +271,8 @@ class Evaluations:
             return
         version = get(self.system.gate.state.remote())["version"]
         if version >= self.next:
-            self.ref = self.system.workers[0].evaluate.remote(self.scenarios, self.config.seed)
+            self.roles = start_evaluation_roles(self.config) if self.system.evaluation_only else {}
+            self.ref = self.system.workers[0].evaluate.remote(self.scenarios, self.config.seed, **self.roles)
             self.next = version + self.config.evaluation.every
 
     def finish(self, ref) -> bool:
@@ -270,12 +280,11 @@ class Evaluations:
         if ref is not self.ref:
             return False
         self.ref = None
-        result = get(ref)
-        # no simulated futures: the judge's next work is the next evaluation. An embedded (hf) judge gives
-        # its memory back meanwhile and reloads in seconds; a served or vLLM judge keeps its model.
-        if self.config.rollout.future_fraction == 0 and self.config.judge.backend == "hf":
-            for judge in self.system.judge:
-                judge.release.remote()
+        try:
+            result = get(ref)
+        finally:
+            end_evaluation_roles(self.roles)
+            self.roles = {}
         metrics = {k: result[k] for k in ("sr", "at", "eval_format_rate")}
         self.system.hub.record.remote("evaluate", {**metrics, "weights_version": result["policy_version"]})
         print(

@@ -1,11 +1,14 @@
 """The actor system on a real local Ray instance with the tiny model: collection streams candidate
-groups into the durable store, and re-running it resumes without duplicates."""
+groups into the durable store, and re-running it resumes without duplicates; a run whose candidates get
+no simulated futures starts a seeker and a judge for each periodic evaluation and ends them after it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
+import psutil
 import pytest
 import ray
 
@@ -15,6 +18,7 @@ from esc.contexts import dialogue_context
 from esc.data import load_dialogues
 from esc.schemas import CandidateGroup
 from jobs.launcher import start_actors
+from jobs.run import Evaluations
 
 TIMEOUT_S = 300
 
@@ -87,3 +91,41 @@ def test_collect_fills_the_store_and_resumes(ray_local, tmp_path):
     # re-running the same contexts (a resumed job) stores nothing twice
     assert collect(system, contexts) == {"stored": 0, "duplicate": 0, "skipped": 5}
     assert ray.get(system.store.stats.remote(), timeout=TIMEOUT_S)["total"] == 5
+
+
+def live_actor_pids(cls: str) -> set[int]:
+    """Pids of this test's Ray processes running an actor of class `cls` (by process title)."""
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            title = child.cmdline()[0] if child.cmdline() else ""
+            if title == f"ray::{cls}" or title.startswith(f"ray::{cls}."):
+                pids.add(child.pid)
+    return pids
+
+
+def test_without_simulated_futures_each_evaluation_has_its_own_seeker_and_judge(ray_local, tmp_path, capsys):
+    config = tiny_config(tmp_path, **{"rollout.future_fraction": 0, "evaluation.every": 1, "name": "e"})
+    config = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"episodes": 1})})
+
+    def started_since(before: set[int]) -> set[int]:
+        return (live_actor_pids("UserSimulator") | live_actor_pids("Judge")) - before
+
+    before = started_since(set())  # the first test's, if still alive
+    system = start_actors(config, staleness=1)
+    assert system.evaluation_only and not system.seeker and not system.judge and not system.system_agent
+    assert started_since(before) == set()
+
+    evaluation = Evaluations(config, system)
+    evaluation.maybe_start()
+    assert {role: len(hs) for role, hs in evaluation.roles.items()} == {"seeker": 1, "judge": 1}
+    pids = {ray.get(h.ready.remote(), timeout=TIMEOUT_S) for hs in evaluation.roles.values() for h in hs}
+    assert started_since(before) == pids and len(pids) == 2
+    ray.wait([evaluation.ref], timeout=TIMEOUT_S)
+    assert evaluation.finish(evaluation.ref)
+    assert "evaluation at version 0: SR" in capsys.readouterr().out
+
+    # their processes are gone, and none took their place
+    gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids], timeout=60)
+    assert not alive and len(gone) == 2
+    assert started_since(before) == set() and evaluation.roles == {}

@@ -48,7 +48,10 @@ def settings(runs: Path) -> list[str]:
     return tiny_run(
         runs,
         "nodes",
-        "rollout.future_fraction=0",
+        # half the candidates get a simulated future, so the seeker and judge work all along (with
+        # none, they would run only in periodic evaluations: `jobs.launcher.start_evaluation_roles`)
+        "rollout.future_fraction=0.5",
+        "future.horizon=1",
         f"learner.max_updates={UPDATES}",
         "learner.checkpoint_every=100",
         *(f"actors.{role}.resources={{{NODE_RESOURCE}: 1}}" for role in roles),
