@@ -35,6 +35,7 @@ from jobs.console import Progress, quiet_libraries
 from jobs.driver import Watch, get
 from jobs.heldout import Heldout
 from jobs.launcher import (
+    READY_TIMEOUT_S,
     end_evaluation_roles,
     init_ray,
     start_actors,
@@ -184,21 +185,28 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     trainer = _trainer(config, loop_config)
     outcome: dict[str, Any] = {}
     learner = threading.Thread(target=_fit, args=(trainer, outcome), daemon=True)
-    if heldout is None:
+    evaluation = Evaluations(config, system)
+    # the first held-out point and evaluation come before the learner starts: its first wait for groups
+    # (learner.sample_timeout_s) does not include them, and they do not share the machine with updates
+    first = heldout is not None or bool(evaluation.scenarios)
+    if not first:
         learner.start()  # Ray Train starts its workers while the actors load their models
     system.wait_ready()
     print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
     if config.serve.enabled:  # deployed while Ray Train starts its workers; it follows what is published
         start_endpoint(config, follow=True)
         quiet_libraries(log_file)  # in case starting Serve configured its logger again
-    if heldout is not None:  # version 0 before the learner starts, so its first wait for groups
-        heldout.first(system)  # (learner.sample_timeout_s) does not include this point
+    if first:
+        if heldout is not None:
+            heldout.first(system)
+        evaluation.first()
         learner.start()
-    evaluation = Evaluations(config, system)
     totals = _drive(config, system, contexts, learner, evaluation, heldout)
     learner.join()
-    if heldout is not None and "error" not in outcome:
-        heldout.last()  # the final point, learning.json and the table
+    if "error" not in outcome:
+        evaluation.last()
+        if heldout is not None:
+            heldout.last()  # the final point, learning.json and the table
     end_refresh(refresh)
     return _finish(config, system, totals, outcome.get("error"))
 
@@ -252,9 +260,10 @@ def _fit(trainer: TorchTrainer, outcome: dict[str, Any]) -> None:
 class Evaluations:
     """Periodic evaluations (`evaluation.every`): at version 0 and every N versions after, one runs on
     the first rollout worker with the run's role actors; its SR/AT go to the metrics as source
-    'evaluate'. One at a time; none starts once the run is stopping. When no candidate gets a simulated
-    future (`ActorSystem.evaluation_only`), each evaluation starts its own seeker and judge and ends
-    their processes when it is done."""
+    'evaluate'. Like the held-out points: `first()` before the learner starts, `maybe_start()` from the
+    driver loop (not at the learner's last version, nor once the run is stopping), `last()` after the
+    learner. One at a time. When no candidate gets a simulated future (`ActorSystem.evaluation_only`),
+    each evaluation starts its own seeker and judge and ends their processes when it is done."""
 
     def __init__(self, config: RunConfig, system):
         self.config, self.system, self.next, self.ref = config, system, 0, None
@@ -266,11 +275,30 @@ class Evaluations:
     def refs(self) -> list:
         return [self.ref] if self.ref is not None else []
 
-    def maybe_start(self) -> None:
+    def first(self) -> None:
+        """The evaluation of the version the run starts from, to its end."""
+        self.maybe_start()
+        self._wait()
+
+    def last(self) -> None:
+        """After the learner: the evaluation of its last version (`learner.max_updates`), when one is due."""
+        version = get(self.system.gate.state.remote())["version"]
+        if version >= self.config.learner.max_updates:
+            self.maybe_start(final=True)
+            self._wait()
+
+    def _wait(self) -> None:
+        if self.ref is not None:
+            ray.wait([self.ref], timeout=READY_TIMEOUT_S)
+            self.finish(self.ref)
+
+    def maybe_start(self, final: bool = False) -> None:
+        """Start the evaluation due at the current version, if any; at the learner's last version only
+        with `final` (`last`), so that it does not run beside the learner's last update."""
         if not self.scenarios or self.ref is not None:
             return
         version = get(self.system.gate.state.remote())["version"]
-        if version >= self.next:
+        if version >= self.next and (final or version < self.config.learner.max_updates):
             self.roles = start_evaluation_roles(self.config) if self.system.evaluation_only else {}
             self.ref = self.system.workers[0].evaluate.remote(self.scenarios, self.config.seed, **self.roles)
             self.next = version + self.config.evaluation.every

@@ -105,7 +105,8 @@ def live_actor_pids(cls: str) -> set[int]:
 
 
 def test_without_simulated_futures_each_evaluation_has_its_own_seeker_and_judge(ray_local, tmp_path, capsys):
-    config = tiny_config(tmp_path, **{"rollout.future_fraction": 0, "evaluation.every": 1, "name": "e"})
+    sets = {"rollout.future_fraction": 0, "evaluation.every": 1, "learner.max_updates": 1, "name": "e"}
+    config = tiny_config(tmp_path, **sets)
     config = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"episodes": 1})})
 
     def started_since(before: set[int]) -> set[int]:
@@ -129,3 +130,11 @@ def test_without_simulated_futures_each_evaluation_has_its_own_seeker_and_judge(
     gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids], timeout=60)
     assert not alive and len(gone) == 2
     assert started_since(before) == set() and evaluation.roles == {}
+
+    # the learner's last version is evaluated after the learner (`last`), not from the driver loop
+    ray.get(system.gate.set_version.remote(1), timeout=TIMEOUT_S)
+    evaluation.maybe_start()
+    assert evaluation.ref is None and started_since(before) == set()
+    evaluation.last()
+    assert "evaluation at version 0: SR" in capsys.readouterr().out  # the counselor's (none published)
+    assert evaluation.ref is None and evaluation.roles == {}
