@@ -322,10 +322,13 @@ def add(raw: dict[str, Any], date: str) -> None:
 
 
 def main() -> None:
-    if sys.argv[1] == "--add":
-        add(json.loads(Path(sys.argv[2]).read_text()), sys.argv[3])
+    args = sys.argv[1:]
+    if len(args) != (3 if args[:1] == ["--add"] else 2):
+        sys.exit(f"usage: {__doc__.split(chr(10) + chr(10))[1].strip()}")
+    if args[0] == "--add":
+        add(json.loads(Path(args[1]).read_text()), args[2])
         return
-    out, date = Path(sys.argv[1]), sys.argv[2]
+    out, date = Path(args[0]), args[1]
     measured = [
         row for path in sorted(out.glob("*.json")) for row in rows_of(json.loads(path.read_text()), date)
     ]
