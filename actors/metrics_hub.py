@@ -66,7 +66,8 @@ METRICS: dict[str, Metric] = {
     ),
     "role_tokens_per_s": Metric(
         "tokens/s",
-        "tokens each role actor processed (prompt + generated) per second since it started, a map",
+        "tokens each role actor processed (prompt + generated) per second since it started, a map (not"
+        " the seeker and judge an evaluation starts for itself)",
         "steady; a drop to 0 means a stuck actor",
     ),
     "role_tokens": Metric(
