@@ -38,7 +38,9 @@ from actors.replay_store import ReplayStore  # noqa: E402
 from esc.config import RewardModelConfig  # noqa: E402
 from learner.reward_model import RewardModel  # noqa: E402
 
-# What may be killed, by the Ray process title of its actor (`ray::<class>`).
+# What may be killed, by the Ray process title of its actor (`ray::<class>`). With no simulated futures
+# and no periodic evaluation (this soak's settings) the run starts no seeker or judge, so the soak
+# finds none to kill (`jobs.launcher.start_evaluation_roles`; since 2026-12-06).
 TARGETS = {
     "rollout_worker": "RolloutWorker",
     "seeker": "UserSimulator",

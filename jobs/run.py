@@ -193,7 +193,7 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         learner.start()  # Ray Train starts its workers while the actors load their models
     system.wait_ready()
     print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
-    if config.serve.enabled:  # deployed while Ray Train starts its workers; it follows what is published
+    if config.serve.enabled:  # it follows what the learner publishes
         start_endpoint(config, follow=True)
         quiet_libraries(log_file)  # in case starting Serve configured its logger again
     if first:
