@@ -282,10 +282,8 @@ class Evaluations:
 
     def last(self) -> None:
         """After the learner: the evaluation of its last version (`learner.max_updates`), when one is due."""
-        version = get(self.system.gate.state.remote())["version"]
-        if version >= self.config.learner.max_updates:
-            self.maybe_start(final=True)
-            self._wait()
+        self.maybe_start(final=True)
+        self._wait()
 
     def _wait(self) -> None:
         if self.ref is not None:
@@ -293,12 +291,13 @@ class Evaluations:
             self.finish(self.ref)
 
     def maybe_start(self, final: bool = False) -> None:
-        """Start the evaluation due at the current version, if any; at the learner's last version only
-        with `final` (`last`), so that it does not run beside the learner's last update."""
+        """Start the evaluation due at the current version, if any. The learner's last version's only
+        with `final` (`last`), so that it does not run beside the learner's last update; with `final`,
+        only that one (a run stopped early gets none)."""
         if not self.scenarios or self.ref is not None:
             return
         version = get(self.system.gate.state.remote())["version"]
-        if version >= self.next and (final or version < self.config.learner.max_updates):
+        if version >= self.next and (version >= self.config.learner.max_updates) == final:
             self.roles = start_evaluation_roles(self.config) if self.system.evaluation_only else {}
             self.ref = self.system.workers[0].evaluate.remote(self.scenarios, self.config.seed, **self.roles)
             self.next = version + self.config.evaluation.every

@@ -105,9 +105,9 @@ def live_actor_pids(cls: str) -> set[int]:
 
 
 def test_without_simulated_futures_each_evaluation_has_its_own_seeker_and_judge(ray_local, tmp_path, capsys):
-    sets = {"rollout.future_fraction": 0, "evaluation.every": 1, "learner.max_updates": 1, "name": "e"}
+    sets = {"rollout.future_fraction": 0, "evaluation.every": 1, "evaluation.episodes": 1}
+    sets |= {"learner.max_updates": 1, "name": "e"}  # version 1 is the learner's last
     config = tiny_config(tmp_path, **sets)
-    config = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"episodes": 1})})
 
     def started_since(before: set[int]) -> set[int]:
         return (live_actor_pids("UserSimulator") | live_actor_pids("Judge")) - before
