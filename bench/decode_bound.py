@@ -35,10 +35,11 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 from esc.backends.base import SamplingParams
+from esc.backends.decode_linear import use_decode_linear
 from esc.backends.hf import HFBackend
-from esc.backends.onednn_head import use_onednn_head
 from esc.models import in_passing_thread, load_model
 
 PROMPT = "I feel lonely since I moved to a new city and I don't know anyone here."
@@ -89,9 +90,10 @@ def decode_rate(backend: HFBackend, rows: int, tokens: int) -> float:
     return statistics.median(rates)
 
 
-def linear_seconds(model: torch.nn.Module, rows: int, passes: int = 5) -> float:
+def linear_seconds(model: torch.nn.Module, rows: int, plain: bool = False, passes: int = 5) -> float:
     """Median seconds of one pass of every linear layer (output layer included) over `rows` rows, in
-    forward order, so that each weight comes from memory as in a decode step."""
+    forward order, so that each weight comes from memory as in a decode step; `plain`: through torch's
+    `F.linear` instead of the layers' own forward (decode_linear.py's kernel)."""
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     dtype = layers[0].weight.dtype
     inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=dtype) for m in layers}
@@ -100,16 +102,18 @@ def linear_seconds(model: torch.nn.Module, rows: int, passes: int = 5) -> float:
         for _ in range(passes + 1):  # the first pass warms up
             started = time.perf_counter()
             for layer in layers:
-                layer(inputs[layer.in_features])
+                x = inputs[layer.in_features]
+                F.linear(x, layer.weight, layer.bias) if plain else layer(x)
             times.append(time.perf_counter() - started)
     return statistics.median(times[1:])
 
 
 def measure(spec: str, dtype: str, tokens: int, read_gb_s: float) -> dict:
     model, tokenizer = load_model(spec, dtype=dtype)
-    use_onednn_head(model)  # what HFBackend does to it, so the linear layers below are the backend's
+    use_decode_linear(model)  # what HFBackend does to it, so the linear layers below are the backend's
     # before the backend's model thread exists: with two OpenMP teams on 2 cores, each slows the other
     one, eight = (in_passing_thread(linear_seconds, model, rows) for rows in (1, 8))
+    plain_one, plain_eight = (in_passing_thread(linear_seconds, model, rows, True) for rows in (1, 8))
     backend = HFBackend(model, tokenizer, max_batch_size=8, max_wait_ms=20)
     backend.lm.eos_ids = set()  # every row decodes exactly the tokens asked for: steps are comparable
     asyncio.run(decode_seconds(backend, 2, 4))  # warm-up
@@ -120,7 +124,8 @@ def measure(spec: str, dtype: str, tokens: int, read_gb_s: float) -> dict:
         f"{dtype}: model {size / 1e6:.0f} MB, bound {bound:.1f} tokens/s a row; decode batch 1 {b1:.1f}"
         f" tokens/s ({b1 / bound:.0%} of the bound), batch 8 {b8:.1f} ({b8 / b1:.2f}x batch 1); linear"
         f" layers alone {one * 1e3:.1f} ms at 1 row, {eight * 1e3:.1f} ms at 8 (8 rows"
-        f" {8 * one / eight:.2f}x 1 row's speed)"
+        f" {8 * one / eight:.2f}x 1 row's speed); through torch's F.linear {plain_one * 1e3:.1f} and"
+        f" {plain_eight * 1e3:.1f} ms"
     )
     return {
         "model_mb": round(size / 1e6, 1),
@@ -132,6 +137,8 @@ def measure(spec: str, dtype: str, tokens: int, read_gb_s: float) -> dict:
         "linear_b1_ms": round(one * 1e3, 1),
         "linear_b8_ms": round(eight * 1e3, 1),
         "linear_b8_over_b1": round(8 * one / eight, 2),
+        "linear_torch_b1_ms": round(plain_one * 1e3, 1),
+        "linear_torch_b8_ms": round(plain_eight * 1e3, 1),
     }
 
 

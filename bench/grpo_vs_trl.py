@@ -51,8 +51,8 @@ def peak_rss_mb() -> float:
 
 def ours(iterations: int) -> list[float]:
     from esc.backends.base import SamplingParams
+    from esc.backends.decode_linear import use_decode_linear
     from esc.backends.hf_decode import CausalLM
-    from esc.backends.onednn_head import use_onednn_head
     from esc.backends.prefix_cache import PrefixCache
     from esc.config import LearnerConfig
     from esc.models import load_model
@@ -60,7 +60,7 @@ def ours(iterations: int) -> list[float]:
     from learner.policy import candidate, candidate_group
 
     model, tokenizer = load_model("smollm2-135m")
-    use_onednn_head(model)  # as in the rollout actors' hf backend (HFBackend)
+    use_decode_linear(model)  # as in the rollout actors' hf backend (HFBackend)
     lm = CausalLM(model, tokenizer, PrefixCache())
     learner = Learner(
         LearnerConfig(lr=LR, format_weight=1.0, safety_weight=0.0, max_tokens=512),

@@ -38,9 +38,14 @@ def _linear_speedup(f32: dict[str, Any], b16: dict[str, Any]) -> str:
     """Batch 8's speedup over batch 1 in the linear layers alone, when the run measured it."""
     if "linear_b8_over_b1" not in f32:
         return ""
+    plain = (
+        f"; torch's F.linear {f32['linear_torch_b1_ms']} and {f32['linear_torch_b8_ms']} ms"
+        if "linear_torch_b1_ms" in f32
+        else ""
+    )
     return (
         f"; the linear layers alone take {f32['linear_b1_ms']} ms at 1 row and {f32['linear_b8_ms']} at 8,"
-        f" so {f32['linear_b8_over_b1']}x alone (bfloat16 {b16['linear_b8_over_b1']}x)"
+        f" so {f32['linear_b8_over_b1']}x alone (bfloat16 {b16['linear_b8_over_b1']}x){plain}"
     )
 
 

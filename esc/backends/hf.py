@@ -22,8 +22,8 @@ import torch
 
 from esc.backends.base import BackendError, Generation, Message, SamplingParams, visible_text
 from esc.backends.decode_batch import DecodeBatch
+from esc.backends.decode_linear import use_decode_linear
 from esc.backends.hf_decode import CausalLM
-from esc.backends.onednn_head import use_onednn_head
 from esc.backends.prefix_cache import PrefixCache
 from esc.memory import release_free_memory
 from esc.models import in_passing_thread, load_model
@@ -56,7 +56,7 @@ class HFBackend:
         prefix_cache_tokens: int = 4096,
     ):
         cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
-        use_onednn_head(model)  # batched decode steps' output layer through oneDNN (onednn_head.py)
+        use_decode_linear(model)  # decode steps' products through our kernel (decode_linear.py)
         self.lm = CausalLM(model, tokenizer, cache)
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size = max_batch_size

@@ -13,7 +13,7 @@ import torch
 
 from esc.backends.base import SamplingParams
 
-NUCLEUS_K = 1024  # candidates a row's nucleus is first looked for in (a full sort when it does not fit)
+NUCLEUS_K = (1024, 8192)  # widths a row's nucleus is looked for in, in turn (then a sort of its whole row)
 
 
 def uniform_draws(generators: list[torch.Generator | None]) -> torch.Tensor:
@@ -37,25 +37,49 @@ def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], draws: tor
         probs = probs * keep
     cdf = probs.cumsum(-1)
     target = (draws.to(device) * cdf[:, -1]).unsqueeze(1)
-    picked = torch.searchsorted(cdf, target, right=True).clamp(max=logits.shape[-1] - 1)
-    if order is not None:
-        picked = order.gather(1, picked)
+    picked = torch.searchsorted(cdf, target, right=True)
+    if order is None:
+        picked = picked.clamp(max=logits.shape[-1] - 1)
+    else:  # a draw rounding onto the total stays on the nucleus's last token (past it: padding)
+        picked = order.gather(1, torch.minimum(picked, keep.sum(-1, keepdim=True) - 1))
     if not any(greedy_rows):
         return picked.squeeze(1)
     return torch.where(greedy, logits.argmax(-1), picked.squeeze(1))
 
 
 def nucleus_order(
-    probs: torch.Tensor, top_p: torch.Tensor, k: int | None = None
+    probs: torch.Tensor, top_p: torch.Tensor, widths: tuple[int, ...] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities in descending order, their token ids), far enough to hold every row's top_p
-    nucleus: the `k` largest when each row's `k` largest already add up to its top_p (a token's place in
-    the nucleus depends only on the larger ones), else the whole sorted vocabulary. The same tokens
-    and order either way (but for exact ties), without sorting 49k entries a row at every step. `k`:
-    NUCLEUS_K when None."""
-    k = NUCLEUS_K if k is None else k
-    if k < probs.shape[-1]:
-        head, order = torch.topk(probs, k, dim=-1)
-        if bool((head.sum(-1, keepdim=True) >= top_p).all()):
+    nucleus: each row's `k` largest for the first width `k` whose largest add up to its top_p (a token's
+    place in the nucleus depends only on the larger ones), else its whole vocabulary sorted. The same
+    tokens and order as a full sort (but for exact ties), without sorting 49k entries a row at every
+    step: a flat row (temperature 1) no longer sends the whole batch to a sort (16 rows: 30 ms, against
+    4 for the 1,024 largest and 8 for the 8,192 largest). Rows found at a smaller width are padded with
+    probability 0, which no nucleus takes. `widths`: NUCLEUS_K when None."""
+    vocab = probs.shape[-1]
+    widths = tuple(k for k in (NUCLEUS_K if widths is None else widths) if k < vocab) + (vocab,)
+    found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (rows, probabilities, ids)
+    left = None  # rows not placed yet (None: all of them)
+    for k in widths:
+        part, part_top_p = (probs, top_p) if left is None else (probs[left], top_p[left])
+        if k == vocab:
+            head, order = torch.sort(part, dim=-1, descending=True)
+            fits = torch.ones(len(part), dtype=torch.bool, device=probs.device)
+        else:
+            head, order = torch.topk(part, k, dim=-1)
+            fits = (head.sum(-1, keepdim=True) >= part_top_p).squeeze(1)
+        if left is None and bool(fits.all()):
             return head, order
-    return torch.sort(probs, dim=-1, descending=True)
+        rows = torch.arange(len(probs), device=probs.device) if left is None else left
+        found.append((rows[fits], head[fits], order[fits]))
+        left = rows[~fits]
+        if len(left) == 0:
+            break
+    width = max(part.shape[-1] for _, part, _ in found)
+    head = probs.new_zeros(len(probs), width)
+    order = torch.zeros(len(probs), width, dtype=torch.long, device=probs.device)
+    for rows, part, ids in found:
+        head[rows, : part.shape[-1]] = part
+        order[rows, : part.shape[-1]] = ids
+    return head, order

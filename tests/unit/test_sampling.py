@@ -62,11 +62,36 @@ def test_a_seeded_row_draws_the_same_number_whatever_its_neighbours():
 def test_the_nucleus_is_found_among_the_top_k_when_it_fits_and_by_a_full_sort_when_not():
     probs = torch.tensor([[0.05, 0.6, 0.1, 0.2, 0.05], [0.2, 0.2, 0.2, 0.2, 0.2]])
     top_p = torch.tensor([[0.7], [0.7]])
-    # row 0's two largest (0.6 + 0.2) reach 0.7, but row 1's (0.4) do not: the whole vocabulary, sorted
-    head, order = nucleus_order(probs, top_p, k=2)
-    assert head.shape == (2, 5) and order[0, :3].tolist() == [1, 3, 2]
-    head, order = nucleus_order(probs[:1], top_p[:1], k=2)
+    # row 0's two largest (0.6 + 0.2) reach 0.7, but row 1's (0.4) do not: its whole vocabulary, sorted,
+    # and row 0's two, padded with probability 0
+    head, order = nucleus_order(probs, top_p, widths=(2,))
+    assert head.shape == (2, 5) and order[0, :2].tolist() == [1, 3]
+    assert head[0].tolist() == pytest.approx([0.6, 0.2, 0, 0, 0])
+    assert sorted(order[1].tolist()) == [0, 1, 2, 3, 4]
+    head, order = nucleus_order(probs[:1], top_p[:1], widths=(2,))
     assert head[0].tolist() == pytest.approx([0.6, 0.2]) and order.tolist() == [[1, 3]]
+    # a second width of 4 holds row 1's nucleus (four of 0.2 reach 0.7): no sort, row 0 padded to 4
+    head, order = nucleus_order(probs, top_p, widths=(2, 4))
+    assert head.shape == (2, 4) and head[0].tolist() == pytest.approx([0.6, 0.2, 0, 0])
+    assert head[1].tolist() == pytest.approx([0.2] * 4)
+
+
+def test_a_flat_row_is_sorted_alone_and_the_draws_are_those_of_a_full_sort(monkeypatch):
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 3000, generator=generator) * 4
+    logits[2] = torch.randn(3000, generator=generator) * 0.1  # flat: its nucleus needs most of the vocabulary
+    params = [SamplingParams(temperature=0.7, top_p=0.95) for _ in range(4)]
+    draws = torch.tensor([0.3, 0.9, 0.999999, 0.5])
+    sorted_rows, sort = [], torch.sort
+    monkeypatch.setattr(sampling.torch, "sort", lambda x, **kw: sorted_rows.append(len(x)) or sort(x, **kw))
+    monkeypatch.setattr(sampling, "NUCLEUS_K", (64, 512))
+    staged = sample_tokens(logits, params, draws)
+    assert sorted_rows == [1]  # only the flat row
+    monkeypatch.setattr(sampling, "NUCLEUS_K", ())
+    assert staged.tolist() == sample_tokens(logits, params, draws).tolist()
+    for row in range(4):  # each token is where its draw falls in its row's own nucleus
+        one = sample_tokens(logits[row : row + 1], params[row : row + 1], draws[row : row + 1])
+        assert one.item() == staged[row].item()
 
 
 def test_sampling_through_the_top_k_draws_exactly_what_a_full_sort_draws(monkeypatch):
@@ -76,9 +101,9 @@ def test_sampling_through_the_top_k_draws_exactly_what_a_full_sort_draws(monkeyp
     draws = torch.rand(6, generator=generator)
     calls, sort = [], torch.sort
     monkeypatch.setattr(sampling.torch, "sort", lambda *a, **kw: calls.append(1) or sort(*a, **kw))
-    monkeypatch.setattr(sampling, "NUCLEUS_K", 1024)
+    monkeypatch.setattr(sampling, "NUCLEUS_K", (1024,))
     nucleus_rows = sample_tokens(logits[:5], params[:5], draws[:5])  # every nucleus within 1024
     assert not calls
-    monkeypatch.setattr(sampling, "NUCLEUS_K", 10**9)  # every row through the full sort
+    monkeypatch.setattr(sampling, "NUCLEUS_K", ())  # every row through the full sort
     full = sample_tokens(logits, params, draws)
     assert calls and nucleus_rows.tolist() == full[:5].tolist()

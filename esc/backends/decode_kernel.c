@@ -1,0 +1,106 @@
+/* y = x w^T for a few rows of x (a decode step: 1 to 16 rows) against a large float32 weight w (out x in,
+ * row-major, as nn.Linear holds it). Each output row's weights are read from memory once for all rows of
+ * x, and the next pair of weight rows is prefetched while this pair is multiplied, so a step of 8 rows
+ * costs little more than a step of 1. Built and loaded by decode_linear.py; see there for why. Plain C
+ * with GCC/Clang vector extensions: the compiler picks AVX-512, AVX2 or NEON for the machine it runs on.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define LANES 16
+#define TILE 32     /* output rows a thread takes at a time */
+#define MAX_ROWS 8  /* rows of x multiplied together; more rows go through again, weights from cache */
+
+typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
+
+static inline vec load(const float *p) {
+  vec v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline float total(vec v) {
+  float s = 0.0f;
+  for (int i = 0; i < LANES; ++i) s += v[i];
+  return s;
+}
+
+/* rows [0, mb) of x against output rows [n0, n1); k16 = k rounded down to whole vectors */
+static inline __attribute__((always_inline)) void block(int mb, const float *x, const float *w, float *y,
+                                                        int64_t k, int64_t n, int64_t n0, int64_t n1) {
+  const int64_t k16 = k - k % LANES;
+  int64_t o = n0;
+  for (; o + 2 <= n1; o += 2) { /* two output rows at a time */
+    const float *w0 = w + o * k, *w1 = w0 + k;
+    vec a0[MAX_ROWS], a1[MAX_ROWS];
+#pragma GCC unroll 8
+    for (int r = 0; r < mb; ++r) a0[r] = a1[r] = (vec){0};
+    for (int64_t i = 0; i < k16; i += LANES) {
+      __builtin_prefetch(w0 + 2 * k + i);
+      __builtin_prefetch(w1 + 2 * k + i);
+      const vec b0 = load(w0 + i), b1 = load(w1 + i);
+#pragma GCC unroll 8
+      for (int r = 0; r < mb; ++r) {
+        const vec a = load(x + r * k + i);
+        a0[r] += a * b0;
+        a1[r] += a * b1;
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < mb; ++r) {
+      float s0 = total(a0[r]), s1 = total(a1[r]);
+      for (int64_t i = k16; i < k; ++i) {
+        s0 += x[r * k + i] * w0[i];
+        s1 += x[r * k + i] * w1[i];
+      }
+      y[r * n + o] = s0;
+      y[r * n + o + 1] = s1;
+    }
+  }
+  for (; o < n1; ++o) { /* an odd last row */
+    const float *w0 = w + o * k;
+    vec a0[MAX_ROWS];
+#pragma GCC unroll 8
+    for (int r = 0; r < mb; ++r) a0[r] = (vec){0};
+    for (int64_t i = 0; i < k16; i += LANES) {
+      const vec b0 = load(w0 + i);
+#pragma GCC unroll 8
+      for (int r = 0; r < mb; ++r) a0[r] += load(x + r * k + i) * b0;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < mb; ++r) {
+      float s0 = total(a0[r]);
+      for (int64_t i = k16; i < k; ++i) s0 += x[r * k + i] * w0[i];
+      y[r * n + o] = s0;
+    }
+  }
+}
+
+/* one body per row count, so each keeps its accumulators in registers */
+static void rows(int mb, const float *x, const float *w, float *y, int64_t k, int64_t n, int64_t n0,
+                 int64_t n1) {
+  switch (mb) {
+    case 1: block(1, x, w, y, k, n, n0, n1); break;
+    case 2: block(2, x, w, y, k, n, n0, n1); break;
+    case 3: block(3, x, w, y, k, n, n0, n1); break;
+    case 4: block(4, x, w, y, k, n, n0, n1); break;
+    case 5: block(5, x, w, y, k, n, n0, n1); break;
+    case 6: block(6, x, w, y, k, n, n0, n1); break;
+    case 7: block(7, x, w, y, k, n, n0, n1); break;
+    default: block(8, x, w, y, k, n, n0, n1); break;
+  }
+}
+
+/* x: m x k, w: n x k, y: m x n, all contiguous float32; OpenMP's threads (torch's own runtime) split the
+ * output rows in tiles */
+void decode_linear(const float *x, const float *w, float *y, int64_t m, int64_t k, int64_t n) {
+  const int64_t tiles = (n + TILE - 1) / TILE;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t n0 = t * TILE, n1 = n0 + TILE < n ? n0 + TILE : n;
+    for (int64_t r = 0; r < m; r += MAX_ROWS) {
+      const int mb = m - r < MAX_ROWS ? (int)(m - r) : MAX_ROWS;
+      rows(mb, x + r * k, w, y + r * n, k, n, n0, n1);
+    }
+  }
+}

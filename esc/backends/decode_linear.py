@@ -1,0 +1,167 @@
+"""The linear layers of a decode step (a few rows against a large weight) through a small C kernel.
+
+A decode step multiplies 1 to 16 rows by every weight of the model, so its speed is how fast the weights
+stream from memory. torch's product behind `F.linear` (MKL) does not stream them at that speed for
+every CPU and row count: on the 2-core AMD EPYC of 2026-12-07, every linear layer of SmolLM2 once took
+60 ms at 1 row, twice what reading their bytes takes, and on the Intel machine of 2026-12-06 8 rows
+took twice 1 row's time (docs/benchmarks.md, "Decode through our kernel"). `decode_kernel.c` reads each
+weight row once for all rows and prefetches the next while it multiplies.
+
+`use_decode_linear(model)` gives every bias-free or biased `nn.Linear` of the model a DecodeLinear over
+its own parameters (no copy; state dict names and the output layer's tie stay). In float32 CPU
+inference, KERNEL_ROWS rows take the kernel; the output layer takes oneDNN's product for ONEDNN_ROWS
+rows beyond those (it beats MKL's there, "The output layer through oneDNN"); everything else, and every
+forward pass with gradients on, is plain `F.linear`. The kernel is compiled once per machine with the
+system's C compiler into `$RLFF_CACHE/kernels/` and loaded with ctypes; its OpenMP threads are torch's
+own (the same runtime) and so follow `torch.set_num_threads`. Without a compiler, or where the build or
+its check fails, the layers keep torch's products and a warning says why, once;
+`RLFF_DECODE_KERNEL=0` in the environment turns the kernel off. Each row's result does
+not depend on which other rows share its step. The kernel's sums differ from MKL's in the last bits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from esc.models import cache_root
+
+KERNEL_ROWS = range(1, 17)  # rows (every position of every sequence) that take the kernel
+ONEDNN_ROWS = range(4, 33)  # rows that take oneDNN's product in the output layer, when not the kernel's
+SOURCE = Path(__file__).with_name("decode_kernel.c")
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+
+log = logging.getLogger(__name__)
+
+
+def _cpu() -> str:
+    """What the compiled kernel depends on: built with -march=native, it may not run on another CPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(next(x for x in lines if x.startswith(key)) for key in ("model name", "flags"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def _compile(compiler: str, target: Path) -> str | None:
+    """Compile the kernel into `target`; None when it worked, else the compiler's first error line."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        done = subprocess.run(
+            [compiler, *FLAGS, "-o", str(partial), str(SOURCE)], capture_output=True, text=True, timeout=300
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    if done.returncode != 0:
+        return next((x for x in done.stderr.splitlines() if "error" in x), done.stderr.strip()[:200])
+    os.replace(partial, target)  # whole or absent, when processes build at once
+    return None
+
+
+@functools.cache
+def kernel() -> Callable[..., None] | None:
+    """The compiled `decode_linear(x, w, y, m, k, n)`, or None (warned once) when it can't be had or
+    `RLFF_DECODE_KERNEL=0` turns it off (to compare, or to rule it out)."""
+    if os.environ.get("RLFF_DECODE_KERNEL", "1") == "0":
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        log.warning("decode kernel: no C compiler found; decode steps use torch's products")
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
+    target = cache_root() / "kernels" / f"decode_kernel-{key}.so"
+    error = None if target.exists() else _compile(compiler, target)
+    if error is not None:
+        log.warning("decode kernel: %s failed (%s); decode steps use torch's products", compiler, error)
+        return None
+    run = ctypes.CDLL(str(target)).decode_linear
+    run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
+    run.restype = None
+    if not _agrees(run):
+        log.warning("decode kernel: %s gives wrong products here; decode steps use torch's", target)
+        return None
+    return run
+
+
+def _agrees(run: Callable[..., None]) -> bool:
+    """Whether the kernel matches `F.linear` on an odd shape (a tail past whole vectors, an odd row)."""
+    generator = torch.Generator().manual_seed(0)
+    x, w = torch.randn(11, 37, generator=generator), torch.randn(67, 37, generator=generator)
+    y = torch.empty(11, 67)
+    run(x.data_ptr(), w.data_ptr(), y.data_ptr(), 11, 37, 67)
+    return torch.allclose(y, F.linear(x, w), atol=1e-4)
+
+
+def kernel_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
+    """`F.linear(x, weight)` for a 2-D float32 `x` through the kernel, or None when there is none."""
+    run = kernel()
+    if run is None:
+        return None
+    x = x.contiguous()
+    out = torch.empty(x.shape[0], weight.shape[0])
+    run(x.data_ptr(), weight.data_ptr(), out.data_ptr(), x.shape[0], x.shape[1], weight.shape[0])
+    return out
+
+
+class DecodeLinear(torch.nn.Linear):
+    """An `nn.Linear` over another's own parameters (the same Parameter objects) whose float32 CPU
+    inference takes the kernel for KERNEL_ROWS rows (and, for the output layer, oneDNN's product for
+    ONEDNN_ROWS rows)."""
+
+    def __init__(self, layer: torch.nn.Linear, output_layer: bool = False):
+        super().__init__(layer.in_features, layer.out_features, bias=False, device="meta")
+        self.weight, self.bias = layer.weight, layer.bias
+        self.onednn_rows = ONEDNN_ROWS if output_layer and layer.bias is None and _has_onednn() else range(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if (
+            torch.is_grad_enabled()
+            or x.dtype is not torch.float32
+            or weight.dtype is not torch.float32
+            or weight.device.type != "cpu"
+            or not weight.is_contiguous()
+        ):
+            return F.linear(x, weight, self.bias)
+        rows = x.numel() // max(x.shape[-1], 1)
+        flat = x.reshape(rows, -1)
+        out = kernel_product(flat, weight) if rows in KERNEL_ROWS else None
+        if out is not None:
+            if self.bias is not None:
+                out += self.bias
+        elif rows in self.onednn_rows:
+            out = torch.ops.mkldnn._linear_pointwise(flat, weight, None, "none", [], "")
+        else:
+            return F.linear(x, weight, self.bias)
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+def _has_onednn() -> bool:
+    onednn = getattr(torch.ops, "mkldnn", None)
+    return torch.backends.mkldnn.is_available() and hasattr(onednn, "_linear_pointwise")
+
+
+def use_decode_linear(model: Any) -> int:
+    """Give every plain `nn.Linear` of `model` a DecodeLinear in its place (the output layer, found by
+    transformers' `get_output_embeddings`, with oneDNN's rows too); how many it replaced."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    replaced = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(parent, child_name, DecodeLinear(child, output_layer=child is head))
+                replaced += 1
+    return replaced
