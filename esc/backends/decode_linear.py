@@ -3,11 +3,11 @@
 A decode step multiplies 1 to 16 rows by every weight of the model, so its speed is how fast the weights
 stream from memory. torch's product behind `F.linear` (MKL) does not stream them at that speed for
 every CPU and row count: on the 2-core AMD EPYC of 2026-12-07, every linear layer of SmolLM2 once took
-60 ms at 1 row, twice what reading their bytes takes, and on the Intel machine of 2026-12-06 8 rows
+46-60 ms at 1 row where reading their bytes takes 11-18, and on the Intel machine of 2026-12-06 8 rows
 took twice 1 row's time (docs/benchmarks.md, "Decode through our kernel"). `decode_kernel.c` reads each
 weight row once for all rows and prefetches the next while it multiplies.
 
-`use_decode_linear(model)` gives every bias-free or biased `nn.Linear` of the model a DecodeLinear over
+`use_decode_linear(model)` gives every plain `nn.Linear` of the model a DecodeLinear over
 its own parameters (no copy; state dict names and the output layer's tie stay). In float32 CPU
 inference, KERNEL_ROWS rows take the kernel; the output layer takes oneDNN's product for ONEDNN_ROWS
 rows beyond those (it beats MKL's there, "The output layer through oneDNN"); everything else, and every
