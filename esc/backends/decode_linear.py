@@ -66,6 +66,7 @@ def _compile(compiler: str, target: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired) as error:
         return str(error)
     if done.returncode != 0:
+        partial.unlink(missing_ok=True)
         return next((x for x in done.stderr.splitlines() if "error" in x), done.stderr.strip()[:200])
     os.replace(partial, target)  # whole or absent, when processes build at once
     return None
@@ -87,7 +88,11 @@ def kernel() -> Callable[..., None] | None:
     if error is not None:
         log.warning("decode kernel: %s failed (%s); decode steps use torch's products", compiler, error)
         return None
-    run = ctypes.CDLL(str(target)).decode_linear
+    try:
+        run = ctypes.CDLL(str(target)).decode_linear
+    except (OSError, AttributeError) as error:  # a damaged file, a missing OpenMP library
+        log.warning("decode kernel: loading %s failed (%s); decode steps use torch's products", target, error)
+        return None
     run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
     run.restype = None
     if not _agrees(run):

@@ -41,7 +41,7 @@ def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], draws: tor
     if order is None:
         picked = picked.clamp(max=logits.shape[-1] - 1)
     else:  # a draw rounding onto the total stays on the nucleus's last token (past it: padding)
-        picked = order.gather(1, torch.minimum(picked, keep.sum(-1, keepdim=True) - 1))
+        picked = order.gather(1, torch.minimum(picked, (probs > 0).sum(-1, keepdim=True) - 1))
     if not any(greedy_rows):
         return picked.squeeze(1)
     return torch.where(greedy, logits.argmax(-1), picked.squeeze(1))

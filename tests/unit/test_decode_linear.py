@@ -145,6 +145,24 @@ def test_the_environment_can_turn_it_off(monkeypatch):
         decode_linear.kernel.cache_clear()
 
 
+def test_a_damaged_cached_kernel_is_not_loaded_and_says_so(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("RLFF_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "cc")  # named, so that the fake build below runs on a machine without one
+    decode_linear.kernel.cache_clear()
+
+    def damaged(compiler, target):
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"not a library")  # what a disk error or a cut-off copy leaves
+
+    monkeypatch.setattr(decode_linear, "_compile", damaged)
+    try:
+        with caplog.at_level(logging.WARNING, logger=decode_linear.__name__):
+            assert decode_linear.kernel() is None
+        assert "loading" in caplog.text and "torch's products" in caplog.text
+    finally:
+        decode_linear.kernel.cache_clear()
+
+
 @needs_kernel
 def test_a_fresh_cache_builds_the_kernel_once(monkeypatch, tmp_path):
     monkeypatch.setenv("RLFF_CACHE", str(tmp_path))

@@ -107,3 +107,14 @@ def test_sampling_through_the_top_k_draws_exactly_what_a_full_sort_draws(monkeyp
     monkeypatch.setattr(sampling, "NUCLEUS_K", ())  # every row through the full sort
     full = sample_tokens(logits, params, draws)
     assert calls and nucleus_rows.tolist() == full[:5].tolist()
+
+
+@pytest.mark.parametrize("top_p", [0.9, 1.0])  # 1.0: every place is kept, the padding's too
+def test_a_draw_at_the_very_top_takes_the_nucleus_s_last_token_never_the_padding(monkeypatch, top_p):
+    logits = torch.tensor([[-200.0, 9.0, 8.0, -200.0, -200.0, -200.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    params = [SamplingParams(temperature=1.0, top_p=top_p), SamplingParams(temperature=1.0, top_p=0.9)]
+    monkeypatch.setattr(sampling, "NUCLEUS_K", (2,))  # row 0 found among its 2 largest, row 1 sorted
+    head, order = nucleus_order(torch.softmax(logits, -1), torch.tensor([[top_p], [0.9]]), (2,))
+    assert head.shape == (2, 6) and order[0, 2:].tolist() == [0] * 4  # row 0 padded
+    picked = sample_tokens(logits, params, torch.tensor([1.0, 0.0]))  # 1.0: the total itself
+    assert picked[0].item() == 2  # the second of row 0's nucleus {1, 2}, not the padding's id 0
