@@ -106,6 +106,13 @@ def test_a_three_dimensional_input_keeps_its_shape_and_follows_the_weight():
         assert torch.allclose(model.head(x), x @ model.embed.weight.T, atol=1e-5)
 
 
+def test_an_input_of_the_wrong_width_gets_torch_s_error_not_the_kernel():
+    model = Tied()
+    use_decode_linear(model)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        model.head(torch.randn(2, 23))
+
+
 def test_with_gradients_on_or_another_dtype_it_is_plain_f_linear(monkeypatch):
     model = Tied()
     use_decode_linear(model)
