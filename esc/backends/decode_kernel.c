@@ -25,55 +25,49 @@ static inline float total(vec v) {
   return s;
 }
 
-/* rows [0, mb) of x against output rows [n0, n1); k16 = k rounded down to whole vectors */
+#define PAIR 2 /* output rows multiplied together, each loaded once for all rows of x */
+
+/* rows [0, mb) of x against the nr (1 or PAIR) output rows from o; k16 = k rounded down to whole vectors.
+ * The weight rows of the next group are prefetched while these are multiplied. */
+static inline __attribute__((always_inline)) void group(int nr, int mb, const float *x, const float *w,
+                                                        float *y, int64_t k, int64_t n, int64_t o) {
+  const int64_t k16 = k - k % LANES;
+  const float *wo = w + o * k;
+  vec acc[PAIR][MAX_ROWS];
+#pragma GCC unroll 8
+  for (int j = 0; j < nr; ++j)
+#pragma GCC unroll 8
+    for (int r = 0; r < mb; ++r) acc[j][r] = (vec){0};
+  for (int64_t i = 0; i < k16; i += LANES) {
+    vec b[PAIR];
+#pragma GCC unroll 8
+    for (int j = 0; j < nr; ++j) {
+      __builtin_prefetch(wo + (PAIR + j) * k + i);
+      b[j] = load(wo + j * k + i);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < mb; ++r) {
+      const vec a = load(x + r * k + i);
+#pragma GCC unroll 8
+      for (int j = 0; j < nr; ++j) acc[j][r] += a * b[j];
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < nr; ++j)
+#pragma GCC unroll 8
+    for (int r = 0; r < mb; ++r) {
+      float s = total(acc[j][r]);
+      for (int64_t i = k16; i < k; ++i) s += x[r * k + i] * wo[j * k + i];
+      y[r * n + o + j] = s;
+    }
+}
+
+/* rows [0, mb) of x against output rows [n0, n1): pairs, then an odd last row */
 static inline __attribute__((always_inline)) void block(int mb, const float *x, const float *w, float *y,
                                                         int64_t k, int64_t n, int64_t n0, int64_t n1) {
-  const int64_t k16 = k - k % LANES;
   int64_t o = n0;
-  for (; o + 2 <= n1; o += 2) { /* two output rows at a time */
-    const float *w0 = w + o * k, *w1 = w0 + k;
-    vec a0[MAX_ROWS], a1[MAX_ROWS];
-#pragma GCC unroll 8
-    for (int r = 0; r < mb; ++r) a0[r] = a1[r] = (vec){0};
-    for (int64_t i = 0; i < k16; i += LANES) {
-      __builtin_prefetch(w0 + 2 * k + i);
-      __builtin_prefetch(w1 + 2 * k + i);
-      const vec b0 = load(w0 + i), b1 = load(w1 + i);
-#pragma GCC unroll 8
-      for (int r = 0; r < mb; ++r) {
-        const vec a = load(x + r * k + i);
-        a0[r] += a * b0;
-        a1[r] += a * b1;
-      }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < mb; ++r) {
-      float s0 = total(a0[r]), s1 = total(a1[r]);
-      for (int64_t i = k16; i < k; ++i) {
-        s0 += x[r * k + i] * w0[i];
-        s1 += x[r * k + i] * w1[i];
-      }
-      y[r * n + o] = s0;
-      y[r * n + o + 1] = s1;
-    }
-  }
-  for (; o < n1; ++o) { /* an odd last row */
-    const float *w0 = w + o * k;
-    vec a0[MAX_ROWS];
-#pragma GCC unroll 8
-    for (int r = 0; r < mb; ++r) a0[r] = (vec){0};
-    for (int64_t i = 0; i < k16; i += LANES) {
-      const vec b0 = load(w0 + i);
-#pragma GCC unroll 8
-      for (int r = 0; r < mb; ++r) a0[r] += load(x + r * k + i) * b0;
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < mb; ++r) {
-      float s0 = total(a0[r]);
-      for (int64_t i = k16; i < k; ++i) s0 += x[r * k + i] * w0[i];
-      y[r * n + o] = s0;
-    }
-  }
+  for (; o + PAIR <= n1; o += PAIR) group(PAIR, mb, x, w, y, k, n, o);
+  for (; o < n1; ++o) group(1, mb, x, w, y, k, n, o);
 }
 
 /* one body per row count, so each keeps its accumulators in registers */

@@ -78,16 +78,17 @@ def kernel() -> Callable[..., None] | None:
     `RLFF_DECODE_KERNEL=0` turns it off (to compare, or to rule it out)."""
     if os.environ.get("RLFF_DECODE_KERNEL", "1") == "0":
         return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if compiler is None:
-        log.warning("decode kernel: no C compiler found; decode steps use torch's products")
-        return None
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
     target = cache_root() / "kernels" / f"decode_kernel-{key}.so"
-    error = None if target.exists() else _compile(compiler, target)
-    if error is not None:
-        log.warning("decode kernel: %s failed (%s); decode steps use torch's products", compiler, error)
-        return None
+    if not target.exists():
+        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        if compiler is None:
+            log.warning("decode kernel: no C compiler found; decode steps use torch's products")
+            return None
+        error = _compile(compiler, target)
+        if error is not None:
+            log.warning("decode kernel: %s failed (%s); decode steps use torch's products", compiler, error)
+            return None
     try:
         run = ctypes.CDLL(str(target)).decode_linear
     except (OSError, AttributeError) as error:  # a damaged file, a missing OpenMP library
