@@ -9,9 +9,11 @@ weight row once for all rows and prefetches the next while it multiplies.
 
 `use_decode_linear(model)` gives every plain `nn.Linear` of the model a DecodeLinear over
 its own parameters (no copy; state dict names and the output layer's tie stay). In float32 CPU
-inference, KERNEL_ROWS rows take the kernel; the output layer takes oneDNN's product for ONEDNN_ROWS
-rows beyond those (it beats MKL's there, "The output layer through oneDNN"); everything else, and every
-forward pass with gradients on, is plain `F.linear`. The kernel is compiled once per machine with the
+inference, KERNEL_ROWS rows take the kernel; more rows (a prompt's prefill) take oneDNN's product,
+which beat MKL's behind `F.linear` by 13-20% from 17 to 2,600 rows on the AMD machine, and the output
+layer takes it from ONEDNN_HEAD_FROM rows where the kernel does not (it beat MKL's from 4 rows on the
+Intel one, "The output layer through oneDNN"); everything else, and every forward pass with gradients
+on, is plain `F.linear`. The kernel is compiled once per machine with the
 system's C compiler into `$RLFF_CACHE/kernels/` and loaded with ctypes; its OpenMP threads are torch's
 own (the same runtime) and so follow `torch.set_num_threads`. Without a compiler, or where the build or
 its check fails, the layers keep torch's products and a warning says why, once;
@@ -39,7 +41,8 @@ import torch.nn.functional as F
 from esc.models import cache_root
 
 KERNEL_ROWS = range(1, 17)  # rows (every position of every sequence) that take the kernel
-ONEDNN_ROWS = range(4, 33)  # rows that take oneDNN's product in the output layer, when not the kernel's
+ONEDNN_FROM = KERNEL_ROWS.stop  # rows from which inference takes oneDNN's product (prefill)
+ONEDNN_HEAD_FROM = 4  # the same in the output layer, for rows the kernel does not take
 SOURCE = Path(__file__).with_name("decode_kernel.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 
@@ -124,13 +127,13 @@ def kernel_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None
 
 class DecodeLinear(torch.nn.Linear):
     """An `nn.Linear` over another's own parameters (the same Parameter objects) whose float32 CPU
-    inference takes the kernel for KERNEL_ROWS rows (and, for the output layer, oneDNN's product for
-    ONEDNN_ROWS rows)."""
+    inference takes the kernel for KERNEL_ROWS rows and oneDNN's product from `onednn_from` rows."""
 
     def __init__(self, layer: torch.nn.Linear, output_layer: bool = False):
         super().__init__(layer.in_features, layer.out_features, bias=False, device="meta")
         self.weight, self.bias = layer.weight, layer.bias
-        self.onednn_rows = ONEDNN_ROWS if output_layer and layer.bias is None and _has_onednn() else range(0)
+        no_onednn = 1 << 62  # more rows than any input has
+        self.onednn_from = (ONEDNN_HEAD_FROM if output_layer else ONEDNN_FROM) if _has_onednn() else no_onednn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
@@ -149,8 +152,8 @@ class DecodeLinear(torch.nn.Linear):
         if out is not None:
             if self.bias is not None:
                 out += self.bias
-        elif rows in self.onednn_rows:
-            out = torch.ops.mkldnn._linear_pointwise(flat, weight, None, "none", [], "")
+        elif rows >= self.onednn_from:
+            out = torch.ops.mkldnn._linear_pointwise(flat, weight, self.bias, "none", [], "")
         else:
             return F.linear(x, weight, self.bias)
         return out.view(*x.shape[:-1], self.out_features)
@@ -163,7 +166,7 @@ def _has_onednn() -> bool:
 
 def use_decode_linear(model: Any) -> int:
     """Give every plain `nn.Linear` of `model` a DecodeLinear in its place (the output layer, found by
-    transformers' `get_output_embeddings`, with oneDNN's rows too); how many it replaced."""
+    transformers' `get_output_embeddings`, with oneDNN from fewer rows); how many it replaced."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     replaced = 0
     for parent in list(model.modules()):

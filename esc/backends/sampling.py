@@ -13,7 +13,8 @@ import torch
 
 from esc.backends.base import SamplingParams
 
-NUCLEUS_K = (1024, 8192)  # widths a row's nucleus is looked for in, in turn (then a sort of its whole row)
+# widths a row's nucleus is looked for in, in turn (then a sort of its whole row)
+NUCLEUS_K = (64, 1024, 8192)
 
 
 def uniform_draws(generators: list[torch.Generator | None]) -> torch.Tensor:
@@ -55,7 +56,9 @@ def nucleus_order(
     place in the nucleus depends only on the larger ones), else its whole vocabulary sorted. The same
     tokens and order as a full sort (but for exact ties), without sorting 49k entries a row at every
     step: a flat row (temperature 1) no longer sends the whole batch to a sort (16 rows: 30 ms, against
-    4 for the 1,024 largest and 8 for the 8,192 largest). Rows found at a smaller width are padded with
+    4 for the 1,024 largest and 8 for the 8,192 largest), and most steps need only the 64 largest (at
+    temperature 0.7, 99% of SmolLM2's nuclei; 8 rows: 0.34 ms against 1.96 for the 1,024 largest, on the
+    AMD machine of 2026-12-07). Rows found at a smaller width are padded with
     probability 0, which no nucleus takes. `widths`: NUCLEUS_K when None."""
     vocab = probs.shape[-1]
     widths = tuple(k for k in (NUCLEUS_K if widths is None else widths) if k < vocab) + (vocab,)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from esc.backends import decode_linear
 from esc.backends.decode_linear import (
     KERNEL_ROWS,
-    ONEDNN_ROWS,
+    ONEDNN_FROM,
+    ONEDNN_HEAD_FROM,
     DecodeLinear,
     kernel_product,
     use_decode_linear,
@@ -72,8 +73,9 @@ def test_it_holds_the_model_s_own_parameters_and_keeps_the_state_dict_and_the_ti
     assert model.inner[0].weight is inner.weight and model.inner[0].bias is inner.bias
     assert list(model.state_dict()) == keys
     assert use_decode_linear(model) == 0  # once is enough
-    assert list(model.head.onednn_rows) == (list(ONEDNN_ROWS) if decode_linear._has_onednn() else [])
-    assert not model.inner[0].onednn_rows
+    onednn = decode_linear._has_onednn()
+    assert (model.head.onednn_from == ONEDNN_HEAD_FROM) is onednn
+    assert (model.inner[0].onednn_from == ONEDNN_FROM) is onednn
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 16, 17, 32, 33, 64])
@@ -91,9 +93,12 @@ def test_every_row_count_gives_what_f_linear_gives_by_the_path_it_should(rows, m
         got, inner = model.head(x), model.inner(x)
     assert torch.allclose(got, x @ model.embed.weight.T, atol=1e-5)
     assert torch.allclose(inner, x @ model.inner[0].weight.T + model.inner[0].bias, atol=1e-5)
-    kernel = rows in KERNEL_ROWS and decode_linear.kernel() is not None
-    expected = ["kernel"] * 2 if kernel else ["onednn"] if rows in model.head.onednn_rows else []
-    assert paths == expected
+    if rows in KERNEL_ROWS and decode_linear.kernel() is not None:
+        assert paths == ["kernel"] * 2
+    elif decode_linear._has_onednn():  # the output layer from 4 rows, every layer from 17 (a prefill)
+        assert paths == ["onednn"] * ((rows >= ONEDNN_HEAD_FROM) + (rows >= ONEDNN_FROM))
+    else:
+        assert paths == []
 
 
 def test_a_three_dimensional_input_keeps_its_shape_and_follows_the_weight():
