@@ -1,15 +1,27 @@
 /* y = x w^T for a few rows of x (a decode step: 1 to 16 rows) against a large float32 weight w (out x in,
  * row-major, as nn.Linear holds it). Each output row's weights are read from memory once for all rows of
- * x, and the next pair of weight rows is prefetched while this pair is multiplied, so a step of 8 rows
+ * x, and the next group of weight rows is prefetched while this one is multiplied, so a step of 8 rows
  * costs little more than a step of 1. Built and loaded by decode_linear.py; see there for why. Plain C
  * with GCC/Clang vector extensions: the compiler picks AVX-512, AVX2 or NEON for the machine it runs on.
  */
 #include <stdint.h>
 #include <string.h>
 
-#define LANES 16
 #define TILE 32     /* output rows a thread takes at a time */
 #define MAX_ROWS 8  /* rows of x multiplied together; more rows go through again, weights from cache */
+
+/* LANES floats a vector, GROUP weight rows multiplied together (each loaded once for all rows of x), so
+ * GROUP x MAX_ROWS accumulators, chosen for the vector registers the compiler may use. With AVX-512 (32
+ * registers of 16 floats), groups of 4 took 8-13% less time than groups of 2 for 1 to 16 rows. Built
+ * without AVX-512 on the same machine (16 registers of 8 floats), 16-float vectors took 4-6x the time
+ * of 8-float ones at 8 and 16 rows (2026-12-07, AMD EPYC; docs/benchmarks.md). */
+#if defined(__AVX512F__)
+#define LANES 16
+#define GROUP 4
+#else
+#define LANES 8
+#define GROUP 2
+#endif
 
 typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
 
@@ -25,24 +37,22 @@ static inline float total(vec v) {
   return s;
 }
 
-#define PAIR 2 /* output rows multiplied together, each loaded once for all rows of x */
-
-/* rows [0, mb) of x against the nr (1 or PAIR) output rows from o; k16 = k rounded down to whole vectors.
+/* rows [0, mb) of x against the nr (1 or GROUP) output rows from o; kvec = k rounded down to whole vectors.
  * The weight rows of the next group are prefetched while these are multiplied. */
 static inline __attribute__((always_inline)) void group(int nr, int mb, const float *x, const float *w,
                                                         float *y, int64_t k, int64_t n, int64_t o) {
-  const int64_t k16 = k - k % LANES;
+  const int64_t kvec = k - k % LANES;
   const float *wo = w + o * k;
-  vec acc[PAIR][MAX_ROWS];
+  vec acc[GROUP][MAX_ROWS];
 #pragma GCC unroll 8
   for (int j = 0; j < nr; ++j)
 #pragma GCC unroll 8
     for (int r = 0; r < mb; ++r) acc[j][r] = (vec){0};
-  for (int64_t i = 0; i < k16; i += LANES) {
-    vec b[PAIR];
+  for (int64_t i = 0; i < kvec; i += LANES) {
+    vec b[GROUP];
 #pragma GCC unroll 8
     for (int j = 0; j < nr; ++j) {
-      __builtin_prefetch(wo + (PAIR + j) * k + i);
+      __builtin_prefetch(wo + (GROUP + j) * k + i);
       b[j] = load(wo + j * k + i);
     }
 #pragma GCC unroll 8
@@ -57,16 +67,16 @@ static inline __attribute__((always_inline)) void group(int nr, int mb, const fl
 #pragma GCC unroll 8
     for (int r = 0; r < mb; ++r) {
       float s = total(acc[j][r]);
-      for (int64_t i = k16; i < k; ++i) s += x[r * k + i] * wo[j * k + i];
+      for (int64_t i = kvec; i < k; ++i) s += x[r * k + i] * wo[j * k + i];
       y[r * n + o + j] = s;
     }
 }
 
-/* rows [0, mb) of x against output rows [n0, n1): pairs, then an odd last row */
+/* rows [0, mb) of x against output rows [n0, n1): groups, then the last rows one at a time */
 static inline __attribute__((always_inline)) void block(int mb, const float *x, const float *w, float *y,
                                                         int64_t k, int64_t n, int64_t n0, int64_t n1) {
   int64_t o = n0;
-  for (; o + PAIR <= n1; o += PAIR) group(PAIR, mb, x, w, y, k, n, o);
+  for (; o + GROUP <= n1; o += GROUP) group(GROUP, mb, x, w, y, k, n, o);
   for (; o < n1; ++o) group(1, mb, x, w, y, k, n, o);
 }
 

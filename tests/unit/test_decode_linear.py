@@ -1,7 +1,12 @@
 """The decode step's linear layers (esc/backends/decode_linear.py): the compiled kernel against torch's
 product, and DecodeLinear on a stand-in model with a tied output layer."""
 
+import ctypes
 import logging
+import os
+import platform
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -185,3 +190,20 @@ def test_a_fresh_cache_builds_the_kernel_once(monkeypatch, tmp_path):
         assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left behind
     finally:
         decode_linear.kernel.cache_clear()
+
+
+@needs_kernel
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="an x86 build flag")
+def test_the_kernel_built_without_avx512_gives_torch_s_product_too(tmp_path):
+    """Where the compiler may not use AVX-512 (most laptops), the kernel takes 8-float vectors."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    target = tmp_path / "kernel.so"
+    flags = [*decode_linear.FLAGS, "-mno-avx512f", "-Wno-psabi"]
+    subprocess.run([compiler, *flags, "-o", str(target), str(decode_linear.SOURCE)], check=True)
+    run = ctypes.CDLL(str(target)).decode_linear
+    run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
+    for rows, width, outputs in [(1, 37, 67), (8, 576, 100), (13, 40, 33), (16, 1536, 31)]:
+        x, w = torch.randn(rows, width), torch.randn(outputs, width)
+        y = torch.empty(rows, outputs)
+        run(x.data_ptr(), w.data_ptr(), y.data_ptr(), rows, width, outputs)
+        assert torch.allclose(y, F.linear(x, w), atol=1e-4, rtol=1e-5), (rows, width, outputs)
