@@ -68,6 +68,17 @@ def test_a_strided_input_is_read_as_its_values():
     assert torch.allclose(kernel_product(last, w), last @ w.T, atol=1e-5)
 
 
+def test_a_strided_prefill_input_is_read_as_its_values_by_every_path():
+    model = Tied()
+    use_decode_linear(model)
+    for rows in (3, 8, 20):  # torch's product, the kernel (or oneDNN for the output layer), oneDNN
+        last = torch.randn(rows, 5, 24)[:, -1:, :]  # the last position of a prefill: not contiguous
+        with torch.inference_mode():
+            got, inner = model.head(last), model.inner(last)
+        assert torch.allclose(got, last @ model.embed.weight.T, atol=1e-5)
+        assert torch.allclose(inner, last @ model.inner[0].weight.T + model.inner[0].bias, atol=1e-5)
+
+
 def test_it_holds_the_model_s_own_parameters_and_keeps_the_state_dict_and_the_tie():
     model = Tied()
     keys = list(model.state_dict())
@@ -192,14 +203,15 @@ def test_a_fresh_cache_builds_the_kernel_once(monkeypatch, tmp_path):
         decode_linear.kernel.cache_clear()
 
 
-@needs_kernel
-@pytest.mark.skipif(platform.machine() != "x86_64", reason="an x86 build flag")
+COMPILER = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+@pytest.mark.skipif(COMPILER is None or platform.machine() != "x86_64", reason="an x86 build with a compiler")
 def test_the_kernel_built_without_avx512_gives_torch_s_product_too(tmp_path):
     """Where the compiler may not use AVX-512 (most laptops), the kernel takes 8-float vectors."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     target = tmp_path / "kernel.so"
     flags = [*decode_linear.FLAGS, "-mno-avx512f", "-Wno-psabi"]
-    subprocess.run([compiler, *flags, "-o", str(target), str(decode_linear.SOURCE)], check=True)
+    subprocess.run([COMPILER, *flags, "-o", str(target), str(decode_linear.SOURCE)], check=True)
     run = ctypes.CDLL(str(target)).decode_linear
     run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
     for rows, width, outputs in [(1, 37, 67), (8, 576, 100), (13, 40, 33), (16, 1536, 31)]:
