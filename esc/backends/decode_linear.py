@@ -58,14 +58,19 @@ def _cpu() -> str:
         return platform.processor() or platform.machine()
 
 
-def _compile(compiler: str, target: Path) -> str | None:
-    """Compile the kernel into `target`; None when it worked, else the compiler's first error line."""
+def compiler() -> str | None:
+    """The C compiler that builds the kernel: `$CC`, else cc, gcc or clang on the PATH; None without one."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def _compile(compiler: str, target: Path, extra: tuple[str, ...] = ()) -> str | None:
+    """Compile the kernel into `target` (with FLAGS and `extra`); None when it worked, else the
+    compiler's first error line."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    command = [compiler, *FLAGS, *extra, "-o", str(partial), str(SOURCE)]
     try:
-        done = subprocess.run(
-            [compiler, *FLAGS, "-o", str(partial), str(SOURCE)], capture_output=True, text=True, timeout=300
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as error:
         return str(error)
     if done.returncode != 0:
@@ -84,13 +89,13 @@ def kernel() -> Callable[..., None] | None:
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
     target = cache_root() / "kernels" / f"decode_kernel-{key}.so"
     if not target.exists():
-        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-        if compiler is None:
+        cc = compiler()
+        if cc is None:
             log.warning("decode kernel: no C compiler found; decode steps use torch's products")
             return None
-        error = _compile(compiler, target)
+        error = _compile(cc, target)
         if error is not None:
-            log.warning("decode kernel: %s failed (%s); decode steps use torch's products", compiler, error)
+            log.warning("decode kernel: %s failed (%s); decode steps use torch's products", cc, error)
             return None
     try:
         run = ctypes.CDLL(str(target)).decode_linear
