@@ -120,13 +120,17 @@ def _agrees(run: Callable[..., None]) -> bool:
 
 
 def kernel_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
-    """`F.linear(x, weight)` for a 2-D float32 `x` through the kernel, or None when there is none."""
+    """`F.linear(x, weight)` for a float32 `x` (any leading dimensions) through the kernel, or None when
+    there is none. The output is made in its final shape: a decode step calls this about 200 times, and
+    a DecodeLinear call of a tiny layer took 10.7 microseconds with the reshapes around it, 8.1 without
+    (2026-12-07)."""
     run = kernel()
     if run is None:
         return None
     x = x.contiguous()
-    out = torch.empty(x.shape[0], weight.shape[0])
-    run(x.data_ptr(), weight.data_ptr(), out.data_ptr(), x.shape[0], x.shape[1], weight.shape[0])
+    n, k = weight.shape
+    out = torch.empty((*x.shape[:-1], n))
+    run(x.data_ptr(), weight.data_ptr(), out.data_ptr(), x.numel() // max(k, 1), k, n)
     return out
 
 
@@ -141,27 +145,24 @@ class DecodeLinear(torch.nn.Linear):
         self.onednn_from = (ONEDNN_HEAD_FROM if output_layer else ONEDNN_FROM) if _has_onednn() else no_onednn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight
+        weight, bias = self.weight, self.bias
         if (
             torch.is_grad_enabled()
             or x.dtype is not torch.float32
             or weight.dtype is not torch.float32
-            or weight.device.type != "cpu"
+            or not weight.is_cpu
             or not weight.is_contiguous()
             or x.shape[-1] != weight.shape[1]  # F.linear's own error, where the kernel would read past x
         ):
-            return F.linear(x, weight, self.bias)
+            return F.linear(x, weight, bias)
         rows = x.numel() // max(x.shape[-1], 1)
-        flat = x.reshape(rows, -1)
-        out = kernel_product(flat, weight) if rows in KERNEL_ROWS else None
+        out = kernel_product(x, weight) if rows in KERNEL_ROWS else None
         if out is not None:
-            if self.bias is not None:
-                out += self.bias
-        elif rows >= self.onednn_from:
-            out = torch.ops.mkldnn._linear_pointwise(flat, weight, self.bias, "none", [], "")
-        else:
-            return F.linear(x, weight, self.bias)
-        return out.view(*x.shape[:-1], self.out_features)
+            return out if bias is None else out.add_(bias)
+        if rows >= self.onednn_from:
+            out = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, -1), weight, bias, "none", [], "")
+            return out.view(*x.shape[:-1], self.out_features)
+        return F.linear(x, weight, bias)
 
 
 def _has_onednn() -> bool:
