@@ -80,6 +80,15 @@ def _compile(compiler: str, target: Path, extra: tuple[str, ...] = ()) -> str | 
     return None
 
 
+def load(target: Path) -> Callable[..., None]:
+    """The compiled file's `decode_linear(x, w, y, m, k, n)`, typed for ctypes (three pointers, three
+    int64); raises OSError or AttributeError where the file can't be loaded or lacks it."""
+    run = ctypes.CDLL(str(target)).decode_linear
+    run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
+    run.restype = None
+    return run
+
+
 @functools.cache
 def kernel() -> Callable[..., None] | None:
     """The compiled `decode_linear(x, w, y, m, k, n)`, or None (warned once) when it can't be had or
@@ -98,12 +107,10 @@ def kernel() -> Callable[..., None] | None:
             log.warning("decode kernel: %s failed (%s); decode steps use torch's products", cc, error)
             return None
     try:
-        run = ctypes.CDLL(str(target)).decode_linear
+        run = load(target)
     except (OSError, AttributeError) as error:  # a damaged file, a missing OpenMP library
         log.warning("decode kernel: loading %s failed (%s); decode steps use torch's products", target, error)
         return None
-    run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
-    run.restype = None
     if not _agrees(run):
         log.warning("decode kernel: %s gives wrong products here; decode steps use torch's", target)
         return None

@@ -1,7 +1,6 @@
 """The decode step's linear layers (esc/backends/decode_linear.py): the compiled kernel against torch's
 product, and DecodeLinear on a stand-in model with a tied output layer."""
 
-import ctypes
 import logging
 import platform
 
@@ -207,8 +206,7 @@ def test_the_kernel_built_without_avx512_gives_torch_s_product_too(tmp_path):
     """Where the compiler may not use AVX-512 (most laptops), the kernel takes 8-float vectors."""
     target = tmp_path / "kernel.so"
     assert decode_linear._compile(decode_linear.compiler(), target, ("-mno-avx512f", "-Wno-psabi")) is None
-    run = ctypes.CDLL(str(target)).decode_linear
-    run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3
+    run = decode_linear.load(target)
     for rows, width, outputs in [(1, 37, 67), (8, 576, 100), (13, 40, 33), (16, 1536, 31)]:
         x, w = torch.randn(rows, width), torch.randn(outputs, width)
         y = torch.empty(rows, outputs)
