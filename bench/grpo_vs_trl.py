@@ -51,6 +51,7 @@ def peak_rss_mb() -> float:
 
 def ours(iterations: int) -> list[float]:
     from esc.backends.base import SamplingParams
+    from esc.backends.decode_attention import use_decode_attention
     from esc.backends.decode_linear import use_decode_linear
     from esc.backends.hf_decode import CausalLM
     from esc.backends.prefix_cache import PrefixCache
@@ -61,6 +62,7 @@ def ours(iterations: int) -> list[float]:
 
     model, tokenizer = load_model("smollm2-135m")
     use_decode_linear(model)  # as in the rollout actors' hf backend (HFBackend)
+    use_decode_attention(model)
     lm = CausalLM(model, tokenizer, PrefixCache())
     learner = Learner(
         LearnerConfig(lr=LR, format_weight=1.0, safety_weight=0.0, max_tokens=512),

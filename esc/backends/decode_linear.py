@@ -90,9 +90,9 @@ def load(target: Path) -> Callable[..., None]:
 
 
 @functools.cache
-def kernel() -> Callable[..., None] | None:
-    """The compiled `decode_linear(x, w, y, m, k, n)`, or None (warned once) when it can't be had or
-    `RLFF_DECODE_KERNEL=0` turns it off (to compare, or to rule it out)."""
+def library() -> Path | None:
+    """The compiled kernels' file (built on first use), or None (warned once) when it can't be had or
+    `RLFF_DECODE_KERNEL=0` turns the kernels off (to compare, or to rule them out)."""
     if os.environ.get("RLFF_DECODE_KERNEL", "1") == "0":
         return None
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
@@ -106,6 +106,16 @@ def kernel() -> Callable[..., None] | None:
         if error is not None:
             log.warning("decode kernel: %s failed (%s); decode steps use torch's products", cc, error)
             return None
+    return target
+
+
+@functools.cache
+def kernel() -> Callable[..., None] | None:
+    """The compiled `decode_linear(x, w, y, m, k, n)`, or None (warned once) where `library()` is None or
+    the kernel can't be loaded or gives wrong products."""
+    target = library()
+    if target is None:
+        return None
     try:
         run = load(target)
     except (OSError, AttributeError) as error:  # a damaged file, a missing OpenMP library

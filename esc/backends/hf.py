@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from esc.backends.base import BackendError, Generation, Message, SamplingParams, visible_text
+from esc.backends.decode_attention import use_decode_attention
 from esc.backends.decode_batch import DecodeBatch
 from esc.backends.decode_linear import use_decode_linear
 from esc.backends.hf_decode import CausalLM
@@ -57,6 +58,7 @@ class HFBackend:
     ):
         cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
         use_decode_linear(model)  # decode steps' products through our kernel (decode_linear.py)
+        use_decode_attention(model)  # and their attention (decode_attention.py)
         self.lm = CausalLM(model, tokenizer, cache)
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size = max_batch_size

@@ -21,6 +21,12 @@ from esc.backends.decode_linear import (
 needs_kernel = pytest.mark.skipif(decode_linear.kernel() is None, reason="no C compiler for the kernel")
 
 
+def forget() -> None:
+    """Drop the cached library and kernel, so the next call builds or loads them again."""
+    decode_linear.library.cache_clear()
+    decode_linear.kernel.cache_clear()
+
+
 class Tied(torch.nn.Module):
     """Embeddings, a biased inner layer and an output layer sharing the embeddings' weight, with
     transformers' accessors."""
@@ -145,7 +151,7 @@ def test_with_gradients_on_or_another_dtype_it_is_plain_f_linear(monkeypatch):
 def test_without_a_compiler_the_layers_keep_torch_s_product_and_say_so(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("RLFF_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    decode_linear.kernel.cache_clear()
+    forget()
     try:
         with caplog.at_level(logging.WARNING, logger=decode_linear.__name__):
             assert decode_linear.kernel() is None
@@ -157,22 +163,22 @@ def test_without_a_compiler_the_layers_keep_torch_s_product_and_say_so(monkeypat
             assert torch.allclose(model.head(x), x @ model.embed.weight.T, atol=1e-5)
         assert not list(tmp_path.glob("kernels/*.so"))
     finally:
-        decode_linear.kernel.cache_clear()
+        forget()
 
 
 def test_the_environment_can_turn_it_off(monkeypatch):
     monkeypatch.setenv("RLFF_DECODE_KERNEL", "0")
-    decode_linear.kernel.cache_clear()
+    forget()
     try:
         assert decode_linear.kernel() is None
     finally:
-        decode_linear.kernel.cache_clear()
+        forget()
 
 
 def test_a_damaged_cached_kernel_is_not_loaded_and_says_so(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("RLFF_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "cc")  # named, so that the fake build below runs on a machine without one
-    decode_linear.kernel.cache_clear()
+    forget()
 
     def damaged(compiler, target):
         target.parent.mkdir(parents=True)
@@ -184,19 +190,19 @@ def test_a_damaged_cached_kernel_is_not_loaded_and_says_so(monkeypatch, tmp_path
             assert decode_linear.kernel() is None
         assert "loading" in caplog.text and "torch's products" in caplog.text
     finally:
-        decode_linear.kernel.cache_clear()
+        forget()
 
 
 @needs_kernel
 def test_a_fresh_cache_builds_the_kernel_once(monkeypatch, tmp_path):
     monkeypatch.setenv("RLFF_CACHE", str(tmp_path))
-    decode_linear.kernel.cache_clear()
+    forget()
     try:
         assert decode_linear.kernel() is not None
         built = list(tmp_path.glob("kernels/*"))
         assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left behind
     finally:
-        decode_linear.kernel.cache_clear()
+        forget()
 
 
 @pytest.mark.skipif(
