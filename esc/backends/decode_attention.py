@@ -133,8 +133,8 @@ def decode_attention_forward(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention interface: the kernel where it fits, else SDPA's forward."""
-    run = kernel()
-    if run is not None and _fits(query, key, value, attention_mask, dropout, kwargs):
+    run = kernel() if _fits(query, key, value, attention_mask, dropout, kwargs) else None
+    if run is not None:  # checked after the shapes, so a GPU never builds the CPU kernel
         scale = scaling if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
         out = attend(run, query, key, value, attention_mask, scale)
         if out is not None:
@@ -147,9 +147,8 @@ def decode_attention_forward(
 def use_decode_attention(model: Any) -> bool:
     """Switch `model` from "sdpa" to the kernel's implementation (registered on first use); whether it
     uses it now. Other implementations (eager, flash) are left as they are."""
-    if NAME not in AttentionInterface._global_mapping:
-        AttentionInterface.register(NAME, decode_attention_forward)
-        AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    AttentionInterface.register(NAME, decode_attention_forward)  # again is harmless: the same entry
+    AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
     if model.config._attn_implementation == "sdpa":
         model.set_attn_implementation(NAME)
     return model.config._attn_implementation == NAME
