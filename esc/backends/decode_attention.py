@@ -115,6 +115,9 @@ def _fits(query, key, value, mask, dropout: float, kwargs: dict) -> bool:
         and not torch.is_grad_enabled()
         and dropout == 0.0
         and all(t.dtype is torch.float32 and t.is_cpu for t in (query, key, value))
+        and key.shape == value.shape
+        and key.shape[0] == query.shape[0]  # the kernel reads row r's keys for query row r
+        and key.shape[-1] == query.shape[-1]
         and query.shape[1] % key.shape[1] == 0
         and (mask is None or (mask.dtype is torch.bool and mask.shape[1:3] == (1, 1)))
         and (mask is None or (mask.shape[0] in (1, query.shape[0]) and mask.shape[-1] == key.shape[2]))
