@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +29,10 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from esc.backends.decode_linear import library
+from esc.backends.decode_linear import load_checked
 
 NAME = "rlff_decode"  # the attention implementation's name in transformers' registries
 UNSUPPORTED = ("sliding_window", "softcap", "s_aux", "position_bias")  # keyword arguments the kernel lacks
-
-log = logging.getLogger(__name__)
 
 
 def load(target: Path) -> Callable[..., int]:
@@ -50,18 +47,7 @@ def load(target: Path) -> Callable[..., int]:
 def kernel() -> Callable[..., int] | None:
     """The compiled `decode_attention`, or None (warned once) where there is no library, it can't be
     loaded, or it disagrees with SDPA here."""
-    target = library()
-    if target is None:
-        return None
-    try:
-        run = load(target)
-    except (OSError, AttributeError) as error:
-        log.warning("decode attention: loading %s failed (%s); decode steps use SDPA", target, error)
-        return None
-    if not _agrees(run):
-        log.warning("decode attention: %s disagrees with SDPA here; decode steps use SDPA", target)
-        return None
-    return run
+    return load_checked(load, _agrees, "decode attention", "SDPA")
 
 
 def attend(run, query, key, value, mask, scale: float) -> torch.Tensor | None:

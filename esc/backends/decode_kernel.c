@@ -1,15 +1,15 @@
 /* The two kernels of a decode step (built and loaded by decode_linear.py, which says why):
  * decode_linear, the linear layers, and decode_attention, one new token's attention over the KV cache.
  *
- * decode_linear: y = x w^T for a few rows of x (a decode step: 1 to 16 rows) against a large float32 weight w (out x in,
- * row-major, as nn.Linear holds it). Each output row's weights are read from memory once for all rows of
- * x, and the next group of weight rows is prefetched while this one is multiplied, so a step of 8 rows
- * costs little more than a step of 1. The prefetch asks for the second-level cache, not the first: on the
- * 2-core AMD EPYC of 2026-12-07, one thread then read the weights at 20 GB/s against 14 (torch's sum of
- * the same bytes: 20), and every linear layer of SmolLM2 at 1 row took 16-18 ms on 2 threads against
- * 22-28 (likely because a prefetch into L1 holds one of L1's few miss slots until its line arrives).
- * Built and loaded by decode_linear.py; see there for why. Plain C with GCC/Clang vector extensions: the
- * compiler picks AVX-512, AVX2 or NEON for the machine it runs on.
+ * decode_linear: y = x w^T for a few rows of x (a decode step: 1 to 16 rows) against a large float32
+ * weight w (out x in, row-major, as nn.Linear holds it). Each output row's weights are read from memory
+ * once for all rows of x, and the next group of weight rows is prefetched while this one is multiplied,
+ * so a step of 8 rows costs little more than a step of 1. The prefetch asks for the second-level cache,
+ * not the first: on the 2-core AMD EPYC of 2026-12-07, one thread then read the weights at 20 GB/s
+ * against 14 (torch's sum of the same bytes: 20), and every linear layer of SmolLM2 at 1 row took 16-18
+ * ms on 2 threads against 22-28 (likely because a prefetch into L1 holds one of L1's few miss slots until
+ * its line arrives). Plain C with GCC/Clang vector extensions: the compiler picks AVX-512, AVX2 or NEON
+ * for the machine it runs on.
  */
 #include <math.h>
 #include <stdint.h>
@@ -262,9 +262,9 @@ static inline __attribute__((always_inline)) void attend(int nv, const float *q,
 
 /* q: [b, heads, d] contiguous; k, v: [b, kv_heads, len, d] with strides (row, head, position) and
  * contiguous heads; mask: [b, len] bytes, 1 where a key is attended to, rows msb apart (NULL: all are);
- * out: [b, heads, d]. Query head h reads kv head h / (heads / kv_heads). Returns 0, or -1 (nothing
- * written) for a head size that is not whole vectors of at most MAX_HEAD_VECTORS, or heads that don't
- * divide, or a failed allocation. */
+ * out: [b, heads, d]. Query head h reads kv head h / (heads / kv_heads). Returns 0, or -1 (out is not
+ * to be used) for a head size that is not whole vectors of at most MAX_HEAD_VECTORS, or heads that
+ * don't divide, or a failed allocation. */
 int decode_attention(const float *q, const float *k, const float *v, const uint8_t *mask, float *out,
                      int64_t b, int64_t heads, int64_t kv_heads, int64_t len, int64_t d, int64_t ksb,
                      int64_t ksh, int64_t ksl, int64_t vsb, int64_t vsh, int64_t vsl, int64_t msb,

@@ -33,7 +33,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,7 @@ SOURCE = Path(__file__).with_name("decode_kernel.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _cpu() -> str:
@@ -109,22 +110,28 @@ def library() -> Path | None:
     return target
 
 
-@functools.cache
-def kernel() -> Callable[..., None] | None:
-    """The compiled `decode_linear(x, w, y, m, k, n)`, or None (warned once) where `library()` is None or
-    the kernel can't be loaded or gives wrong products."""
+def load_checked(load: Callable[[Path], T], agrees: Callable[[T], bool], what: str, instead: str) -> T | None:
+    """`load(library())` where there is a library, it loads, and the result `agrees` with torch here;
+    else None, with a warning that names `what` and what decode steps use `instead`."""
     target = library()
     if target is None:
         return None
     try:
         run = load(target)
     except (OSError, AttributeError) as error:  # a damaged file, a missing OpenMP library
-        log.warning("decode kernel: loading %s failed (%s); decode steps use torch's products", target, error)
+        log.warning("%s: loading %s failed (%s); decode steps use %s", what, target, error, instead)
         return None
-    if not _agrees(run):
-        log.warning("decode kernel: %s gives wrong products here; decode steps use torch's", target)
+    if not agrees(run):
+        log.warning("%s: %s disagrees with torch here; decode steps use %s", what, target, instead)
         return None
     return run
+
+
+@functools.cache
+def kernel() -> Callable[..., None] | None:
+    """The compiled `decode_linear(x, w, y, m, k, n)`, or None (warned once) where `library()` is None or
+    the kernel can't be loaded or gives wrong products."""
+    return load_checked(load, _agrees, "decode kernel", "torch's products")
 
 
 def _agrees(run: Callable[..., None]) -> bool:
