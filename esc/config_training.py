@@ -138,6 +138,11 @@ class LearnerConfig(Section):
         " activations (learner.recompute): about half the activation memory for ~25% more update time;"
         " unlike gradient_checkpointing, a group's rows still share their prompt's forward pass.",
     )
+    bf16: bool = Field(
+        False,
+        description="The update's forward passes under bf16 autocast, on a CPU too (learner.bf16): frozen"
+        " weights used as bf16 copies, the LM head and log-probs float32, published weights unchanged.",
+    )
     zero_stage: int = Field(
         2, ge=0, le=3, description="DeepSpeed ZeRO stage (strategy deepspeed; 0-2 publish)."
     )

@@ -29,9 +29,10 @@ from ray import train
 from actors.metrics_hub import METRICS
 from esc import placement, weights
 from esc.config import RunConfig
-from esc.models import load_model
+from esc.models import cpu_lacks_bf16, load_model
 from esc.schemas import CandidateGroup
 from learner import checkpoint, ranks, rm_versions
+from learner.bf16 import train_in_bf16
 from learner.checkpoint import LearnerState
 from learner.loop import Learner
 from learner.lora import add_lora
@@ -137,6 +138,13 @@ def build_learner(config: RunConfig, reward_model: str, rank: int, world: int):
     if lc.lora_rank:
         model = add_lora(model, lc.lora_rank)
     reference = load_model(config.counselor.model, device=device)[0] if lc.kl_beta > 0 else None
+    if lc.bf16:
+        if device == "cpu" and cpu_lacks_bf16() and rank == 0:
+            hint = "try --set learner.bf16=false"
+            print(f"note: this CPU has no bf16 instructions, so learner.bf16 may be slower; {hint}")
+        for policy_or_reference in (model, reference):
+            if policy_or_reference is not None:
+                train_in_bf16(policy_or_reference)
     reward = FollowedReward(RewardModel.load(reward_model, device=device), reward_model)
     learner = Learner(
         lc,

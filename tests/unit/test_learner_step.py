@@ -1,6 +1,7 @@
 """`Learner.score` and `Learner.optimise` on a tiny random model with hand-made token rows: the reward's
-parts add up as documented, micro-batching gives the full batch's gradient, and an update with
-nothing to learn from still publishes a version without touching the weights."""
+parts add up as documented, micro-batching gives the full batch's gradient (and `learner.bf16` the
+float32 one's within bf16's precision), and an update with nothing to learn from still publishes a
+version without touching the weights."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from esc.config import LearnerConfig
 from esc.models import tiny_random_model
 from esc.schemas import Candidate
+from learner.bf16 import train_in_bf16
 from learner.loop import Learner
 from learner.policy import candidate_group
 
@@ -159,6 +161,24 @@ def test_micro_batches_give_the_full_batch_gradient():
         assert stats["policy_loss"] == pytest.approx(whole["policy_loss"], abs=1e-5)
         for name, grad in whole_grads.items():
             assert torch.allclose(grads[name], grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_a_bf16_update_gives_the_float32_gradient_within_bf16_precision():
+    groups = [
+        [reply(WELL, "a", [7, 8, 9]), reply(WELL, "b", [10]), reply(WELL, "c", [11, 12])],
+        [reply(WELL, "d", [13, 14, 15, 16], prompt=(6, 7)), reply(WELL, "e", [17, 18], prompt=(6, 7))],
+    ]
+    advantages = torch.tensor([1.0, -0.5, -0.5, 0.7, -0.7])
+    grads = {}
+    for bf16 in (False, True):
+        run = learner(engine=probe, bf16=bf16)
+        train_in_bf16(run.model)
+        stats = run.optimise(groups, advantages)
+        grads[bf16] = torch.cat([g.flatten() for g in run.engine.grads.values()])
+        assert stats["completion_tokens"] == 12
+    cosine = torch.nn.functional.cosine_similarity(grads[True], grads[False], dim=0)
+    assert cosine > 0.99
+    assert not torch.equal(grads[True], grads[False])  # the products did run in bf16
 
 
 def test_an_update_without_a_usable_group_publishes_and_leaves_the_weights():
