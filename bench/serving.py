@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -120,6 +121,7 @@ def main() -> None:
         batches = httpx.get(f"{url}/healthz", timeout=30).json()["decode_batches"]
     finally:
         stop(process)
+        shutil.rmtree(folder / "bench" / "weights", ignore_errors=True)  # the versions published: GBs
     ratio = many["requests_per_s"] / single["requests_per_s"]
     result = {
         "name": "serving",

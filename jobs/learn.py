@@ -138,6 +138,8 @@ def build_learner(config: RunConfig, reward_model: str, rank: int, world: int):
     if lc.lora_rank:
         model = add_lora(model, lc.lora_rank)
     reference = load_model(config.counselor.model, device=device)[0] if lc.kl_beta > 0 else None
+    if reference is not None:
+        reference.requires_grad_(False)  # never trained: no gradients, and bf16 copies under learner.bf16
     if lc.bf16:
         if device == "cpu" and cpu_lacks_bf16() and rank == 0:
             hint = "try --set learner.bf16=false"
