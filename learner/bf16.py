@@ -44,11 +44,11 @@ def train_in_bf16(model: nn.Module) -> int:
 
 
 def _bf16_under_autocast(layer: nn.Linear, forward: Any) -> Any:
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def run(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         kind = x.device.type
         if torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16:
             return F.linear(x, getattr(layer, COPY), layer.bias)  # autocast casts x; the weight is bf16
-        return forward(x)
+        return forward(x, *args, **kwargs)
 
     return run
 
