@@ -13,6 +13,7 @@ from esc.models import tiny_random_model
 from esc.schemas import Candidate
 from learner.bf16 import train_in_bf16
 from learner.loop import Learner
+from learner.lora import add_lora
 from learner.policy import candidate_group
 
 WELL = "<think>The seeker feels alone.</think><answer>That sounds lonely. What do you miss?</answer>"
@@ -51,9 +52,9 @@ def probe(model, optimizer):
     return model, GradientProbe(model)
 
 
-def learner(rm: list[float] | None = None, engine=None, budget: int = 0, **config) -> Learner:
+def learner(rm: list[float] | None = None, engine=None, budget: int = 0, model=None, **config) -> Learner:
     torch.manual_seed(0)
-    model = tiny_random_model(64, seed=0)
+    model = model if model is not None else tiny_random_model(64, seed=0)
     defaults = {"format_weight": 0.5, "safety_weight": 1.0, "format_gate": True, "max_tokens": 64}
     scores = rm or []
     return Learner(
@@ -171,13 +172,19 @@ def test_a_bf16_update_gives_the_float32_gradient_within_bf16_precision():
     advantages = torch.tensor([1.0, -0.5, -0.5, 0.7, -0.7])
     grads = {}
     for bf16 in (False, True):
-        run = learner(engine=probe, bf16=bf16)
-        train_in_bf16(run.model)
+        torch.manual_seed(0)  # peft draws the adapters' A from torch's generator
+        model = add_lora(tiny_random_model(64, seed=0), rank=4)  # frozen bases: the bf16 copies' path
+        with torch.no_grad():  # adapters away from their zero start, so that every one has a gradient
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+        assert train_in_bf16(model) == 14
+        run = learner(engine=probe, model=model, bf16=bf16)
         stats = run.optimise(groups, advantages)
         grads[bf16] = torch.cat([g.flatten() for g in run.engine.grads.values()])
         assert stats["completion_tokens"] == 12
     cosine = torch.nn.functional.cosine_similarity(grads[True], grads[False], dim=0)
-    assert cosine > 0.99
+    assert cosine > 0.999
     assert not torch.equal(grads[True], grads[False])  # the products did run in bf16
 
 
