@@ -185,6 +185,14 @@ def cpu_lacks_bf16(cpuinfo: str | None = None) -> bool:
     return bool(flags) and not any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
+def slow_bf16_note(setting: str, cpuinfo: str | None = None) -> str | None:
+    """The note to print when `setting` (e.g. "learner.bf16") is on but this CPU has no bf16 instructions
+    (`cpu_lacks_bf16`); None when it has them or cannot tell."""
+    if not cpu_lacks_bf16(cpuinfo):
+        return None
+    return f"note: this CPU has no bf16 instructions, so {setting} may be slower; try --set {setting}=false"
+
+
 def in_passing_thread(fn: Callable[..., T], *args: Any) -> T:
     """`fn(*args)` on a new thread that ends with it; its result, or its exception re-raised here.
 

@@ -29,7 +29,7 @@ from ray import train
 from actors.metrics_hub import METRICS
 from esc import placement, weights
 from esc.config import RunConfig
-from esc.models import cpu_lacks_bf16, load_model
+from esc.models import load_model, slow_bf16_note
 from esc.schemas import CandidateGroup
 from learner import checkpoint, ranks, rm_versions
 from learner.bf16 import train_in_bf16
@@ -141,9 +141,9 @@ def build_learner(config: RunConfig, reward_model: str, rank: int, world: int):
     if reference is not None:
         reference.requires_grad_(False)  # never trained: no gradients, and bf16 copies under learner.bf16
     if lc.bf16:
-        if device == "cpu" and cpu_lacks_bf16() and rank == 0:
-            hint = "try --set learner.bf16=false"
-            print(f"note: this CPU has no bf16 instructions, so learner.bf16 may be slower; {hint}")
+        note = slow_bf16_note("learner.bf16") if device == "cpu" and rank == 0 else None
+        if note:
+            print(note)
         for policy_or_reference in (model, reference):
             if policy_or_reference is not None:
                 train_in_bf16(policy_or_reference)

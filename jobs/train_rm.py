@@ -25,7 +25,7 @@ from typing import Any
 from esc.config import RunConfig
 from esc.data import SPLITS, DataError, DataSpec, hash_split, load_dialogues, parse_spec
 from esc.future_labels import future_labels
-from esc.models import cpu_lacks_bf16
+from esc.models import slow_bf16_note
 from esc.schemas import CandidateGroup, Dialogue
 from esc.stats import correlation_ci
 from jobs import UsageError, fingerprint
@@ -208,11 +208,9 @@ def run_train_rm(config: RunConfig, out: str | None = None, defer_report: bool =
 
     groups = len({e.group for e in train}), len({e.group for e in valid})
     per_context = "0.9 s with bf16 autocast" if cfg.bf16 else "1.7 s in float32"  # make run, 2026-12-03
-    if cfg.bf16 and cpu_lacks_bf16():
-        print(
-            "note: this CPU has no bf16 instructions, so reward_model.bf16 may be slower; try --set"
-            " reward_model.bf16=false"
-        )
+    note = slow_bf16_note("reward_model.bf16") if cfg.bf16 else None
+    if note:
+        print(note)
     pace = f"; about {per_context} a context on one CPU core" if cfg.likelihood_turns else ""
     reporting = "its held-out report later" if defer_report else f"reporting on {groups[1]} held out"
     print(

@@ -23,7 +23,7 @@ from typing import Any
 
 from esc.config import RunConfig
 from esc.data import SPLITS, DataSpec, load_dialogues, parse_spec
-from esc.models import cpu_lacks_bf16
+from esc.models import slow_bf16_note
 from esc.schemas import Dialogue
 from jobs import UsageError
 from jobs.fingerprint import FILE as FINGERPRINT_FILE
@@ -215,11 +215,9 @@ def run_train_sft(config: RunConfig, out: str | None = None, role: str = "counse
     import torch
 
     name = "sft" if role == "counselor" else "seeker_sft"
-    if section.bf16 and not torch.cuda.is_available() and cpu_lacks_bf16():  # CUDA always autocasts
-        print(
-            f"note: this CPU has no bf16 instructions, so {name}.bf16 may be slower;"
-            f" try --set {name}.bf16=false"
-        )
+    note = slow_bf16_note(f"{name}.bf16") if section.bf16 and not torch.cuda.is_available() else None
+    if note:  # CUDA always autocasts
+        print(note)
     from learner.sft import ExamplesDontFitError, train_sft
 
     try:

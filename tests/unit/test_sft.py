@@ -235,3 +235,15 @@ def test_cpu_lacks_bf16_reads_the_flags_line_and_says_nothing_when_it_cannot_tel
     assert not cpu_lacks_bf16(line.format(" avx512_bf16"))
     assert not cpu_lacks_bf16("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # an ARM CPU: no x86 flags
     assert not cpu_lacks_bf16("")
+
+
+def test_slow_bf16_note_names_the_setting_to_turn_off_only_on_a_cpu_without_bf16():
+    from esc.models import slow_bf16_note
+
+    line = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f{}\nmodel name\t: x\n"
+    note = slow_bf16_note("learner.bf16", line.format(""))
+    assert note == (
+        "note: this CPU has no bf16 instructions, so learner.bf16 may be slower; try --set learner.bf16=false"
+    )
+    assert slow_bf16_note("sft.bf16", line.format(" avx512_bf16")) is None
+    assert slow_bf16_note("sft.bf16", "") is None
