@@ -15,15 +15,18 @@ not yet reached: a group started now is consumed by version v + eta at the lates
 cannot prevent (a slow group that finishes late) the store's staleness filter and the loss's
 truncated importance weights handle.
 
-It owns only counters. Workers `acquire` before generating and `release` when their group is stored
-(or was a duplicate, or failed); the learner calls `set_version` after each publish. Leases are keyed by
-(worker, group id), so a retried call does not count twice, and a restarted worker calls `forget` for
-its own leases before its first work so a crash does not leak capacity. Each call names the worker's
-process: once a new process of a worker has called `forget`, an `acquire` of an older process that was
-still waiting here (its caller died with it) is refused when it wakes. Admitted, it would hold a lease
-that nobody releases; seen on a two-node cluster, where two such leases stopped every admission.
-It knows nothing of models or records; the offline `rlff collect` phase runs without it (the policy
-does not move there).
+It owns only counters. Workers `acquire` before generating and `release` when their group is stored (or
+was a duplicate, or failed); the learner calls `set_version` after each publish, and `retire` for stored
+groups the store dropped as too stale to train on: the rule counts every accepted group as one the
+learner will consume, so each dropped group would otherwise hold a place for good (after a run started on
+an offline collection, enough to refuse every new group while the learner waits for one). Leases are
+keyed by (worker, group id), so a retried call does not count twice, and a restarted worker calls
+`forget` for its own leases before its first work so a crash does not leak capacity. Each call names the
+worker's process: once a new process of a worker has called `forget`, an `acquire` of an older process
+that was still waiting here (its caller died with it) is refused when it wakes. Admitted, it would hold a
+lease that nobody releases; seen on a two-node cluster, where two such leases stopped every admission. It
+knows nothing of models or records; the offline `rlff collect` phase runs without it (the policy does not
+move there).
 """
 
 from __future__ import annotations
@@ -137,6 +140,14 @@ class StalenessGate:
         changed = self._condition()
         async with changed:
             self.version = max(self.version, version)
+            changed.notify_all()
+
+    async def retire(self, count: int) -> None:
+        """`count` accepted groups will never be consumed (the store dropped them as stale): they stop
+        counting against the rule."""
+        changed = self._condition()
+        async with changed:
+            self.accepted = max(0, self.accepted - count)
             changed.notify_all()
 
     async def rebase(self, version: int, unconsumed: int) -> None:

@@ -199,7 +199,9 @@ METRICS: dict[str, Metric] = {
         "below 0.05; large means stale or unstable",
     ),
     "grad_norm": Metric(
-        "norm", "policy gradient norm before clipping", "stable; spikes mean too high a learning rate"
+        "norm",
+        "policy gradient norm before clipping (NaN: not finite, and the step was skipped)",
+        "stable; spikes mean too high a learning rate; NaN means a non-finite reward or loss",
     ),
     "completion_tokens": Metric(
         "tokens", "completion tokens one update learned from", "about batch x G x mean reply length"

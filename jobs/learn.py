@@ -230,7 +230,9 @@ class StoreSampler:
         store, timeout = self.handles.store, self.config.learner.sample_timeout_s
         bound = 10**9 if self.offline else staleness(self.config)
         version = self.learner.version
-        ray.get(store.drop_stale.remote(version, bound, "group"), timeout=CALL_TIMEOUT_S)
+        dropped = ray.get(store.drop_stale.remote(version, bound, "group"), timeout=CALL_TIMEOUT_S)
+        if dropped and self.handles.gate is not None:  # never consumed: they leave the gate's count
+            ray.get(self.handles.gate.retire.remote(dropped), timeout=CALL_TIMEOUT_S)
         deadline, records = time.monotonic() + timeout, []
         while len(records) < n:
             call = store.sample.remote(n - len(records), version, bound, self.consumer, "group")

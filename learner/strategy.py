@@ -2,21 +2,27 @@
 
 The Learner is handed an `EngineFactory`: given the plain model and the AdamW optimizer it made, the
 factory returns what the update runs forward on and the engine. Engines give the same two calls:
-`backward(loss)` and `step() -> gradient norm`. `TorchStep`
-clips the gradient norm to `learner.max_grad_norm` and steps AdamW; DeepSpeed's engine already has
-`backward` and `step` (ZeRO stage `learner.zero_stage`, clipping and bf16 from the config built by
-`deepspeed_config`), so `deepspeed_engine` only builds it. DeepSpeed is the GPU strategy (`gpu` extra);
-it is imported only when `learner.strategy=deepspeed`.
+`backward(loss)` and `step() -> gradient norm`. `TorchStep` clips the gradient norm to
+`learner.max_grad_norm` and steps AdamW, unless the norm is not finite (a NaN or infinite reward or
+loss): then it skips the step, so the weights stay as they were instead of every one turning NaN and
+being published (with DDP every rank sees the same reduced norm, so all skip together). DeepSpeed's
+engine already has `backward` and `step` (ZeRO stage `learner.zero_stage`, clipping and bf16 from the
+config built by `deepspeed_config`), so `deepspeed_engine` only builds it. DeepSpeed is the GPU
+strategy (`gpu` extra); it is imported only when `learner.strategy=deepspeed`.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from esc.config import LearnerConfig
+
+log = logging.getLogger(__name__)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -39,10 +45,13 @@ class TorchStep:
         loss.backward()
 
     def step(self) -> float:
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
+        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        if math.isfinite(norm):
+            self.optimizer.step()
+        else:
+            log.warning("the gradient norm is %s (a non-finite reward or loss); the step is skipped", norm)
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm
 
 
 # (plain model, optimizer) -> (the module the update runs forward on, the engine that steps)

@@ -134,3 +134,21 @@ def test_rebase_counts_one_batch_per_earlier_version():
         assert gate.state()["accepted"] == 14 and gate.state()["limit"] == 20
 
     asyncio.run(scenario())
+
+
+def test_groups_dropped_as_stale_stop_counting_and_waiting_workers_start():
+    async def scenario():
+        # a run started on an offline collection of 18 groups: B = 2, eta = 1
+        gate = StalenessGate(batch_size=2, max_staleness=1)
+        await gate.rebase(version=0, unconsumed=18)
+        await gate.set_version(2)  # the learner took 2 groups at versions 0 and 1; 14 are now stale
+        waiting = asyncio.create_task(gate.acquire("w", "a"))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # 18 + 0 + 1 > (1 + 2 + 1) * 2: refused while the learner waits
+        await gate.retire(14)  # the store dropped them
+        assert await asyncio.wait_for(waiting, 5) == 2
+        assert gate.state()["accepted"] == 4  # the 4 consumed: one batch a version, as the rule counts
+        await gate.retire(100)
+        assert gate.state()["accepted"] == 0  # never below nothing
+
+    asyncio.run(scenario())

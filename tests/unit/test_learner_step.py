@@ -1,7 +1,7 @@
 """`Learner.score` and `Learner.optimise` on a tiny random model with hand-made token rows: the reward's
 parts add up as documented, micro-batching gives the full batch's gradient (and `learner.bf16` the
-float32 one's within bf16's precision), and an update with nothing to learn from still publishes a
-version without touching the weights."""
+float32 one's within bf16's precision), and an update with nothing to learn from, or with a reward that
+is not a number, still publishes a version without touching the weights."""
 
 from __future__ import annotations
 
@@ -198,3 +198,23 @@ def test_an_update_without_a_usable_group_publishes_and_leaves_the_weights():
     assert metrics["groups_used"] == 0 and metrics["weights_version"] == 1 and published == [1]
     assert run.consumed == ["lone", "http"]
     assert all(torch.equal(before[n], p) for n, p in run.model.named_parameters())
+
+
+def test_a_nan_reward_skips_the_step_and_publishes_the_weights_unchanged():
+    run = learner([0.1, float("nan"), 0.3, 0.9])  # the plain torch step (clipping, AdamW)
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    groups = [
+        candidate_group("a", "hi", [reply(WELL, "a", [7, 8]), reply(WELL, "b", [9])]),
+        candidate_group("b", "hi", [reply(WELL, "c", [10]), reply(WELL, "d", [11, 12])]),
+    ]
+    published = {}
+    metrics = run.update(lambda n: groups, published.__setitem__, groups_wanted=2)
+    assert metrics["groups_used"] == 2 and metrics["grad_norm"] != metrics["grad_norm"]  # NaN
+    assert list(published) == [1]
+    assert all(torch.equal(before[n], p) for n, p in run.model.named_parameters())
+    # the next update with finite rewards steps as usual
+    run.reward = lambda contexts, answers, intensities: [0.1, 0.5, 0.3, 0.9][: len(answers)]
+    metrics = run.update(lambda n: groups, published.__setitem__, groups_wanted=2)
+    assert metrics["grad_norm"] > 0 and list(published) == [1, 2]
+    assert not all(torch.equal(before[n], p) for n, p in run.model.named_parameters())
+    assert all(torch.isfinite(p).all() for p in run.model.parameters())
