@@ -167,6 +167,16 @@ class LearnerConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _batch_splits_over_ranks(self) -> LearnerConfig:
+        ranks = self.placement.replicas
+        if self.batch_size % ranks:  # else the ranks take more or fewer groups than the gate admits
+            raise ValueError(
+                f"learner.batch_size {self.batch_size} must be a multiple of learner.placement.replicas"
+                f" {ranks}: each learner rank trains on an equal share of every update's groups"
+            )
+        return self
+
     @property
     def use_gpu(self) -> bool:
         """Whether the learner's workers run on GPUs: `placement.num_gpus` > 0."""

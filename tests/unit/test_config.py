@@ -86,6 +86,10 @@ def test_bad_overrides_name_the_problem(override, message):
             {"reward_refresh": {"every": 2}, "rollout": {"future_fraction": 0.0}},
             "reward_refresh.every retrains on simulated futures",
         ),
+        (  # 4 ranks would take a group each, 4 an update, while the staleness gate admits 2
+            {"learner": {"batch_size": 2, "placement": {"replicas": 4}}},
+            "learner.batch_size 2 must be a multiple of learner.placement.replicas 4",
+        ),
     ],
 )
 def test_cross_field_rules(tree, message):
