@@ -2,6 +2,8 @@
 replies each, future-oriented rewards for them, streamed into the durable replay store.
 
 Re-running the same command continues where it stopped: groups already in the store are skipped.
+Nothing consumes records during a collection, so one the store has no room for is refused before it
+starts (its workers would otherwise wait for room for ever).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 
 from tqdm import tqdm
 
+from actors.rollout_worker import group_id
 from esc.config import RunConfig
 from esc.contexts import dialogue_context
 from esc.data import load_dialogues
@@ -38,6 +41,7 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
     started = time.perf_counter()
     system = start_actors(config)
     print(f"actors ready in {time.perf_counter() - started:.1f} s; store {config.store_dir()}", flush=True)
+    check_room(config, system, contexts)
     watch = Watch(system, len(contexts), say=lambda line: tqdm.write(line, file=sys.stderr))
     print("actor pids: " + json.dumps(watch.pids), flush=True)  # the first probe, taken by the watch
     seconds = _collect(system, contexts, watch)
@@ -66,6 +70,22 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
     print(f"metrics: {config.run_dir() / 'metrics.jsonl'}")
     get([system.store.close.remote(), system.hub.close.remote()])
     return 0
+
+
+def check_room(config: RunConfig, system, contexts: list[Context]) -> None:
+    """Raise UsageError when the store cannot take the records the contexts not yet in it will write
+    (a group each, and its simulated record with `reward_refresh.every`)."""
+    version = get(system.counselor[0].weights_version.remote())
+    held = get(system.store.ids.remote())
+    new = sum(group_id(config.name, c.id, version) not in held for c in contexts)
+    records = new * (2 if config.reward_refresh.every else 1)
+    unconsumed, capacity = get(system.store.stats.remote())["unconsumed"], config.store.capacity
+    if records > capacity - unconsumed:
+        raise UsageError(
+            f"collecting {new} new contexts writes up to {records} records, but the store holds"
+            f" {unconsumed} unconsumed of its capacity {capacity} and nothing consumes during a"
+            " collection; raise store.capacity or lower --limit"
+        )
 
 
 def _collect(system, contexts: list[Context], watch: Watch) -> float:

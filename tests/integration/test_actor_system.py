@@ -17,6 +17,8 @@ from esc.config import load_config
 from esc.contexts import dialogue_context
 from esc.data import load_dialogues
 from esc.schemas import CandidateGroup
+from jobs import UsageError
+from jobs.collect import check_room
 from jobs.launcher import start_actors
 from jobs.run import Evaluations
 
@@ -91,6 +93,14 @@ def test_collect_fills_the_store_and_resumes(ray_local, tmp_path):
     # re-running the same contexts (a resumed job) stores nothing twice
     assert collect(system, contexts) == {"stored": 0, "duplicate": 0, "skipped": 5}
     assert ray.get(system.store.stats.remote(), timeout=TIMEOUT_S)["total"] == 5
+
+    # `rlff collect` refuses a collection the store has no room for (nothing consumes meanwhile), and
+    # counts only the contexts not yet in it: resuming a collection that filled the store is fine
+    check_room(config.replace("store", capacity=5), system, contexts)
+    more = [dialogue_context(d, 0) for d in load_dialogues("builtin")[:8]]
+    with pytest.raises(UsageError, match="collecting 3 new contexts writes up to 3 records, but the store"):
+        check_room(config.replace("store", capacity=7), system, more)
+    check_room(config.replace("store", capacity=8), system, more)
 
 
 def live_actor_pids(cls: str) -> set[int]:
