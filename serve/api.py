@@ -65,8 +65,8 @@ class ChatRequest(_Lenient):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0)
-    n: int = Field(1, ge=1, le=1)
-    stream: bool = False
+    n: int | None = Field(1, ge=1, le=1)  # null, as in OpenAI's API, is the default
+    stream: bool | None = False  # null: False
     seed: int | None = Field(None, ge=0, lt=2**31)
     stop: Any = None  # a string or a list of strings; checked by `parse_request` with one message
     rlff: RLFFOptions = RLFFOptions()

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from esc.backends.base import PromptTooLong
 from esc.config import RunConfig
 from serve import dashboard
 from serve.api import (
@@ -92,11 +93,20 @@ async def stream_events(
             item = await anext(items, None)
 
 
-async def sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
-    """Server-sent events in the OpenAI format: one `data:` line per chunk, then `data: [DONE]`."""
-    async with aclosing(chunks) as items:
-        async for chunk in items:
-            yield f"data: {json.dumps(chunk)}\n\n"
+async def sse(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """Server-sent events in the OpenAI format: one `data:` line per chunk, then `data: [DONE]`. A failure
+    after the first chunk (its 200 is sent) ends the stream with an OpenAI-style error event and no
+    `[DONE]`, which the openai client raises as an error, instead of a reply that looks complete."""
+    async with aclosing(rest) as items:
+        yield f"data: {json.dumps(first)}\n\n"
+        try:
+            async for chunk in items:
+                yield f"data: {json.dumps(chunk)}\n\n"
+        except Exception as error:
+            log.exception("a streamed reply failed")
+            message = f"the server failed to finish the reply: {type(error).__name__}"
+            yield f"data: {json.dumps(ApiError(500, message, kind='server_error').body())}\n\n"
+            return
     yield "data: [DONE]\n\n"
 
 
@@ -141,6 +151,14 @@ def build_app(endpoint: Endpoint) -> FastAPI:
             ApiError(error.status_code, str(error.detail)).body(), status_code=error.status_code
         )
 
+    @app.exception_handler(PromptTooLong)
+    async def too_long(_: Request, error: PromptTooLong) -> JSONResponse:
+        message = (
+            f"the conversation is {error.tokens} tokens and the reply may take {error.new_tokens} more,"
+            f" over the model's context of {error.limit}; shorten the conversation or lower max_tokens"
+        )
+        return JSONResponse(ApiError(400, message, param="messages").body(), status_code=400)
+
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("request failed")
@@ -173,11 +191,11 @@ def build_app(endpoint: Endpoint) -> FastAPI:
             answer = await endpoint.answer(parsed)
             headers = {VERSION_HEADER: str(answer.weights_version)}
             return JSONResponse(completion_body(answer, model, reasoning), headers=headers)
+        events = stream_events(endpoint, parsed, ChunkWriter(model, reasoning))
+        first = await anext(events)  # what fails before the reply starts (too long a prompt) gets a status
+        # read once the reply is being written: swaps wait for an empty batch, so it is the reply's version
         headers = {VERSION_HEADER: str(endpoint.weights_version), "Cache-Control": "no-cache"}
-        writer = ChunkWriter(model, reasoning)
-        return StreamingResponse(
-            sse(stream_events(endpoint, parsed, writer)), media_type="text/event-stream", headers=headers
-        )
+        return StreamingResponse(sse(first, events), media_type="text/event-stream", headers=headers)
 
     @app.get("/")
     async def root(request: Request) -> RedirectResponse:

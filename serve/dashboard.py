@@ -4,8 +4,11 @@ The page (`serve/static/dashboard.html` + `dashboard.js`, Plotly from the instal
 no CDN) opens one server-sent-events stream. Each event is a JSON object:
 `{"metrics": [new metrics.jsonl events], "dialogues": [new dialogues.jsonl records],
 "status": {"weights_version", "run", "reward_model", "progress", "seeker_role", "now"}}`; the first event
-carries the history. Reading files keeps the dashboard independent of the actors: it works during a
-run, after it, and on any machine that sees the run folder. Nothing here knows about Ray.
+carries the history. A value that is not a finite number (a NaN gradient norm of a skipped step, a
+correlation of constant scores) is sent as null, which the browser's JSON parser reads and the charts
+skip; a bare NaN would make it throw away every event. Reading files keeps the dashboard independent
+of the actors: it works during a run, after it, and on any machine that sees the run folder. Nothing
+here knows about Ray.
 
 Seeker role consistency: when the run folder holds a trained seeker-role checker
 (`runs/<name>/seeker_checker.json`, `esc.seeker_check.RoleChecker`), every simulated seeker turn of
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -184,5 +188,16 @@ async def event_stream(
         payload = await asyncio.to_thread(tick, first)
         payload["status"].update(status())
         first = False
-        yield f"data: {json.dumps(payload)}\n\n"
+        yield f"data: {json.dumps(finite(payload), allow_nan=False)}\n\n"
         await asyncio.sleep(interval_s)
+
+
+def finite(value: Any) -> Any:
+    """`value` (JSON-like: dicts, lists, scalars) with every float that is NaN or infinite made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

@@ -108,7 +108,7 @@ class CounselorService:
                     before = self.weights_version
                     if self.load_newer() != before:
                         log.info("serving weights version %d", self.weights_version)
-                except (OSError, RuntimeError, ValueError) as error:  # e.g. a run folder being deleted
+                except Exception as error:  # a run folder being deleted, a torn file: try again next poll
                     log.warning("could not load newer weights: %s", error)
                 time.sleep(self.config.serve.poll_s)  # a poll interval, not a wait for another task
 
@@ -133,12 +133,15 @@ class CounselorService:
         """The reply as it is written: `Piece`s of reasoning and answer text as soon as they are settled
         (`esc.parsing.AnswerStream`), then the `Answer`, equal to what `answer` returns for the same
         seed; the pieces of each kind add up to its text. Closing it early frees the decode row."""
-        pieces = AnswerStream(self.config.counselor.reasoning, request.stops())
+        reasoning = self.config.counselor.reasoning
+        pieces = AnswerStream(reasoning, request.stops())
         history = to_history(request.messages)
         async with aclosing(self.counselor.respond_stream(history, **self._sampling(request))) as items:
             async for item in items:
                 if isinstance(item, CounselorOutput):
                     answer = self._answer(item, request)
+                    if answer.crisis:  # comes whole, before any piece: sent whole, whatever `stop` says
+                        pieces = AnswerStream(reasoning)
                     for piece in as_pieces(*pieces.finish(answer.reasoning, answer.text), answer.crisis):
                         yield piece
                     if pieces.diverged:
@@ -155,7 +158,8 @@ class CounselorService:
         budget = request.token_budget()
         limit = budget or self.config.counselor.max_new_tokens
         version = output.weights_version
-        text, stopped = cut_at_stops(output.turn.text, request.stops())
+        # a crisis reply keeps its resources whatever the client's `stop` strings are
+        text, stopped = cut_at_stops(output.turn.text, () if output.turn.crisis else request.stops())
         return Answer(
             text=text,
             reasoning=output.turn.reasoning,

@@ -1,6 +1,13 @@
 """Inference backends: one protocol (`InferenceBackend`), three implementations (hf, openai, vllm)."""
 
-from esc.backends.base import BackendError, Generation, InferenceBackend, Message, SamplingParams
+from esc.backends.base import (
+    BackendError,
+    Generation,
+    InferenceBackend,
+    Message,
+    PromptTooLong,
+    SamplingParams,
+)
 
 __all__ = [
     "BackendError",
@@ -8,6 +15,7 @@ __all__ = [
     "Generation",
     "InferenceBackend",
     "Message",
+    "PromptTooLong",
     "SamplingParams",
     "make_backend",
 ]

@@ -19,6 +19,18 @@ class BackendError(RuntimeError):
     """A backend failed in a way the caller should report to a person (one sentence)."""
 
 
+class PromptTooLong(BackendError):
+    """A prompt of `tokens` tokens plus `new_tokens` to generate does not fit the model's context of
+    `limit`: the caller's input, not a failure (the endpoint answers it with a 400)."""
+
+    def __init__(self, tokens: int, new_tokens: int, limit: int):
+        super().__init__(
+            f"prompt of {tokens} tokens plus {new_tokens} new tokens exceeds the model's context of"
+            f" {limit}; shorten the conversation or max_new_tokens"
+        )
+        self.tokens, self.new_tokens, self.limit = tokens, new_tokens, limit
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request sampling settings.

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from esc.backends.base import BackendError, Generation, Message, SamplingParams, visible_text
+from esc.backends.base import BackendError, Generation, Message, PromptTooLong, SamplingParams, visible_text
 from esc.backends.decode_attention import use_decode_attention
 from esc.backends.decode_batch import DecodeBatch
 from esc.backends.decode_linear import use_decode_linear
@@ -108,10 +108,7 @@ class HFBackend:
 
     def _check_length(self, tokens: int, new_tokens: int) -> None:
         if tokens + new_tokens > self.max_positions:
-            raise BackendError(
-                f"prompt of {tokens} tokens plus {new_tokens} new tokens exceeds the model's context of"
-                f" {self.max_positions}; shorten the conversation or max_new_tokens"
-            )
+            raise PromptTooLong(tokens, new_tokens, self.max_positions)
 
     async def _submit(self, request: _Request):
         loop = asyncio.get_running_loop()

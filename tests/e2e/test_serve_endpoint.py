@@ -111,7 +111,8 @@ def test_a_streamed_crisis_reply_is_flagged_from_its_first_chunk(server):
         {"role": "assistant", "content": "Thank you for telling me."},
         {"role": "user", "content": "anyway, can we talk about my exams?"},  # the crisis is one message back
     ]
-    chunks = list(client.chat.completions.create(model="rlff-local", messages=said, stream=True))
+    # a client's stop string never cuts the resources out of a crisis reply
+    chunks = list(client.chat.completions.create(model="rlff-local", messages=said, stream=True, stop=["."]))
     assert all(c.model_extra["rlff"]["crisis"] is True for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert "findahelpline.com" in text and "you don't have to face this alone" in text
@@ -122,6 +123,8 @@ def test_crisis_messages_get_resources_and_are_flagged(server):
     completion = ask(client, "I want to kill myself tonight.").parse()
     assert completion.model_extra["rlff"]["crisis"] is True
     assert "findahelpline.com" in completion.choices[0].message.content
+    cut = ask(client, "I want to kill myself tonight.", stop=["."]).parse()  # kept whole all the same
+    assert cut.choices[0].message.content == completion.choices[0].message.content
 
 
 def test_a_wrong_key_is_refused(server):
@@ -218,6 +221,9 @@ def hostile_requests() -> list[tuple[str, str, dict, bytes | None]]:
         b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
         b'{"messages": [{"role": "user", "content": "hi"}], "temperature": Infinity}',
         b"{" + b'"pad": "' + b"a" * 70000 + b'", "messages": []}',
+        # within every size limit, but over SmolLM2's 8,192-token context: a 400, plain or streamed
+        j({"messages": [{"role": "user", "content": "\U0001f622" * 4000}]}),
+        j({"messages": [{"role": "user", "content": "\U0001f622" * 4000}], "stream": True}),
     ]
     requests = [("POST", chat, auth, b) for b in bodies]
     requests += [

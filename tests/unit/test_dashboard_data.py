@@ -249,3 +249,23 @@ def test_run_progress_and_the_first_event_of_the_stream(tmp_path):
     assert status["progress"] == {"planned_updates": 8, "heldout": True, "started": 1500.0}
     assert status["seeker_role"] == {"checker": False, "in_role": 0, "turns": 0}
     assert status["weights_version"] == 1 and status["run"] == "r" and status["now"] > 2000.0
+
+
+def test_a_nan_metric_reaches_the_stream_as_null_that_strict_json_parses(tmp_path):
+    lines = [{"time": 1.0, "source": "learner", "weights_version": 1, "grad_norm": float("nan")}]
+    lines.append(
+        {"time": 2.0, "source": "learner", "weights_version": 2, "grad_norm": 0.5, "kl": float("inf")}
+    )
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))  # Python writes NaN
+
+    async def first() -> str:
+        stream = event_stream(tmp_path, lambda: {"weights_version": 2, "run": "r"}, feed_size=1)
+        message = await anext(stream)
+        await stream.aclose()
+        return message.removeprefix("data: ")
+
+    def refuse(word: str):  # what a browser's JSON.parse does with NaN and Infinity
+        raise ValueError(f"not JSON: {word}")
+
+    payload = json.loads(asyncio.run(first()), parse_constant=refuse)
+    assert [(e["grad_norm"], e.get("kl", 0)) for e in payload["metrics"]] == [(None, 0), (0.5, None)]

@@ -200,3 +200,8 @@ def test_an_open_bind_without_a_key_is_refused_unless_allowed(monkeypatch, host,
     message = str(caught.value)
     assert host in message and "RLFF_API_KEY" in message and "serve.allow_open=true" in message
     assert message.count(". ") == 0  # one sentence
+
+
+def test_null_stream_and_n_mean_their_defaults_as_in_the_openai_api():
+    request = parse_request(body(stream=None, n=None), LIMITS)
+    assert not request.stream and request.n in (None, 1)
