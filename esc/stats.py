@@ -48,10 +48,14 @@ def _bootstrap(
 def mean_ci(
     values: Sequence[float], seed: int = 0, level: float = 0.95, resamples: int = RESAMPLES
 ) -> Estimate:
-    """Mean of `values` with its bootstrap CI. Raises ValueError on an empty sample."""
+    """Mean of `values` with its bootstrap CI. Raises ValueError on an empty sample. No interval (NaN
+    bounds, which exclude nothing) for a single value, which has no spread to resample, or when a value
+    is not finite: resampling only the draws that miss it would give a biased interval around a NaN."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         raise ValueError("mean_ci needs at least one value")
+    if x.size == 1 or not np.isfinite(x).all():
+        return Estimate(float(x.mean()), float("nan"), float("nan"), int(x.size))
     lo, hi = _bootstrap(x.size, lambda idx: float(x[idx].mean()), seed, level, resamples)
     return Estimate(float(x.mean()), lo, hi, int(x.size))
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from esc.backends import BackendPool
 from esc.config import RunConfig
 from esc.contexts import dialogue_context
-from esc.data import load_dialogues
+from esc.data import load_dialogues, parse_spec
 from esc.episode import Episode, Roles, run_episode
 from esc.metrics import interactive_summary, quality_scores
 from esc.schemas import Dialogue
@@ -103,6 +103,13 @@ def run_evaluate(
     config.write_resolved()
     scenarios = scenarios or config.data.scenarios
     ref_spec = references or scenarios
+    for spec in dict.fromkeys((scenarios, ref_spec)):
+        parsed = parse_spec(spec)
+        if parsed.kind != "builtin" and parsed.split in (None, "train"):
+            print(
+                f"note: {spec} includes the train split, which the policy may have trained on; for"
+                " held-out figures pass --scenarios (and --references) with #valid or #test"
+            )
     ref_dialogues = [d for d in load_dialogues(ref_spec, seed=config.seed) if d.turns][:limit]
     report = asyncio.run(evaluate(config, scenarios, limit, ref_dialogues))
     report["policy"] = policy

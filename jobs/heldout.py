@@ -46,7 +46,7 @@ from esc.safety import check_conversation
 from esc.schemas import Context, Turn
 from jobs import UsageError
 from jobs.driver import get
-from jobs.heldout_cache import BaseCache
+from jobs.heldout_cache import BaseCache, samples_per_context
 
 HELDOUT_TIMEOUT_S = 1800.0  # one point's replies; the counselors share the machine with the rollouts
 
@@ -74,10 +74,6 @@ def heldout_contexts(config: RunConfig) -> list[Context]:
     if not picked:
         raise UsageError(f"evaluation.heldout {spec!r} holds no dialogue with real counselor replies")
     return picked
-
-
-def samples_per_context(config: RunConfig) -> int:
-    return config.evaluation.heldout_samples or config.rollout.group_size
 
 
 def sample_seed(config: RunConfig, context: int, sample: int) -> int:

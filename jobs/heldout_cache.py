@@ -2,12 +2,13 @@
 
 Version 0 is the starting policy (the cold-start SFT model, or `counselor.model`) answering the fixed
 held-out contexts with fixed seeds, scored by the run's reward model. When none of that changed, a new
-run reuses the point the last run generated instead of spending minutes of decoding on the same
-replies. The inputs: the counselor, evaluation, safety and reward settings and the seed; the bytes of the
-policy's weights (a model folder) and of the reward model; the held-out data file; and the source of the
-modules that shape a reply or its score (prompts, parsing, contexts, safety, the reward), so editing them
-also invalidates it. Cached rows are used only for exactly the contexts they answer, in order. Stored
-as `runs/<name>/heldout_base/rows.jsonl` (the point's context rows, JSON) with the fingerprint beside it
+run reuses the point the last run generated instead of spending minutes of decoding on the same replies.
+The inputs: the counselor, evaluation, safety and reward settings, the replies per context and the seed;
+the bytes of the policy's weights (a model folder) and of the reward model; the held-out data file; and
+the source of the modules that shape a reply or its score (prompts, parsing, contexts, safety, the
+counselor role, the metrics, the point itself, the reward), so editing them also invalidates it. Cached
+rows are used only for exactly the contexts they answer, in order. Stored as
+`runs/<name>/heldout_base/rows.jsonl` (the point's context rows, JSON) with the fingerprint beside it
 (`jobs.fingerprint`). Does not generate or score anything itself.
 """
 
@@ -27,9 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # modules whose code decides what a held-out reply is and how it scores
 SOURCES = (
     *("esc/prompts.py", "esc/parsing.py", "esc/contexts.py", "esc/safety.py", "esc/learning.py"),
+    *("esc/roles.py", "esc/metrics.py", "jobs/heldout.py"),
     *("learner/reward_model.py", "learner/rm_likelihood.py", "learner/loop.py", "learner/losses.py"),
 )
 FORMAT = 1  # raise when a row's layout changes
+
+
+def samples_per_context(config: RunConfig) -> int:
+    """G of a held-out point: replies sampled per context."""
+    return config.evaluation.heldout_samples or config.rollout.group_size
 
 
 def _model_files(spec: str) -> list[Path]:
@@ -52,6 +59,7 @@ def inputs(config: RunConfig, reward_model: Path) -> str:
         ),
         "safety": config.safety.model_dump(),
         "reward": [config.reward_model.weight, lc.format_weight, lc.safety_weight, lc.format_gate],
+        "samples": samples_per_context(config),  # with heldout_samples unset, rollout.group_size
         "seed": config.seed,
         "format": FORMAT,
     }

@@ -60,6 +60,8 @@ def test_evaluate_report_with_tiny_model(tmp_path):
         assert len(counselor_turns) == len(episode["records"])
         assert all("<think>" not in t["text"] for t in counselor_turns)
     assert "success rate (SR)" in run.stdout
+    # the scenarios are the train split: a note says how to get held-out figures instead
+    assert "includes the train split, which the policy may have trained on" in run.stdout
 
 
 def test_greedy_episode_is_deterministic():
@@ -102,6 +104,7 @@ def test_evaluate_with_the_embedded_model(tmp_path):
         f"runs_dir={tmp_path}", "--scenarios", "builtin", "--limit", "2",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
+    assert "train split" not in run.stdout  # the built-in scenarios are no training data
     report = json.loads((tmp_path / "local" / "evaluate.json").read_text())
     assert json.loads((tmp_path / "local" / "config.json").read_text())["episode"]["max_turns"] == 2
     assert report["n"] == 2 and report["quality"] == {}  # built-in scenarios have no reference replies

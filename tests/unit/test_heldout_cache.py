@@ -50,6 +50,7 @@ def test_any_input_of_the_point_invalidates_it(tmp_path):
         "counselor.max_new_tokens=40",
         "evaluation.heldout_contexts=12",
         "evaluation.heldout_samples=2",
+        "rollout.group_size=8",  # G of the point while evaluation.heldout_samples is unset
         "learner.format_weight=0.25",
         "reward_model.weight=0.5",
         "seed=3",
@@ -72,6 +73,8 @@ def test_what_does_not_shape_the_point_keeps_it(tmp_path):
         assert inputs(setup(tmp_path, change)[0], rm) == before, change
     (rm / "report.json").write_text('{"seconds": 2}')  # timings of the reward model's training
     assert inputs(config, rm) == before
+    fixed = inputs(setup(tmp_path, "evaluation.heldout_samples=4")[0], rm)  # G set: group_size is not G
+    assert inputs(setup(tmp_path, "evaluation.heldout_samples=4", "rollout.group_size=8")[0], rm) == fixed
 
 
 def test_a_stale_cache_is_not_loaded(tmp_path):

@@ -49,3 +49,11 @@ def test_correlation_ci_signs_and_spearman_ignores_monotone_transforms():
         correlation_ci(x, y, method="kendall")
     with pytest.raises(ValueError, match=">= 3"):
         correlation_ci([1.0, 2.0], [1.0, 2.0])
+
+
+def test_no_interval_for_one_value_or_a_value_that_is_not_a_number():
+    for values in ([0.01], [1.0, float("nan"), 2.0], [0.5, float("inf")]):
+        est = mean_ci(values)
+        assert est.lo != est.lo and est.hi != est.hi, values  # NaN bounds
+        assert not est.excludes_zero()  # so no report marks it as a change
+    assert mean_ci([0.01]).value == 0.01
