@@ -41,6 +41,6 @@ async def peers_answer(calls: list[Awaitable[Any]], timeout_s: float) -> bool:
     that raised counts as answered (the actor is reachable, or Ray gave up on it and said so)."""
     try:
         await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout_s)
-    except TimeoutError:
+    except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
         return False
     return True

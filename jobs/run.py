@@ -207,15 +207,16 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         evaluation.last()
         if heldout is not None:
             heldout.last()  # the final point, learning.json and the table
-    end_refresh(refresh)
-    return _finish(config, system, totals, outcome.get("error"))
+    refresh_failed = end_refresh(refresh)
+    return _finish(config, system, totals, outcome.get("error")) or int(refresh_failed)
 
 
-def end_refresh(refresh) -> None:
+def end_refresh(refresh) -> bool:
     """Wait for the reward-model trainer to finish its refresh in progress (the gate has stopped) and
-    say where it got to."""
+    say where it got to; True when the trainer failed (the run then exits 1: the reward model stopped
+    following the policy at some point, which the run's figures should not hide)."""
     if refresh is None:
-        return
+        return False
     try:
         done = ray.get(refresh, timeout=REFRESH_END_S)
     except ray.exceptions.GetTimeoutError:
@@ -224,11 +225,12 @@ def end_refresh(refresh) -> None:
             " back to the store on --resume)",
             file=sys.stderr,
         )
-        return
+        return False
     except ray.exceptions.RayError as error:
         print(f"error: the reward-model trainer failed: {error}", file=sys.stderr)
-        return
+        return True
     print(f"reward model: version {done['version']}, trained and checked on {done['used']} simulated groups")
+    return False
 
 
 def _finish(config: RunConfig, system, totals: dict[str, int], error: str | None) -> int:

@@ -157,7 +157,9 @@ def ranking_pairs(examples: Sequence[RMExample]) -> list[tuple[int, int]]:
     """(preferred, dispreferred) index pairs, only within a group.
 
     A 'real' example is preferred to every NEGATIVE_KINDS example of its group; two examples that both
-    have a `reward` form a pair when one is strictly higher (ties give none).
+    have a `reward` form a pair when one is strictly higher (ties give none) and their replies differ:
+    the same reply in the same group (a crisis context's G copies of the crisis reply, several
+    fallback lines) is the same input, which no model can rank, whatever its simulated futures gave.
     """
     by_group: dict[str, list[int]] = {}
     for index, example in enumerate(examples):
@@ -168,6 +170,7 @@ def ranking_pairs(examples: Sequence[RMExample]) -> list[tuple[int, int]]:
             for j in members:
                 a, b = examples[i], examples[j]
                 ranked = a.kind == "real" and b.kind in NEGATIVE_KINDS
-                if ranked or (a.reward is not None and b.reward is not None and a.reward > b.reward):
+                rewarded = a.reward is not None and b.reward is not None and a.reply != b.reply
+                if ranked or (rewarded and a.reward > b.reward):
                     pairs.append((i, j))
     return pairs

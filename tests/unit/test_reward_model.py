@@ -112,6 +112,8 @@ def test_ranking_pairs_put_real_above_negatives_and_order_rewards_within_groups_
         RMExample(context, "a", 0.5, "g2", "candidate"),
         RMExample(context, "b", -0.5, "g2", "candidate"),
         RMExample(context, "c", -0.5, "g2", "candidate"),
+        RMExample(context, "same", 0.4, "g3", "candidate"),  # e.g. G copies of a crisis reply: no pair
+        RMExample(context, "same", -0.1, "g3", "candidate"),
     ]
     assert sorted(ranking_pairs(examples)) == [(0, 1), (0, 2), (3, 4), (3, 5)]
 
