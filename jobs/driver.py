@@ -4,7 +4,9 @@ Both hand work to rollout workers and wait for it with `Watch.wait`: it returns 
 every `WATCH_EVERY_S` without one it probes the actors (who died, who came back, under which process
 id), prints a line per restart, and records the driver's view of the run (store size, queue depth,
 tokens/s per role) as metrics source 'driver'. `Watch.count` adds a finished `collect` call's outcome
-counts to the run's totals. Every other call the driver makes waits at most `CALL_TIMEOUT_S` (`get`).
+counts to the run's totals; `Watch.settle` does the same but returns a failed call's error in one line
+(and counts it as `failed`) instead of raising, for `rlff run` to stop gracefully on it. Every other
+call the driver makes waits at most `CALL_TIMEOUT_S` (`get`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ class Watch:
         """Add the outcome counts of a finished `RolloutWorker.collect` call."""
         for key, value in get(ref).items():
             self.totals[key] += value
+
+    def settle(self, ref) -> str | None:
+        """`count` a finished call; when it failed (the worker raised: a backend that gave up, a bug; or
+        died for good), count it as `failed` and return its error in one line instead of raising."""
+        try:
+            self.count(ref)
+        except ray.exceptions.RayError as error:
+            cause = getattr(error, "cause", None) or error
+            self.totals["failed"] = self.totals.get("failed", 0) + 1
+            return f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}"
+        return None
 
     def probe(self) -> None:
         now = self.system.pids(self.pids)

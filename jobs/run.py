@@ -208,7 +208,8 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         if heldout is not None:
             heldout.last()  # the final point, learning.json and the table
     refresh_failed = end_refresh(refresh)
-    return _finish(config, system, totals, outcome.get("error")) or int(refresh_failed)
+    failed = _finish(config, system, totals, outcome.get("error")) or refresh_failed or totals.get("failed")
+    return int(bool(failed))
 
 
 def end_refresh(refresh) -> bool:
@@ -333,8 +334,8 @@ def _drive(
     heldout: Heldout | None = None,
 ) -> dict[str, int]:
     """Keep every worker busy with `rollout.in_flight` contexts until the learner ends; returns outcome
-    counts. Ctrl-C stops the gate and waits for work in flight (a periodic evaluation included; a
-    held-out point in its thread is joined by `Heldout.last`)."""
+    counts. Ctrl-C, or a worker's call that failed, stops the gate and waits for work in flight (a
+    periodic evaluation included; a held-out point in its thread is joined by `Heldout.last`)."""
     feed, chunk = itertools.cycle(contexts), config.rollout.in_flight
     pending: dict[Any, Any] = {}  # collect call -> the worker running it
     watch, stop = Watch(system), Stop(config, system)
@@ -357,7 +358,15 @@ def _drive(
             for ref in done:
                 if not evaluation.finish(ref):
                     pending.pop(ref)
-                    watch.count(ref)
+                    failure = watch.settle(ref)
+                    if failure is not None and not stop.stopping:
+                        print(
+                            f"error: a rollout worker failed ({failure}); stopping: the learner checkpoints"
+                            " its last update and `rlff run --resume` continues the run",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        stop.now()
         except KeyboardInterrupt:
             if stop.stopping:
                 raise
