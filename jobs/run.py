@@ -306,12 +306,23 @@ class Evaluations:
             self.next = version + self.config.evaluation.every
 
     def finish(self, ref) -> bool:
-        """Record the evaluation `ref` (if it is the one running); False for any other ref."""
+        """Record the evaluation `ref` (if it is the one running); False for any other ref. One that
+        failed, or had not finished when `first`/`last` stopped waiting, is reported in one line and left
+        out: it measures the run, and the run goes on without it."""
         if ref is not self.ref:
             return False
         self.ref = None
         try:
             result = get(ref)
+        except ray.exceptions.RayError as error:
+            cause = getattr(error, "cause", None) or error
+            print(
+                f"error: a periodic evaluation failed or did not finish ({type(cause).__name__}); the run"
+                " goes on without it",
+                file=sys.stderr,
+                flush=True,
+            )
+            return True
         finally:
             end_evaluation_roles(self.roles)
             self.roles = {}
