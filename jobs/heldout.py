@@ -283,14 +283,22 @@ class Heldout:
             print(f"warning: held-out point failed: {type(error).__name__}: {error}", file=sys.stderr)
 
     def last(self) -> dict[str, Any]:
-        """After the learner: the final point (unless one already holds the served version), then
-        learning.json and the printed table. Returns the learning report."""
+        """After the learner: the final point (unless one written by the served version alone is already
+        recorded), then learning.json and the printed table. Returns the learning report."""
         if self.thread is not None:
             self.thread.join()
         serving = self._serving()
-        if serving not in read_points(self.path):
+        if needs_final_point(self.path, serving):
             self.point(expect_version=serving, alone=True)
         return write_learning(self.config, self.path)
+
+
+def needs_final_point(path: Path, version: int) -> bool:
+    """Whether the final point at `version` must still be taken: none is recorded, or the one recorded
+    mixed versions (a background point during which the learner published its last version; recorded
+    again, it replaces that one)."""
+    rows = read_points(path).get(version)
+    return not rows or not all(row.get("single_version", True) for row in rows)
 
 
 def write_learning(config: RunConfig, path: Path) -> dict[str, Any]:

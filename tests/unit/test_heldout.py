@@ -24,6 +24,7 @@ from jobs.heldout import (
     append_point,
     background_due,
     heldout_contexts,
+    needs_final_point,
     read_points,
     sample_seed,
     write_learning,
@@ -175,3 +176,14 @@ def test_scorer_refuses_a_folder_without_a_reward_model(tmp_path):
     a run with no reward model fails before its actors start, not at its first held-out point."""
     with pytest.raises(FileNotFoundError, match="rlff train --stage rm"):
         Scorer(RunConfig(), tmp_path)
+
+
+def test_the_final_point_is_taken_unless_the_served_version_wrote_a_whole_recorded_one(tmp_path):
+    path = tmp_path / "heldout.jsonl"
+    assert needs_final_point(path, 8)  # nothing recorded
+    append_point(path, 0, rows([[0.0, 0.1], [0.3, 0.2]], 0, False), True)
+    append_point(path, 8, rows([[0.5, 0.5], [0.5, 0.5]], 8, True), False)  # a background point over v7-v8
+    assert needs_final_point(path, 8)  # mixed versions: taken again, alone
+    assert not needs_final_point(path, 0)
+    append_point(path, 8, rows([[0.9, 0.8], [0.7, 0.9]], 8, True), True)  # the final point replaces it
+    assert not needs_final_point(path, 8)
