@@ -29,6 +29,13 @@ def get(refs: Any) -> Any:
     return ray.get(refs, timeout=CALL_TIMEOUT_S)
 
 
+def error_line(error: ray.exceptions.RayError) -> str:
+    """A failed call in one line: the actor's own exception (what a RayTaskError wraps) and the first
+    line of its message."""
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}"
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -61,9 +68,8 @@ class Watch:
         try:
             self.count(ref)
         except ray.exceptions.RayError as error:
-            cause = getattr(error, "cause", None) or error
             self.totals["failed"] = self.totals.get("failed", 0) + 1
-            return f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}"
+            return error_line(error)
         return None
 
     def probe(self) -> None:

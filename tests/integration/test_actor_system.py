@@ -19,8 +19,8 @@ from esc.data import load_dialogues
 from esc.schemas import CandidateGroup
 from jobs import UsageError
 from jobs.collect import check_room
+from jobs.evaluations import Evaluations
 from jobs.launcher import start_actors
-from jobs.run import Evaluations
 
 TIMEOUT_S = 300
 
