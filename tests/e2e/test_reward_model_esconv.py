@@ -2,8 +2,10 @@
 reply, each reply's likelihood gain given the conversation (on here and in make run), future-oriented
 labels of ESConv replies, context groups with replies from other dialogues and degraded replies, the
 held-out valid split, under bf16 autocast as configs/local.yaml trains it where the CPU has bf16
-instructions. A small sample so it stays near two minutes on 2 cores (about three in float32; the
-likelihood gains dominate); the full-size figures are in docs/learner.md. Numbers are printed (`pytest -s`).
+instructions. A small sample (100 training contexts, 40 held out): 165 s in float32 on a 2-core AMD EPYC
+without AVX-512 (259 s at 150 and 60), where real ranked above another dialogue's reply 0.817 [0.733,
+0.892] and above a generic one 0.950 [0.875, 1.000]; the features' forward passes dominate. The
+full-size figures are in docs/learner.md. Numbers are printed (`pytest -s`).
 """
 
 import json
@@ -16,7 +18,7 @@ from esc.models import cpu_lacks_bf16
 from jobs.train_rm import run_train_rm
 from learner.rm_data import NEGATIVE_KINDS
 
-TRAIN_CONTEXTS, VALID_CONTEXTS = 150, 60
+TRAIN_CONTEXTS, VALID_CONTEXTS = 100, 40
 
 
 @pytest.mark.slow
@@ -57,7 +59,7 @@ def test_reward_model_ranks_real_replies_above_degraded_ones_on_esconv_valid(tmp
     assert report["rank_real_vs_other"]["n"] == VALID_CONTEXTS
     assert report["label_vs_survey"]["n"] > 150  # surveyed valid dialogues with a labelled reply
     assert report["fit"]["train_loss_last"] < report["fit"]["train_loss_first"]
-    # At this size (150 training contexts) the issue's goal (real above another dialogue's reply >= 0.80)
+    # At this size (100 training contexts) the issue's goal (real above another dialogue's reply >= 0.80)
     # is not expected; at full size (400) it is 0.825 with the likelihood gain, 0.677 without
     # (docs/learner.md). This pins that training learns something on held-out contexts: the whole 95%
     # interval of real-above-generic, and of real-above-another-dialogue's-reply (the likelihood

@@ -202,17 +202,21 @@ print(json.dumps(model.score([e.context for e in train], [e.reply for e in train
 def test_training_does_not_depend_on_the_process_hash_seed():
     """Set iteration order changes with PYTHONHASHSEED; it once reordered the texts the head's PCA reads."""
     here = Path(__file__).parent
-    scores = []
-    for hash_seed in ("1", "2"):
-        done = subprocess.run(
+    probes = [  # side by side: each spends most of its time importing torch and transformers
+        subprocess.Popen(
             [sys.executable, "-c", HASH_SEED_PROBE, str(here), str(here.parents[1])],
             env={**os.environ, "PYTHONHASHSEED": hash_seed},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=300,
         )
-        assert done.returncode == 0, done.stderr[-2000:]
-        scores.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        for hash_seed in ("1", "2")
+    ]
+    scores = []
+    for probe in probes:
+        out, err = probe.communicate(timeout=300)
+        assert probe.returncode == 0, err[-2000:]
+        scores.append(json.loads(out.strip().splitlines()[-1]))
     assert scores[0] == scores[1]
 
 
