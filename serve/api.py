@@ -58,6 +58,10 @@ class RLFFOptions(BaseModel):
     reasoning: bool = False
 
 
+class StreamOptions(_Lenient):
+    include_usage: bool | None = False  # a last chunk with the reply's token counts (OpenAI's)
+
+
 class ChatRequest(_Lenient):
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
@@ -67,6 +71,7 @@ class ChatRequest(_Lenient):
     max_completion_tokens: int | None = Field(None, gt=0)
     n: int | None = Field(1, ge=1, le=1)  # null, as in OpenAI's API, is the default
     stream: bool | None = False  # null: False
+    stream_options: StreamOptions | None = None
     seed: int | None = Field(None, ge=0, lt=2**31)
     stop: Any = None  # a string or a list of strings; checked by `parse_request` with one message
     rlff: RLFFOptions = RLFFOptions()
@@ -106,6 +111,8 @@ def parse_request(raw: bytes, limits: ServeConfig) -> ChatRequest:
                 f" {limits.max_message_chars}",
                 f"messages.{i}.content",
             )
+    if request.stream_options is not None and not request.stream:
+        raise ApiError(400, "stream_options is only allowed when stream is true", "stream_options")
     if request.messages[-1].role != "user":
         raise ApiError(400, "the last message must come from the user", "messages")
     stop = request.stop
@@ -192,22 +199,30 @@ def completion_body(answer: Answer, model: str, with_reasoning: bool) -> dict[st
         "choices": [
             {"index": 0, "message": message, "finish_reason": "length" if answer.truncated else "stop"}
         ],
-        "usage": {
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-        },
+        "usage": usage(answer),
         "rlff": _extension(answer),
+    }
+
+
+def usage(answer: Answer) -> dict[str, int]:
+    """The token counts of a reply, as OpenAI's `usage`."""
+    total = answer.prompt_tokens + answer.completion_tokens
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": total,
     }
 
 
 class ChunkWriter:
     """`chat.completion.chunk` objects of one streamed reply: a role chunk, text deltas, a final chunk
     with finish_reason. Every chunk carries the `rlff` extension known so far (weights version, crisis
-    flag); the final one has it whole, `well_formed` included."""
+    flag); the final one has it whole, `well_formed` included. With `include_usage` (the request's
+    `stream_options`), every chunk has `"usage": null` and one more chunk, with no choices, the
+    reply's `usage`, as OpenAI's API does."""
 
-    def __init__(self, model: str, with_reasoning: bool):
-        self.model, self.with_reasoning = model, with_reasoning
+    def __init__(self, model: str, with_reasoning: bool, include_usage: bool = False):
+        self.model, self.with_reasoning, self.include_usage = model, with_reasoning, include_usage
         self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def chunk(
@@ -219,6 +234,8 @@ class ChunkWriter:
             "created": self.created,
             "model": self.model,
         }
+        if self.include_usage:
+            body["usage"] = None
         return {**body, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "rlff": extension}
 
     def start(self, extension: dict[str, Any]) -> dict[str, Any]:
@@ -230,8 +247,13 @@ class ChunkWriter:
             return self.chunk({"reasoning_content": piece.text}, extension) if self.with_reasoning else None
         return self.chunk({"content": piece.text}, extension)
 
-    def end(self, answer: Answer) -> dict[str, Any]:
-        return self.chunk({}, _extension(answer), "length" if answer.truncated else "stop")
+    def end(self, answer: Answer) -> list[dict[str, Any]]:
+        """The chunk with finish_reason, then the usage chunk when the request asked for it."""
+        last = self.chunk({}, _extension(answer), "length" if answer.truncated else "stop")
+        if not self.include_usage:
+            return [last]
+        totals = {**last, "choices": [], "usage": usage(answer)}
+        return [last, totals]
 
 
 def stream_chunks(answer: Answer, model: str, with_reasoning: bool) -> list[dict[str, Any]]:
@@ -239,7 +261,7 @@ def stream_chunks(answer: Answer, model: str, with_reasoning: bool) -> list[dict
     writer, extension = ChunkWriter(model, with_reasoning), _extension(answer)
     pieces = [Piece("reasoning", answer.reasoning or ""), Piece("content", answer.text)]
     middle = [writer.piece(p, extension) for p in pieces if p.text]
-    return [writer.start(extension), *[c for c in middle if c is not None], writer.end(answer)]
+    return [writer.start(extension), *[c for c in middle if c is not None], *writer.end(answer)]
 
 
 def stream_extension(weights_version: int, crisis: bool) -> dict[str, Any]:

@@ -85,7 +85,8 @@ async def stream_events(
         item = first
         while item is not None:
             if isinstance(item, Answer):
-                yield writer.end(item)
+                for chunk in writer.end(item):
+                    yield chunk
                 return
             chunk = writer.piece(item, extension)
             if chunk is not None:
@@ -191,7 +192,8 @@ def build_app(endpoint: Endpoint) -> FastAPI:
             answer = await endpoint.answer(parsed)
             headers = {VERSION_HEADER: str(answer.weights_version)}
             return JSONResponse(completion_body(answer, model, reasoning), headers=headers)
-        events = stream_events(endpoint, parsed, ChunkWriter(model, reasoning))
+        include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+        events = stream_events(endpoint, parsed, ChunkWriter(model, reasoning, include_usage))
         first = await anext(events)  # what fails before the reply starts (too long a prompt) gets a status
         # read once the reply is being written: swaps wait for an empty batch, so it is the reply's version
         headers = {VERSION_HEADER: str(endpoint.weights_version), "Cache-Control": "no-cache"}

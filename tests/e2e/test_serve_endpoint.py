@@ -80,11 +80,14 @@ def test_streamed_tokens_arrive_while_the_reply_is_written_and_add_up_to_the_pla
         model="rlff-local",
         messages=[{"role": "user", "content": text}],
         stream=True,
+        stream_options={"include_usage": True},
         temperature=0.7,
         **extra,
     )
     for chunk in stream:
         arrivals.append((time.perf_counter(), chunk))
+    *arrivals, (_, totals) = arrivals  # asked for: the token counts come last, in a chunk of their own
+    assert totals.choices == [] and all(c.usage is None for _, c in arrivals)
     deltas = [(t, c.choices[0].delta) for t, c in arrivals]
     content = "".join(d.content or "" for _, d in deltas)
     reasoning = "".join((d.model_extra or {}).get("reasoning_content") or "" for _, d in deltas)
@@ -102,6 +105,10 @@ def test_streamed_tokens_arrive_while_the_reply_is_written_and_add_up_to_the_pla
     assert content == message.content and "<answer>" not in content
     assert reasoning == message.model_extra["reasoning_content"]
     assert last.model_extra["rlff"]["well_formed"] == plain.model_extra["rlff"]["well_formed"]
+    assert totals.usage.model_dump(exclude_none=True) == plain.usage.model_dump(exclude_none=True)
+    assert totals.usage.completion_tokens > 0 and totals.usage.total_tokens == (
+        totals.usage.prompt_tokens + totals.usage.completion_tokens
+    )
 
 
 def test_a_streamed_crisis_reply_is_flagged_from_its_first_chunk(server):

@@ -70,6 +70,9 @@ def test_valid_request_keeps_sampling_fields_and_ignores_unused_openai_fields():
         (body(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
         (body(stop=[""]), 400, "stop"),
         (body(stop=5), 400, "stop"),
+        (body(stream_options={"include_usage": True}), 400, "stream_options"),
+        (body(stream=True, stream_options={"include_usage": "yes"}), 400, "stream_options.include_usage"),
+        (body(stream=True, stream_options=True), 400, "stream_options"),
     ],
 )
 def test_bad_requests_get_a_4xx_naming_the_field(raw, status, param):
