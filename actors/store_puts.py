@@ -9,7 +9,9 @@ never delayed, and a burst of puts costs one call per round trip instead of one 
 
 The store answers each row separately ('stored', 'duplicate', 'full'), so each caller gets exactly the
 statuses of its own records, as if it had called `put_many` itself; an error of the shared call (the
-store actor died) reaches every caller whose records it carried.
+store actor died) reaches every caller whose records it carried. A malformed record (the store's
+ValueError, which stores none of that call) is the one caller's: a shared call refused so is sent again
+as one call per caller, so only the caller with the malformed record gets the error.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class CoalescedPuts:
         self._put_many = put_many
         self._queue: list[tuple[list[dict[str, Any]], asyncio.Future[list[str]]]] = []
         self._sender: asyncio.Task[None] | None = None
+        self._alone = 0  # how many of the next calls carry one caller's records only
         self.calls = 0  # put_many calls made, for tests and benchmarks
 
     async def put(self, records: list[dict[str, Any]]) -> list[str]:
@@ -41,13 +44,21 @@ class CoalescedPuts:
         """Send what is queued, one call at a time, until the queue is empty."""
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
+                take = 1 if self._alone else len(self._queue)
+                self._alone = max(0, self._alone - 1)
+                batch, self._queue = self._queue[:take], self._queue[take:]
                 rows = [row for records, _ in batch for row in records]
                 self.calls += 1
                 try:
                     statuses = await self._put_many(rows)
                     if len(statuses) != len(rows):
                         raise RuntimeError(f"the store gave {len(statuses)} statuses for {len(rows)} rows")
+                except ValueError as error:  # a malformed record: the store stored none of this call
+                    if len(batch) > 1:  # whose? each caller's records again, in a call of their own
+                        self._queue, self._alone = batch + self._queue, len(batch)
+                    else:
+                        _fail(batch, error)
+                    continue
                 except Exception as error:  # the store's or Ray's: each caller of this call raises it
                     _fail(batch, error)
                     continue

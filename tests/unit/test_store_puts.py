@@ -20,6 +20,8 @@ class SlowStore:
     async def put_many(self, records):
         self.calls.append([r["id"] for r in records])
         await self.release.wait()
+        if any("bad" in r for r in records):  # as the store refuses a record msgpack cannot encode
+            raise ValueError("record bad is malformed")
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
@@ -85,6 +87,30 @@ def test_an_error_reaches_every_caller_of_that_call_and_later_puts_still_work():
 
     results, after = asyncio.run(main())
     assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+    assert after == ["stored"]
+
+
+def test_a_malformed_record_fails_its_own_caller_only_and_the_others_are_stored():
+    async def main():
+        store = SlowStore()
+        puts = CoalescedPuts(store.put_many)
+        first = asyncio.create_task(puts.put(recs("a")))
+        await settle()
+        later = [
+            asyncio.create_task(puts.put(r)) for r in (recs("b"), [{"id": "x", "bad": 1}], recs("c", "d"))
+        ]
+        await settle()
+        store.release.set()
+        await settle()
+        late = asyncio.create_task(puts.put(recs("e")))  # after the refusal: not held to one by one
+        results = await asyncio.gather(first, *later, late, return_exceptions=True)
+        return results, store.calls, await puts.put(recs("f"))
+
+    results, calls, after = asyncio.run(main())
+    assert results[:2] == [["stored"], ["stored"]] and results[3:] == [["stored", "stored"], ["stored"]]
+    assert isinstance(results[2], ValueError)
+    # the shared call, refused, then one call per caller, in arrival order
+    assert calls == [["a"], ["b", "x", "c", "d"], ["b"], ["x"], ["c", "d"], ["e"], ["f"]]
     assert after == ["stored"]
 
 
