@@ -50,7 +50,8 @@ METRICS: dict[str, Metric] = {
     ),
     "judge_verdicts": Metric(
         "candidates",
-        "judge verdicts of one group's simulated candidates, a map",
+        "judge verdicts of one group's simulated candidates, a map; 'none': no judge sample named one"
+        " (the candidate then has no label)",
         "more better/solved over a run",
     ),
     "admission_wait_s": Metric(

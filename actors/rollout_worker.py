@@ -322,7 +322,7 @@ class RolloutWorker:
         rewards = [c.future_reward for c in candidates if c.future_reward is not None]
         if rewards:
             metrics["group_reward_mean"] = sum(rewards) / len(rewards)
-        verdicts = Counter(c.verdict for c in candidates if c.verdict is not None)
+        verdicts = Counter(f.verdict or "none" for f in futures if f is not None)
         if verdicts:
             metrics["judge_verdicts"] = dict(verdicts)
         self._metric(metrics)
@@ -349,7 +349,10 @@ class RolloutWorker:
     @staticmethod
     def _candidate(out: CounselorOutput, fut) -> Candidate:
         extra = {}
-        if fut is not None:
+        if fut is not None and fut.verdict is None:
+            # no judge sample named a verdict: the sample scorer's 0.0 is no neutral state to learn from
+            extra = {"future": fut.future}
+        elif fut is not None:
             extra = {
                 "future_reward": fut.reward,
                 "label": fut.label,

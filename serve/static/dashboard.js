@@ -20,7 +20,7 @@ function emptyState() {
   };
 }
 let state = emptyState();
-const VERDICT_ORDER = ["worse", "same", "better", "solved"];
+const VERDICT_ORDER = ["worse", "same", "better", "solved", "none"];
 const layoutBase = {
   margin: { l: 48, r: 40, t: 34, b: 30 },
   legend: { orientation: "h", x: 0, y: -0.18, yanchor: "top" },
