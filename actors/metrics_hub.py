@@ -103,6 +103,12 @@ METRICS: dict[str, Metric] = {
     "at": Metric(
         "turns", "average turns of a periodic evaluation (failures count as evaluation.max_turns)", "falling"
     ),
+    "eval_last_version": Metric(
+        "version",
+        "newest policy version that wrote a reply in a periodic evaluation (credited to weights_version,"
+        " the one at its start)",
+        "equal to weights_version; above it when the learner published during the evaluation",
+    ),
     "eval_format_rate": Metric(
         "share",
         "share of a periodic evaluation's counselor turns in <think>/<answer> form",

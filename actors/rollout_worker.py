@@ -252,7 +252,8 @@ class RolloutWorker:
         """A periodic evaluation on the current policy: PPDPP episodes on `scenarios` with the run's
         role actors (`evaluation.max_turns` turns at most); `seeker` and `judge`: handles started for this
         evaluation, in place of the run's (`jobs.launcher.start_evaluation_roles`). Returns
-        {policy_version, sr, at, eval_format_rate}; each episode also goes to the dashboard's feed."""
+        {policy_version (at its start), last_version (the newest that wrote a reply: the learner may
+        publish meanwhile), sr, at, eval_format_rate}; each episode also goes to the dashboard's feed."""
         await self._check_peers()
         roles = self.roles
         if seeker is not None and judge is not None:
@@ -272,8 +273,10 @@ class RolloutWorker:
         summary = interactive_summary([(e.success, e.turns) for e in episodes], limits.max_turns)
         records = [r for e in episodes for r in e.records if not r.crisis]
         formatted = sum(r.well_formed for r in records) / len(records) if records else 0.0
+        wrote = [r.weights_version for r in records if r.weights_version is not None]
         return {
             "policy_version": version,
+            "last_version": max([version, *wrote]),
             "sr": summary["sr"],
             "at": summary["at"],
             "eval_format_rate": formatted,

@@ -43,6 +43,9 @@ class TurnRecord(BaseModel):
     well_formed: bool = Field(description="The counselor output followed <think>/<answer>.")
     crisis: bool = Field(description="The safety check answered instead of the model.")
     raw: str = Field(description="The counselor's full output, reasoning included.")
+    weights_version: int | None = Field(
+        default=None, description="Policy weights that wrote it (None: a crisis reply, or not tracked)."
+    )
 
 
 class Episode(BaseModel):
@@ -109,6 +112,7 @@ async def run_episode(
                 well_formed=output.well_formed,
                 crisis=output.turn.crisis,
                 raw=output.raw,
+                weights_version=output.weights_version,
             )
         )
         if on_turn is not None:

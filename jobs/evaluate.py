@@ -103,14 +103,14 @@ def run_evaluate(
     config.write_resolved()
     scenarios = scenarios or config.data.scenarios
     ref_spec = references or scenarios
-    for spec in dict.fromkeys((scenarios, ref_spec)):
+    ref_dialogues = [d for d in load_dialogues(ref_spec, seed=config.seed) if d.turns][:limit]
+    for spec in dict.fromkeys((scenarios, ref_spec)):  # once the data is known to be there
         parsed = parse_spec(spec)
         if parsed.kind != "builtin" and parsed.split in (None, "train"):
             print(
                 f"note: {spec} includes the train split, which the policy may have trained on; for"
                 " held-out figures pass --scenarios (and --references) with #valid or #test"
             )
-    ref_dialogues = [d for d in load_dialogues(ref_spec, seed=config.seed) if d.turns][:limit]
     report = asyncio.run(evaluate(config, scenarios, limit, ref_dialogues))
     report["policy"] = policy
     report["references"] = ref_spec if ref_dialogues else None

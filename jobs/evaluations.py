@@ -79,10 +79,15 @@ class Evaluations:
             end_evaluation_roles(self.roles)
             self.roles = {}
         metrics = {k: result[k] for k in ("sr", "at", "eval_format_rate")}
-        self.system.hub.record.remote("evaluate", {**metrics, "weights_version": result["policy_version"]})
+        first, last = result["policy_version"], result["last_version"]
+        metrics |= {"weights_version": first, "eval_last_version": last}
+        self.system.hub.record.remote("evaluate", metrics)
+        mixed = (
+            f" (replies of versions {first}-{last}: the learner published meanwhile)" if last > first else ""
+        )
         print(
-            f"evaluation at version {result['policy_version']}: SR {result['sr']:.2f}, AT {result['at']:.2f},"
-            f" format {result['eval_format_rate']:.2f}",
+            f"evaluation at version {first}: SR {result['sr']:.2f}, AT {result['at']:.2f},"
+            f" format {result['eval_format_rate']:.2f}{mixed}",
             flush=True,
         )
         return True

@@ -1,6 +1,7 @@
 """PPDPP episode protocol and future rewards, with a scripted backend (pure conversation logic)."""
 
 import asyncio
+import dataclasses
 import math
 
 import pytest
@@ -66,6 +67,16 @@ def test_episode_stops_at_first_success():
     answers = [t for t in episode.dialogue.turns if t.role == "counselor"]
     assert all(t.text == "That sounds painful." and t.reasoning == "they are sad" for t in answers)
     assert [t.reward for t in answers] == [-0.5, 0.5, 1.0]
+
+
+def test_each_turn_record_names_the_weights_that_wrote_it():
+    class Publishing(ScriptedBackend):  # the learner publishes a version after every counselor turn
+        async def generate(self, messages, params):
+            made = await super().generate(messages, params)
+            return dataclasses.replace(made, weights_version=3 + self.counselor_calls)
+
+    episode = asyncio.run(run_episode(SCENARIO, roles(Publishing(["same"])), EpisodeConfig(max_turns=3)))
+    assert [r.weights_version for r in episode.records] == [4, 5, 6]
 
 
 def test_always_better_is_not_success_and_counts_max_turns():
