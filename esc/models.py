@@ -170,27 +170,52 @@ def bf16_autocast(device: str, enabled: bool) -> Any:
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of x86 CPUs with bf16 matrix instructions
 
 
-def cpu_lacks_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU flags (`cpuinfo`: the text of /proc/cpuinfo, read when None) show none of
-    BF16_CPU_FLAGS on an x86 CPU: there bf16 autocast usually runs slower than float32. False when it has
-    one, and where the flags cannot tell (no /proc/cpuinfo, or not an x86 CPU)."""
+def _cpu_features(cpuinfo: str | None, field: str) -> list[str]:
+    """The words of the first `field` line of /proc/cpuinfo (`cpuinfo` its text, read when None)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return False
-    flags = next(
-        (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []
+            return []
+    return next(
+        (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith(field)), []
     )
+
+
+def cpu_lacks_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU flags (`cpuinfo`: the text of /proc/cpuinfo, read when None) show none of
+    BF16_CPU_FLAGS on an x86 CPU: there bf16 autocast usually runs slower than float32 (a 576 x 1536
+    product took 6.2x the float32 time on an AVX2-only AMD EPYC, 2026-12-07). False when it has one,
+    and where the flags cannot tell (no /proc/cpuinfo, or not an x86 CPU)."""
+    flags = _cpu_features(cpuinfo, "flags")
     return bool(flags) and not any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
+def use_bf16(setting: bool | str, device: str = "cpu", cpuinfo: str | None = None) -> bool:
+    """Whether a `bf16` setting turns bf16 autocast on for `device`: true and false as they say; "auto"
+    on a CUDA device that supports bf16, and on a CPU whose /proc/cpuinfo shows bf16 instructions (x86:
+    BF16_CPU_FLAGS; ARM: the `bf16` feature), off where it does not or cannot tell (float32 is never
+    the slow choice)."""
+    if setting != "auto":
+        return bool(setting)
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if any(flag in _cpu_features(cpuinfo, "flags") for flag in BF16_CPU_FLAGS):
+        return True
+    return "bf16" in _cpu_features(cpuinfo, "Features")
+
+
 def slow_bf16_note(setting: str, cpuinfo: str | None = None) -> str | None:
-    """The note to print when `setting` (e.g. "learner.bf16") is on but this CPU has no bf16 instructions
-    (`cpu_lacks_bf16`); None when it has them or cannot tell."""
+    """The note to print when `setting` (e.g. "learner.bf16") is set to true but this CPU has no bf16
+    instructions (`cpu_lacks_bf16`); None when it has them or cannot tell."""
     if not cpu_lacks_bf16(cpuinfo):
         return None
-    return f"note: this CPU has no bf16 instructions, so {setting} may be slower; try --set {setting}=false"
+    return (
+        f"note: this CPU has no bf16 instructions, so {setting} may be slower; try --set {setting}=auto"
+        " (on only where the CPU has them) or false"
+    )
 
 
 def in_passing_thread(fn: Callable[..., T], *args: Any) -> T:

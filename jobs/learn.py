@@ -29,7 +29,7 @@ from ray import train
 from actors.metrics_hub import METRICS
 from esc import placement, weights
 from esc.config import RunConfig
-from esc.models import load_model, slow_bf16_note
+from esc.models import load_model, slow_bf16_note, use_bf16
 from esc.schemas import CandidateGroup
 from learner import checkpoint, ranks, rm_versions
 from learner.bf16 import train_in_bf16
@@ -140,8 +140,10 @@ def build_learner(config: RunConfig, reward_model: str, rank: int, world: int):
     reference = load_model(config.counselor.model, device=device)[0] if lc.kl_beta > 0 else None
     if reference is not None:
         reference.requires_grad_(False)  # never trained: no gradients, and bf16 copies under learner.bf16
+    lc = lc.model_copy(update={"bf16": use_bf16(lc.bf16, device)})  # "auto": on where the device has bf16
     if lc.bf16:
-        note = slow_bf16_note("learner.bf16") if device == "cpu" and rank == 0 else None
+        explicit = config.learner.bf16 is True
+        note = slow_bf16_note("learner.bf16") if explicit and device == "cpu" and rank == 0 else None
         if note:
             print(note)
         for policy_or_reference in (model, reference):

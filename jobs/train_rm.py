@@ -25,7 +25,7 @@ from typing import Any
 from esc.config import RunConfig
 from esc.data import SPLITS, DataError, DataSpec, hash_split, load_dialogues, parse_spec
 from esc.future_labels import future_labels
-from esc.models import slow_bf16_note
+from esc.models import slow_bf16_note, use_bf16
 from esc.schemas import CandidateGroup, Dialogue
 from esc.stats import correlation_ci
 from jobs import UsageError, fingerprint
@@ -207,8 +207,9 @@ def run_train_rm(config: RunConfig, out: str | None = None, defer_report: bool =
     from learner.reward_model import RewardModel
 
     groups = len({e.group for e in train}), len({e.group for e in valid})
-    per_context = "0.9 s with bf16 autocast" if cfg.bf16 else "1.7 s in float32"  # make run, 2026-12-03
-    note = slow_bf16_note("reward_model.bf16") if cfg.bf16 else None
+    on = use_bf16(cfg.bf16)
+    per_context = "0.9 s with bf16 autocast" if on else "1.7 s in float32"  # make run, 2026-12-03
+    note = slow_bf16_note("reward_model.bf16") if cfg.bf16 is True else None
     if note:
         print(note)
     pace = f"; about {per_context} a context on one CPU core" if cfg.likelihood_turns else ""

@@ -215,7 +215,7 @@ def run_train_sft(config: RunConfig, out: str | None = None, role: str = "counse
     import torch
 
     name = "sft" if role == "counselor" else "seeker_sft"
-    note = slow_bf16_note(f"{name}.bf16") if section.bf16 and not torch.cuda.is_available() else None
+    note = slow_bf16_note(f"{name}.bf16") if section.bf16 is True and not torch.cuda.is_available() else None
     if note:  # CUDA always autocasts
         print(note)
     from learner.sft import ExamplesDontFitError, train_sft

@@ -64,7 +64,7 @@ from torch import Tensor, nn
 
 from esc.config import RewardModelConfig
 from esc.future_labels import affect
-from esc.models import bf16_autocast, load_model
+from esc.models import bf16_autocast, load_model, use_bf16
 from esc.schemas import Turn
 from esc.stats import correlation_ci, mean_ci
 from learner.losses import rm_pairwise_loss
@@ -106,7 +106,8 @@ class RewardModel:
         self.backbone = lm.base_model  # the transformer under the LM head (e.g. LlamaModel)
         if cfg.layers and cfg.layers < len(self.backbone.layers):
             self.backbone.layers = self.backbone.layers[: cfg.layers]  # a shallower encoder, same weights
-        if cfg.bf16:
+        self.bf16 = use_bf16(cfg.bf16, device)  # reward_model.bf16 ("auto": where this device has bf16)
+        if self.bf16:
             linears_in_bf16(lm)
         self.tokenizer.truncation_side = "left"
         self.tokenizer.padding_side = "right"
@@ -149,7 +150,7 @@ class RewardModel:
         out = {t: torch.zeros(self.lm.config.hidden_size, device=self.device) for t in texts if not t.strip()}
         out.update((t, memo[t]) for t in texts if t in memo)
         self.backbone.eval()
-        with torch.inference_mode(), bf16_autocast(self.device, self.cfg.bf16):
+        with torch.inference_mode(), bf16_autocast(self.device, self.bf16):
             for start in range(0, len(distinct), EMBED_BATCH):
                 chunk = distinct[start : start + EMBED_BATCH]
                 batch = self.encode(chunk)
@@ -175,7 +176,7 @@ class RewardModel:
         if table is None:
             table = self.embed(list(seekers) + list(replies))
         rows = []
-        with bf16_autocast(self.device, self.cfg.bf16):
+        with bf16_autocast(self.device, self.bf16):
             gains = self.likelihood_gains(contexts, replies)
         for context, seeker, reply, intensity, gain in zip(
             contexts, seekers, replies, intensities, gains, strict=True

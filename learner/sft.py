@@ -26,7 +26,7 @@ from typing import Any
 
 from esc import prompts
 from esc.config import RunConfig, SFTConfig
-from esc.models import bf16_autocast
+from esc.models import bf16_autocast, use_bf16
 from esc.schemas import Dialogue, Scenario
 
 Message = dict[str, str]
@@ -248,7 +248,7 @@ def _train_steps(
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=sft.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / sft.max_steps)
-    autocast = bf16_autocast(device, enabled=device.startswith("cuda") or sft.bf16)
+    autocast = bf16_autocast(device, enabled=device.startswith("cuda") or use_bf16(sft.bf16, device))
     model.train()
     losses: list[float] = []
     started = time.perf_counter()

@@ -456,7 +456,7 @@ def test_bf16_keeps_linear_weights_in_bf16_and_the_features_equal_casting_them_e
     others = [p for n, p in stored.lm.named_parameters() if "norm" in n or "embed" in n]
     assert others and all(p.dtype == torch.float32 for p in others)
     cast = RewardModel.from_config(tiny_cfg(likelihood_turns=2), seed=0)  # float32 weights ...
-    cast.cfg = stored.cfg  # ... run under the same autocast
+    cast.bf16 = True  # ... run under the same autocast
     assert torch.equal(stored.features(contexts, replies, [3] * 4), cast.features(contexts, replies, [3] * 4))
     embedding = stored.lm.get_input_embeddings().weight.data_ptr()
     RewardModel(stored.cfg, stored.lm, stored.tokenizer, 0)  # an online refresh wraps the same model again

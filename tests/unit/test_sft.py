@@ -243,7 +243,35 @@ def test_slow_bf16_note_names_the_setting_to_turn_off_only_on_a_cpu_without_bf16
     line = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f{}\nmodel name\t: x\n"
     note = slow_bf16_note("learner.bf16", line.format(""))
     assert note == (
-        "note: this CPU has no bf16 instructions, so learner.bf16 may be slower; try --set learner.bf16=false"
+        "note: this CPU has no bf16 instructions, so learner.bf16 may be slower; try --set learner.bf16=auto"
+        " (on only where the CPU has them) or false"
     )
     assert slow_bf16_note("sft.bf16", line.format(" avx512_bf16")) is None
     assert slow_bf16_note("sft.bf16", "") is None
+
+
+def test_auto_bf16_is_on_only_where_the_cpu_shows_bf16_instructions():
+    from esc.models import use_bf16
+
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f{}\nmodel name\t: x\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd{}\n"
+    assert use_bf16("auto", "cpu", x86.format(" amx_bf16")) and use_bf16(
+        "auto", "cpu", x86.format(" avx512_bf16")
+    )
+    assert not use_bf16("auto", "cpu", x86.format(""))  # AVX2 / AVX-512 without BF16: bf16 is slower there
+    assert use_bf16("auto", "cpu", arm.format(" bf16")) and not use_bf16("auto", "cpu", arm.format(""))
+    assert not use_bf16("auto", "cpu", "")  # cannot tell: float32
+    for cpuinfo in (x86.format(""), x86.format(" amx_bf16"), ""):  # true and false say what they mean
+        assert use_bf16(True, "cpu", cpuinfo) and not use_bf16(False, "cpu", cpuinfo)
+
+
+def test_bf16_settings_take_true_false_or_auto_and_refuse_anything_else_in_one_sentence():
+    from esc.config import load_config
+
+    config = load_config(
+        "configs/local.yaml", ["learner.bf16=auto", "sft.bf16=false", "reward_model.bf16=true"]
+    )
+    assert (config.learner.bf16, config.sft.bf16, config.reward_model.bf16) == ("auto", False, True)
+    assert config.seeker_sft.bf16 == "auto"  # configs/local.yaml
+    with pytest.raises(ValueError, match="a bf16 setting is true, false or 'auto', not 'maybe'"):
+        load_config("configs/local.yaml", ["learner.bf16=maybe"])
