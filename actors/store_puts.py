@@ -72,7 +72,7 @@ class CoalescedPuts:
                     start += len(records)
         finally:
             _fail(self._queue, RuntimeError("the put was cancelled before it was sent"))
-            self._queue, self._sender = [], None
+            self._queue, self._sender, self._alone = [], None, 0
 
 
 def _fail(batch: list[tuple[list[dict[str, Any]], asyncio.Future[list[str]]]], error: Exception) -> None:

@@ -12,6 +12,7 @@ A spec is one of:
 from __future__ import annotations
 
 import fcntl
+import functools
 import importlib.util
 import os
 import shutil
@@ -170,13 +171,18 @@ def bf16_autocast(device: str, enabled: bool) -> Any:
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of x86 CPUs with bf16 matrix instructions
 
 
+@functools.cache
+def _this_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def _cpu_features(cpuinfo: str | None, field: str) -> list[str]:
-    """The words of the first `field` line of /proc/cpuinfo (`cpuinfo` its text, read when None)."""
+    """The words of the first `field` line of /proc/cpuinfo (`cpuinfo` its text, read once when None)."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
+        cpuinfo = _this_cpuinfo()
     return next(
         (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith(field)), []
     )
@@ -202,6 +208,8 @@ def use_bf16(setting: bool | str, device: str = "cpu", cpuinfo: str | None = Non
         import torch
 
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device != "cpu":  # mps, xpu, ...: not measured here
+        return False
     if any(flag in _cpu_features(cpuinfo, "flags") for flag in BF16_CPU_FLAGS):
         return True
     return "bf16" in _cpu_features(cpuinfo, "Features")

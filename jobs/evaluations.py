@@ -82,9 +82,7 @@ class Evaluations:
         first, last = result["policy_version"], result["last_version"]
         metrics |= {"weights_version": first, "eval_last_version": last}
         self.system.hub.record.remote("evaluate", metrics)
-        mixed = (
-            f" (replies of versions {first}-{last}: the learner published meanwhile)" if last > first else ""
-        )
+        mixed = f" (its replies came from versions {first}-{last})" if last > first else ""
         print(
             f"evaluation at version {first}: SR {result['sr']:.2f}, AT {result['at']:.2f},"
             f" format {result['eval_format_rate']:.2f}{mixed}",

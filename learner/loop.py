@@ -19,7 +19,7 @@ import torch
 
 from esc.config import LearnerConfig
 from esc.memory import peak_rss_gb, release_free_memory, start_peak_window
-from esc.models import bf16_autocast
+from esc.models import bf16_autocast, use_bf16
 from esc.parsing import parse_counselor
 from esc.schemas import Candidate, CandidateGroup, Turn
 from learner import ranks
@@ -234,7 +234,7 @@ class Learner:
         """The loss of one micro-batch (its rows' `advantages`) and its completion tokens; adds its
         metrics, weighted by its share of this rank's tokens, to `sums`."""
         device = next(self.model.parameters()).device.type
-        with bf16_autocast(device, self.config.bf16):  # learner.bf16: products in bf16, log-probs float32
+        with bf16_autocast(device, use_bf16(self.config.bf16, device)):  # products in bf16, log-probs float32
             logp = completion_logprobs(self.model, part).float()
         mask = part.completion_mask.to(logp.device)
         behaviour = part.behaviour_logp.to(logp.device)
@@ -249,7 +249,7 @@ class Learner:
         )
         sums["policy_kl"] += float(kl_k3(behaviour, logp.detach(), mask)) * float(mask.sum())
         if self.ref_model is not None and self.config.kl_beta > 0:
-            with torch.no_grad(), bf16_autocast(device, self.config.bf16):
+            with torch.no_grad(), bf16_autocast(device, use_bf16(self.config.bf16, device)):
                 ref_logp = completion_logprobs(self.ref_model, part).float()
             kl = kl_k3(logp, ref_logp, mask)
             loss = loss + self.config.kl_beta * kl

@@ -346,7 +346,8 @@ class RewardModel:
         )
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / HEAD_FILE))
         meta = {
-            "config": self.cfg.model_dump(),
+            # bf16 as resolved here: a copy loaded on another device scores as this one trained
+            "config": self.cfg.model_copy(update={"bf16": self.bf16}).model_dump(),
             "seed": self.seed,
             "hidden_size": self.lm.config.hidden_size,
             "pooling": "mean",

@@ -176,6 +176,21 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path):
     assert not list((tmp_path / "rm").rglob("*.bin")) and not list((tmp_path / "rm").rglob("*.pt"))
 
 
+def test_a_saved_model_keeps_the_precision_auto_chose_where_it_trained(tmp_path, monkeypatch):
+    """bf16 'auto' is resolved where the model is built and saved so: a copy loaded on a machine that
+    would choose otherwise scores in the precision the head was trained in."""
+    import esc.models
+
+    for here, there in ((True, False), (False, True)):
+        monkeypatch.setattr(esc.models, "_this_cpuinfo", lambda on=here: "flags : avx2" + " amx_bf16" * on)
+        model = RewardModel.from_config(tiny_cfg(bf16="auto"), seed=0)
+        assert model.bf16 is here
+        model.save(tmp_path / str(here))
+        assert json.loads((tmp_path / str(here) / "reward_model.json").read_text())["config"]["bf16"] is here
+        monkeypatch.setattr(esc.models, "_this_cpuinfo", lambda on=there: "flags : avx2" + " amx_bf16" * on)
+        assert RewardModel.load(tmp_path / str(here)).bf16 is here
+
+
 def test_training_is_deterministic_for_a_seed():
     cfg = tiny_cfg(epochs=5)
     train = data_grounded_examples([dialogue(i) for i in range(3)], cfg, seed=0, max_contexts=100)
