@@ -258,7 +258,8 @@ class RolloutWorker:
         roles = self.roles
         if seeker is not None and judge is not None:
             roles = replace(roles, seeker=RemoteSeeker(seeker), judge=RemoteJudge(judge))
-        version = await self.counselors[0].weights_version.remote()
+        # the oldest version a counselor replica serves: replicas load a new one each in its own time
+        version = min(await asyncio.gather(*(c.weights_version.remote() for c in self.counselors)))
         limits = self.run.episode.model_copy(update={"max_turns": self.run.evaluation.max_turns})
         episodes = await asyncio.gather(
             *(

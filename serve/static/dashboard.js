@@ -244,7 +244,7 @@ function malformedCount(dialogues) {
 function update(message) {
   (message.metrics || []).forEach(ingest);
   for (const d of message.dialogues || []) {
-    if (d.kind === "evaluation") (d.verdicts || []).forEach((v) => v && add(state.verdicts.evaluations, { [v]: 1 }));
+    if (d.kind === "evaluation") (d.verdicts || []).forEach((v) => add(state.verdicts.evaluations, { [v || "none"]: 1 }));
     state.dialogues.unshift(d);
   }
   state.dialogues = state.dialogues.slice(0, 20);
