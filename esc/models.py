@@ -188,13 +188,19 @@ def _cpu_features(cpuinfo: str | None, field: str) -> list[str]:
     )
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether /proc/cpuinfo (`cpuinfo` its text) shows bf16 instructions: x86 BF16_CPU_FLAGS, or ARM's
+    `bf16` feature."""
+    flags = _cpu_features(cpuinfo, "flags")
+    return any(flag in flags for flag in BF16_CPU_FLAGS) or "bf16" in _cpu_features(cpuinfo, "Features")
+
+
 def cpu_lacks_bf16(cpuinfo: str | None = None) -> bool:
     """True when the CPU flags (`cpuinfo`: the text of /proc/cpuinfo, read when None) show none of
     BF16_CPU_FLAGS on an x86 CPU: there bf16 autocast usually runs slower than float32 (a 576 x 1536
     product took 6.2x the float32 time on an AVX2-only AMD EPYC, 2026-12-07). False when it has one,
     and where the flags cannot tell (no /proc/cpuinfo, or not an x86 CPU)."""
-    flags = _cpu_features(cpuinfo, "flags")
-    return bool(flags) and not any(flag in flags for flag in BF16_CPU_FLAGS)
+    return bool(_cpu_features(cpuinfo, "flags")) and not cpu_has_bf16(cpuinfo)
 
 
 def use_bf16(setting: bool | str, device: str = "cpu", cpuinfo: str | None = None) -> bool:
@@ -208,11 +214,7 @@ def use_bf16(setting: bool | str, device: str = "cpu", cpuinfo: str | None = Non
         import torch
 
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device != "cpu":  # mps, xpu, ...: not measured here
-        return False
-    if any(flag in _cpu_features(cpuinfo, "flags") for flag in BF16_CPU_FLAGS):
-        return True
-    return "bf16" in _cpu_features(cpuinfo, "Features")
+    return device == "cpu" and cpu_has_bf16(cpuinfo)  # mps, xpu, ...: off, not measured here
 
 
 def slow_bf16_note(setting: str, cpuinfo: str | None = None) -> str | None:

@@ -16,7 +16,7 @@ import pytest
 from openai import AuthenticationError, OpenAI
 from support.serving import ROOT, free_port, start_rlff, stop, wait_healthy
 
-from actors.rollout_worker import episode_feed, group_feed
+from actors.feed import episode_feed, group_feed
 from esc.episode import Episode, TurnRecord
 from esc.roles import FALLBACK_ANSWER
 from esc.schemas import Candidate, CandidateGroup, Dialogue, Scenario, Turn

@@ -10,9 +10,9 @@ import sys
 import types
 from pathlib import Path
 
+from actors.feed import episode_feed, group_feed
 from actors.metric_sinks import TensorBoardSink, scalars
 from actors.metrics_hub import MetricsHub
-from actors.rollout_worker import episode_feed, group_feed
 from esc.episode import Episode, TurnRecord
 from esc.roles import FALLBACK_ANSWER, malformed_reason, used_fallback
 from esc.schemas import Candidate, CandidateGroup, Dialogue, Scenario, Turn
