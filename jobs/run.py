@@ -184,11 +184,12 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     outcome: dict[str, Any] = {}
     learner = threading.Thread(target=_fit, args=(trainer, outcome), daemon=True)
     evaluation = Evaluations(config, system)
-    # the first held-out point and evaluation come before the learner starts: its first wait for groups
-    # (learner.sample_timeout_s) does not include them, and they do not share the machine with updates
+    # the first held-out point and evaluation come before the learner loads its models: its first wait
+    # for groups (learner.sample_timeout_s) does not include them, and they do not share the machine with
+    # updates. Ray Train starts its workers meanwhile, while the actors load their models.
     first = heldout is not None or bool(evaluation.scenarios)
-    if not first:
-        learner.start()  # Ray Train starts its workers while the actors load their models
+    get(system.gate.hold_learner.remote(first))
+    learner.start()
     system.wait_ready()
     print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
     if config.serve.enabled:  # it follows what the learner publishes
@@ -198,7 +199,7 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         if heldout is not None:
             heldout.first(system)
         evaluation.first()
-        learner.start()
+        get(system.gate.hold_learner.remote(False))
     totals = _drive(config, system, contexts, learner, evaluation, heldout)
     learner.join()
     if "error" not in outcome:
