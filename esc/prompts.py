@@ -27,7 +27,7 @@ COUNSELOR_REASONING_FORMAT = (
     "Assistant: <think>They feel stressed and worried about money; ask what worries them most.</think>\n"
     "<answer>That sounds really stressful. What worries you most about your finances right now?</answer>"
 )
-ANSWER_CLOSE = "</answer>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 THINK_PREFILL = "<think>"
 
 

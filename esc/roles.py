@@ -124,22 +124,31 @@ class Counselor:
         return await self.classifier(said[-self.safety.window :])
 
     async def respond(
-        self, history: list[Turn], seed: int | None = None, **sampling_overrides: float | int | None
+        self,
+        history: list[Turn],
+        seed: int | None = None,
+        answer_stops: tuple[str, ...] = (),
+        **sampling_overrides: float | int | None,
     ) -> CounselorOutput:
         """Reply to the last seeker turn of `history`.
 
         When the safety check flags any of the last `safety.window` seeker messages, the reply is the
         crisis reply with resources, without calling the model, and the turn is flagged `crisis=True`.
         `sampling_overrides` (temperature, top_p, max_new_tokens; None keeps the config's) apply to
-        this reply only, e.g. from an API request.
+        this reply only, e.g. from an API request, as do `answer_stops`, an API client's stop strings:
+        decoding ends at the first in the answer (not in the reasoning), where the backend can tell.
         """
         if self.safety.enabled and await self.is_crisis(history):
             return self.crisis_output()
-        config, messages, params = self._request(history, seed, sampling_overrides)
+        config, messages, params = self._request(history, seed, sampling_overrides, answer_stops)
         return self._output(config, await self.backend.generate(messages, params))
 
     async def respond_stream(
-        self, history: list[Turn], seed: int | None = None, **sampling_overrides: float | int | None
+        self,
+        history: list[Turn],
+        seed: int | None = None,
+        answer_stops: tuple[str, ...] = (),
+        **sampling_overrides: float | int | None,
     ) -> AsyncIterator[str | CounselorOutput]:
         """`respond`, as it is written: the model's raw text so far (prefill included) each time it
         grows, then the `CounselorOutput`, the same one `respond` returns for the same seed. A crisis
@@ -147,7 +156,7 @@ class Counselor:
         if self.safety.enabled and await self.is_crisis(history):
             yield self.crisis_output()
             return
-        config, messages, params = self._request(history, seed, sampling_overrides)
+        config, messages, params = self._request(history, seed, sampling_overrides, answer_stops)
         async with aclosing(stream_generation(self.backend, messages, params)) as items:
             async for item in items:
                 yield self._output(config, item) if isinstance(item, Generation) else item
@@ -157,7 +166,11 @@ class Counselor:
         return CounselorOutput(Turn(role="counselor", text=text, crisis=True), text, True, 0)
 
     def _request(
-        self, history: list[Turn], seed: int | None, overrides: dict[str, float | int | None]
+        self,
+        history: list[Turn],
+        seed: int | None,
+        overrides: dict[str, float | int | None],
+        answer_stops: tuple[str, ...] = (),
     ) -> tuple[CounselorConfig, list[dict[str, str]], SamplingParams]:
         changes = {k: v for k, v in overrides.items() if v is not None}
         config = self.config.model_copy(update=changes) if changes else self.config
@@ -165,7 +178,10 @@ class Counselor:
         # chat-completions server cannot prefill, so there the instruction alone asks for it.
         reasoning = config.reasoning
         prefill = prompts.THINK_PREFILL if reasoning and self.backend.name != "openai" else ""
-        params = sampling(config, seed, prefill=prefill, stop=(prompts.ANSWER_CLOSE,) if reasoning else ())
+        # a client's stops count in the answer alone: after its opening tag when the counselor thinks
+        late = {"late_stop": answer_stops, "late_stop_after": prompts.ANSWER_OPEN}
+        stops = {"stop": (prompts.ANSWER_CLOSE,), **late} if reasoning else {"stop": answer_stops}
+        params = sampling(config, seed, prefill=prefill, **stops)
         return config, prompts.counselor_messages(history, reasoning, config.max_history_turns), params
 
     def _output(self, config: CounselorConfig, generation: Generation) -> CounselorOutput:
@@ -173,7 +189,9 @@ class Counselor:
         if generation.stop_sequence == prompts.ANSWER_CLOSE:  # stop strings are cut from the text
             raw += prompts.ANSWER_CLOSE
         if config.reasoning:
-            parsed = parse_counselor(raw)
+            # a client's stop string (`answer_stops`) ended the answer: read it as closed there
+            cut = generation.stop_sequence not in (None, prompts.ANSWER_CLOSE)
+            parsed = parse_counselor(raw + prompts.ANSWER_CLOSE if cut else raw)
             answer, thought, ok = parsed.answer, parsed.reasoning, parsed.well_formed
         else:
             answer, thought, ok = parse_counselor(generation.text).answer, None, True

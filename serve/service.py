@@ -122,6 +122,7 @@ class CounselorService:
             "temperature": request.temperature,
             "top_p": request.top_p,
             "max_new_tokens": request.token_budget(),
+            "answer_stops": request.stops(),  # decoding ends at the first in the answer
         }
 
     async def answer(self, request: ChatRequest) -> Answer:

@@ -37,8 +37,11 @@ class SamplingParams:
 
     temperature 0 means greedy decoding. `seed` makes sampling reproducible for this request
     regardless of what it is batched with (hf backend). `stop` strings end the reply early and are
-    not included in it. `prefill` is text the assistant reply is forced to start with; it is
-    included at the start of `Generation.text`. Backends that cannot prefill ignore it.
+    not included in it. `late_stop` strings do too, but only after the reply's first `late_stop_after`
+    (any case): an API client's stop strings for the answer of a counselor that thinks first. The hf
+    backend honours them; the others ignore them (the endpoint cuts its answers all the same).
+    `prefill` is text the assistant reply is forced to start with; it is included at the start of
+    `Generation.text`. Backends that cannot prefill ignore it.
     """
 
     temperature: float = 0.7
@@ -47,6 +50,8 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     prefill: str = ""
+    late_stop: tuple[str, ...] = ()
+    late_stop_after: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,17 @@ async def stream_generation(
     generation = await backend.generate(messages, params)
     yield generation.text
     yield generation
+
+
+def first_stop(text: str, params: SamplingParams) -> tuple[int, str] | None:
+    """Where the first stop string of `params` starts in a reply's `text` (prefill not included), and
+    which: a `stop` string anywhere, a `late_stop` one only after the first `late_stop_after`."""
+    hits = [(text.index(s), s) for s in params.stop if s in text]
+    opened = text.lower().find(params.late_stop_after.lower()) if params.late_stop else -1
+    if opened >= 0:
+        start = opened + len(params.late_stop_after)
+        hits += [(text.index(s, start), s) for s in params.late_stop if s in text[start:]]
+    return min(hits) if hits else None
 
 
 def visible_text(text: str, stops: tuple[str, ...]) -> str:

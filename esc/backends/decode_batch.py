@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from esc.backends.base import Generation, SamplingParams
+from esc.backends.base import Generation, SamplingParams, first_stop
 from esc.backends.kv_room import appendable, give_room, set_states
 
 
@@ -47,11 +47,11 @@ class Row:
             self.finish = "stop"
             return
         self.out_ids.append(token)
-        if self.params.stop:
+        if self.params.stop or self.params.late_stop:
             text = tokenizer.decode(self.out_ids, skip_special_tokens=True)
-            hits = sorted((text.index(s), s) for s in self.params.stop if s in text)
-            if hits:
-                self.text, self.finish, self.stop = text[: hits[0][0]], "stop", hits[0][1]
+            hit = first_stop(text, self.params)
+            if hit is not None:
+                self.text, self.finish, self.stop = text[: hit[0]], "stop", hit[1]
                 return
         if len(self.out_ids) >= self.params.max_new_tokens:
             self.finish = "length"
