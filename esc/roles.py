@@ -141,7 +141,7 @@ class Counselor:
         if self.safety.enabled and await self.is_crisis(history):
             return self.crisis_output()
         config, messages, params = self._request(history, seed, sampling_overrides, answer_stops)
-        return self._output(config, await self.backend.generate(messages, params))
+        return self._output(config, await self.backend.generate(messages, params), answer_stops)
 
     async def respond_stream(
         self,
@@ -159,7 +159,7 @@ class Counselor:
         config, messages, params = self._request(history, seed, sampling_overrides, answer_stops)
         async with aclosing(stream_generation(self.backend, messages, params)) as items:
             async for item in items:
-                yield self._output(config, item) if isinstance(item, Generation) else item
+                yield self._output(config, item, answer_stops) if isinstance(item, Generation) else item
 
     def crisis_output(self) -> CounselorOutput:
         text = crisis_reply(self.safety.region)
@@ -179,23 +179,26 @@ class Counselor:
         reasoning = config.reasoning
         prefill = prompts.THINK_PREFILL if reasoning and self.backend.name != "openai" else ""
         # a client's stops count in the answer alone: after its opening tag when the counselor thinks
-        late = {"late_stop": answer_stops, "late_stop_after": prompts.ANSWER_OPEN}
-        stops = {"stop": (prompts.ANSWER_CLOSE,), **late} if reasoning else {"stop": answer_stops}
-        params = sampling(config, seed, prefill=prefill, **stops)
+        late = {"late_stop": answer_stops, "late_stop_after": prompts.ANSWER_OPEN if reasoning else ""}
+        stop = (prompts.ANSWER_CLOSE,) if reasoning else ()
+        params = sampling(config, seed, prefill=prefill, stop=stop, **late)
         return config, prompts.counselor_messages(history, reasoning, config.max_history_turns), params
 
-    def _output(self, config: CounselorConfig, generation: Generation) -> CounselorOutput:
+    def _output(
+        self, config: CounselorConfig, generation: Generation, answer_stops: tuple[str, ...] = ()
+    ) -> CounselorOutput:
         raw = generation.text
         if generation.stop_sequence == prompts.ANSWER_CLOSE:  # stop strings are cut from the text
             raw += prompts.ANSWER_CLOSE
+        cut = generation.stop_sequence in answer_stops  # a client's stop string ended the answer
         if config.reasoning:
-            # a client's stop string (`answer_stops`) ended the answer: read it as closed there
-            cut = generation.stop_sequence not in (None, prompts.ANSWER_CLOSE)
-            parsed = parse_counselor(raw + prompts.ANSWER_CLOSE if cut else raw)
+            parsed = parse_counselor(raw + prompts.ANSWER_CLOSE if cut else raw)  # read as closed there
             answer, thought, ok = parsed.answer, parsed.reasoning, parsed.well_formed
         else:
             answer, thought, ok = parse_counselor(generation.text).answer, None, True
-        turn = Turn(role="counselor", text=answer or FALLBACK_ANSWER, reasoning=thought or None)
+        # an answer a client's stop string cut to nothing stays empty, as the client asked: no fallback
+        text = answer if cut else answer or FALLBACK_ANSWER
+        turn = Turn(role="counselor", text=text, reasoning=thought or None)
         return CounselorOutput(
             turn,
             raw,

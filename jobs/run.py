@@ -47,6 +47,7 @@ from jobs.train_sft import cold_start
 from learner import checkpoint
 
 REFRESH_END_S = 300.0  # how long the end of a run waits for the reward-model trainer's last refresh
+LEARNER_END_S = 60.0  # how long a run stopped during its first points waits for Ray Train to end
 
 
 def ray_logs() -> Path:
@@ -196,9 +197,15 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         start_endpoint(config, follow=True)
         quiet_libraries(log_file)  # in case starting Serve configured its logger again
     if first:
-        if heldout is not None:
-            heldout.first(system)
-        evaluation.first()
+        try:
+            if heldout is not None:
+                heldout.first(system)
+            evaluation.first()
+        except KeyboardInterrupt:  # the learner, held at the gate, ends without loading its models
+            print("stopping: Ray Train's workers end first (Ctrl-C again to quit at once)", file=sys.stderr)
+            get(system.gate.stop.remote())
+            learner.join(LEARNER_END_S)
+            raise
         get(system.gate.hold_learner.remote(False))
     totals = _drive(config, system, contexts, learner, evaluation, heldout)
     learner.join()

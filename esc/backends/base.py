@@ -7,6 +7,7 @@ a streaming backend may show of a reply that is still growing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -120,11 +121,13 @@ async def stream_generation(
 
 def first_stop(text: str, params: SamplingParams) -> tuple[int, str] | None:
     """Where the first stop string of `params` starts in a reply's `text` (prefill not included), and
-    which: a `stop` string anywhere, a `late_stop` one only after the first `late_stop_after`."""
+    which: a `stop` string anywhere, a `late_stop` one only after the first `late_stop_after` (any
+    case) and the blanks that follow it, which a parsed answer drops."""
     hits = [(text.index(s), s) for s in params.stop if s in text]
-    opened = text.lower().find(params.late_stop_after.lower()) if params.late_stop else -1
-    if opened >= 0:
-        start = opened + len(params.late_stop_after)
+    after = re.escape(params.late_stop_after) + r"\s*"
+    opened = re.search(after, text, re.IGNORECASE) if params.late_stop else None
+    if opened is not None and opened.end() < len(text):  # once the answer has begun
+        start = opened.end()
         hits += [(text.index(s, start), s) for s in params.late_stop if s in text[start:]]
     return min(hits) if hits else None
 

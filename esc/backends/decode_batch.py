@@ -57,7 +57,8 @@ class Row:
             self.finish = "length"
 
     def generation(self, tokenizer: Any) -> Generation:
-        text = self.text or tokenizer.decode(self.out_ids, skip_special_tokens=True)
+        cut = self.stop is not None  # a stop string ended it: `text` is what came before (maybe "")
+        text = self.text if cut else tokenizer.decode(self.out_ids, skip_special_tokens=True)
         return Generation(
             self.params.prefill + text,
             len(self.prompt),

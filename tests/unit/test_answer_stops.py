@@ -8,7 +8,7 @@ from dataclasses import replace
 from esc.backends.base import Generation, SamplingParams, first_stop
 from esc.backends.decode_batch import Row
 from esc.config import CounselorConfig, SafetyConfig
-from esc.roles import Counselor
+from esc.roles import FALLBACK_ANSWER, Counselor
 from esc.schemas import Turn
 
 LATE = SamplingParams(stop=("</answer>",), late_stop=(".", "!"), late_stop_after="<answer>")
@@ -23,6 +23,14 @@ def test_first_stop_by_hand():
     assert first_stop("<answer>a.b</answer>", LATE) == (9, ".")  # the earliest of both kinds
     assert first_stop("abcb", SamplingParams(stop=("c", "b"))) == (1, "b")
     assert first_stop("a.b", SamplingParams()) is None
+    # the blanks after the tag are not the answer's (a parsed answer drops them): a stop counts after
+    assert first_stop("<answer>\n I hear you.\nMore", replace(LATE, late_stop=("\n",))) == (21, "\n")
+    assert first_stop("<answer>\n ", replace(LATE, late_stop=("\n",))) is None
+    # characters whose lower case is longer (İ) do not move where the answer starts
+    assert first_stop("İİİİ<answer>Hi! x", LATE) == (14, "!")
+    # a plain counselor's answer starts at the reply's first non-blank character
+    plain = SamplingParams(late_stop=("\n",), late_stop_after="")
+    assert first_stop("\nI hear you.\nMore", plain) == (12, "\n")
 
 
 class Chars:
@@ -46,6 +54,15 @@ def test_a_row_ends_at_the_first_stop_in_its_answer():
     generation = row.generation(Chars())
     assert generation.text == "<think>Sad. Listen.</think><answer>I hear you"
     assert (generation.completion_tokens, generation.stop_sequence) == (taken, ".")
+
+
+def test_a_stop_at_the_start_leaves_an_empty_text_not_the_stop_string():
+    row = Row(key=None, prompt=[1], params=SamplingParams(stop=("Hi",)), generator=None)
+    for char in "Hi there":
+        row.take(ord(char), -0.5, eos_ids={0}, tokenizer=Chars())
+        if row.finish:
+            break
+    assert row.generation(Chars()).text == "" and row.stop == "Hi"
 
 
 class Scripted:
@@ -86,8 +103,19 @@ def test_a_reasoning_counselor_asks_for_answer_stops_and_reads_a_cut_answer_as_c
     assert backend.params[0].late_stop == () and not output.well_formed
 
 
-def test_a_plain_counselor_passes_answer_stops_as_stop_strings():
+def test_a_plain_counselor_s_answer_stops_count_from_its_first_character():
     role, backend = counselor(Generation("I hear you", 30, 4, "stop", stop_sequence="."), reasoning=False)
     output = asyncio.run(role.respond([Turn(role="seeker", text="I feel alone.")], answer_stops=(".", "?")))
-    assert (backend.params[0].stop, backend.params[0].late_stop) == ((".", "?"), ())
+    (params,) = backend.params
+    assert (params.stop, params.late_stop, params.late_stop_after) == ((), (".", "?"), "")
     assert output.turn.text == "I hear you"
+
+
+def test_an_answer_a_stop_string_cut_to_nothing_stays_empty():
+    history = [Turn(role="seeker", text="I feel alone.")]
+    empty = Generation("<think>They feel alone.</think><answer>", 30, 9, "stop", stop_sequence="I")
+    output = asyncio.run(counselor(empty, reasoning=True)[0].respond(history, answer_stops=("I",)))
+    assert output.turn.text == "" and not output.well_formed
+    # a reply that ended on a stop the client did not send (none here) still gets the fallback line
+    output = asyncio.run(counselor(empty, reasoning=True)[0].respond(history))
+    assert output.turn.text == FALLBACK_ANSWER and not output.well_formed
