@@ -191,22 +191,22 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     first = heldout is not None or bool(evaluation.scenarios)
     get(system.gate.hold_learner.remote(first))
     learner.start()
-    system.wait_ready()
-    print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
-    if config.serve.enabled:  # it follows what the learner publishes
-        start_endpoint(config, follow=True)
-        quiet_libraries(log_file)  # in case starting Serve configured its logger again
-    if first:
-        try:
-            if heldout is not None:
-                heldout.first(system)
-            evaluation.first()
-        except KeyboardInterrupt:  # the learner, held at the gate, ends without loading its models
-            print("stopping: Ray Train's workers end first (Ctrl-C again to quit at once)", file=sys.stderr)
-            get(system.gate.stop.remote())
-            learner.join(LEARNER_END_S)
-            raise
-        get(system.gate.hold_learner.remote(False))
+    try:
+        system.wait_ready()
+        ready = time.perf_counter() - started
+        print(f"actors ready in {ready:.1f} s; run folder {config.run_dir()}", flush=True)
+        if config.serve.enabled:  # it follows what the learner publishes
+            start_endpoint(config, follow=True)
+            quiet_libraries(log_file)  # in case starting Serve configured its logger again
+        if heldout is not None:
+            heldout.first(system)
+        evaluation.first()
+    except BaseException:  # Ctrl-C or a failure before the rollouts: a held learner ends without loading
+        print("stopping: Ray Train's workers end first (Ctrl-C again to quit at once)", file=sys.stderr)
+        get(system.gate.stop.remote())
+        learner.join(LEARNER_END_S)
+        raise
+    get(system.gate.hold_learner.remote(False))
     totals = _drive(config, system, contexts, learner, evaluation, heldout)
     learner.join()
     if "error" not in outcome:
