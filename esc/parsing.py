@@ -48,7 +48,7 @@ def parse_counselor(text: str) -> CounselorReply:
         answer = _THINK.sub("", answer_match.group(1))
     else:
         answer = _THINK.sub("", text)
-        orphan = answer.lower().rfind("</think>")
+        orphan = _rfind(answer, "</think>")
         if orphan >= 0:  # a close without an open (the prompt was prefilled, or the model skipped it)
             reasoning = (reasoning + " " + _TAG.sub("", answer[:orphan])).strip()
             answer = answer[orphan + len("</think>") :]
@@ -69,6 +69,20 @@ def parse_verdict(text: str) -> float | None:
     """Reward of the first PPDPP verdict word in a judge's text, or None when there is none."""
     word = parse_verdict_word(text)
     return None if word is None else VERDICTS[word]
+
+
+def _find(text: str, tag: str, start: int = 0) -> int:
+    """Index of the first `tag` in `text` from `start`, in any case, or -1. Searched on the text itself:
+    indices into `text.lower()` can be off, as lower-casing changes the length of some characters
+    ('\u0130' becomes two)."""
+    match = re.compile(re.escape(tag), re.IGNORECASE).search(text, start)
+    return match.start() if match else -1
+
+
+def _rfind(text: str, tag: str) -> int:
+    """Index of the last `tag` in `text`, in any case, or -1 (see `_find`)."""
+    found = [m.start() for m in re.finditer(re.escape(tag), text, re.IGNORECASE)]
+    return found[-1] if found else -1
 
 
 def _settled(region: str) -> str:
@@ -98,16 +112,15 @@ class AnswerStream:
         return answer[: min(hits)] if hits else answer
 
     def feed(self, raw: str) -> tuple[str, str]:
-        lower = raw.lower()
         thought, answer = "", ""
         if not self.reasoning:
             answer = _settled(raw)
         else:
-            start = lower.find("<think>")
+            start = _find(raw, "<think>")
             if start >= 0:
-                end = lower.find("</think>", start)
+                end = _find(raw, "</think>", start)
                 thought = _settled(raw[start + 7 : end if end >= 0 else len(raw)])
-            opened = lower.find("<answer>")
+            opened = _find(raw, "<answer>")
             if opened >= 0:
                 answer = _settled(raw[opened + 8 :])
         answer = self._cut(answer)

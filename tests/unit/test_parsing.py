@@ -24,6 +24,7 @@ from esc.roles import expected_reward, is_success, mean_sampled_reward
         ("<think>x</think><answer>a</answer> trailing", "x", "a", False),
         ("<think>x</think><answer>a <think>leak</think></answer>", "x leak", "a", False),
         ("They feel sad.</think>That sounds hard.", "They feel sad.", "That sounds hard.", False),
+        ("\u0130zmir is far.</THINK>That sounds hard.", "\u0130zmir is far.", "That sounds hard.", False),
     ],
 )
 def test_counselor_parser(text, reasoning, answer, ok):
@@ -101,6 +102,8 @@ def _streamed(raw: str, reasoning: bool = True, stops: tuple[str, ...] = ()) -> 
         "<think>Short.</think>\n<answer>  I hear you.  </answer>",
         "<think>The budget ran out inside the answer</think><answer>It sounds like you have been carrying",
         "<think>No answer ever came",
+        # lower-casing makes '\u0130' two characters: tags found in a lower-cased copy land off by one
+        "<think>\u0130stanbul, alone \u0130\u0130</think><ANSWER>You moved far from home.</answer>",
     ],
 )
 def test_answer_stream_pieces_add_up_to_the_parsed_reply(raw):
