@@ -96,7 +96,8 @@ def run_evaluate(
     if policy != "base":
         if not (Path(policy) / "config.json").is_file():
             raise UsageError(
-                f"policy {policy} is not a model folder with config.json; use 'base' or a checkpoint"
+                f"policy {policy} is not a model folder with config.json; use 'base' or published weights"
+                " (runs/<name>/weights/v<N>)"
             )
         config = config.replace("counselor", model=str(policy))
     out_path = writable_output(out or config.run_dir() / "evaluate.json")
