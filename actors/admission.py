@@ -69,6 +69,7 @@ class StalenessGate:
         self.processes: dict[str, str] = {}  # worker -> its current process (the last to `forget`)
         self.waits = 0  # acquire calls that had to wait
         self.stopping = False
+        self.learner_held = False  # see `hold_learner`
         self._changed: asyncio.Condition | None = None
 
     def _condition(self) -> asyncio.Condition:
@@ -104,6 +105,26 @@ class StalenessGate:
 
     def stopped(self) -> bool:
         return self.stopping
+
+    async def hold_learner(self, held: bool) -> None:
+        """Whether the learner waits before it loads its models: the driver holds it while the run's
+        first held-out point and evaluation run, so that Ray Train can start its workers meanwhile."""
+        changed = self._condition()
+        async with changed:
+            self.learner_held = held
+            changed.notify_all()
+
+    async def learner_may_start(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` while the learner is held; True once it is not (or the run stops)."""
+        changed = self._condition()
+        async with changed:
+            try:
+                await asyncio.wait_for(
+                    changed.wait_for(lambda: self.stopping or not self.learner_held), timeout_s
+                )
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     def _admits(self) -> bool:
         return admits(

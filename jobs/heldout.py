@@ -8,7 +8,8 @@ The driver scores the replies with the run's reward model (loaded for each point
 reward composition (`learner.loop.grpo_reward`), records the point's estimates to the metrics hub (source
 "heldout") and appends its per-context rows to `runs/<name>/heldout.jsonl`; at the end it writes
 `runs/<name>/learning.json` (base vs final, `esc.learning`) and prints the table. The points at version
-0 and at the end run alone (the learner has not started, or has finished, and so have the rollouts),
+0 and at the end run alone (the learner has not loaded its models, or has finished, and so have the
+rollouts; at version 0 Ray Train may still be starting its workers, which then wait at the gate),
 so the counselors decode them on every core of their node (`Counselor.use_all_cores`); a point in
 between keeps the threads their placement gives them. The version-0 point is cached
 (`jobs.heldout_cache`): a run whose policy, reward model, contexts and settings are those of the last

@@ -43,6 +43,7 @@ from learner.strategy import EngineFactory, deepspeed_step, plain_step, unwrap
 
 CALL_TIMEOUT_S = 300.0  # every ray.get here: a store call, a weights load by the counselors
 POLL_S = 0.5  # how often a learner waiting for records asks the store again
+HOLD_WAIT_S = 30.0  # each wait at the gate while the driver holds the learner (the first points run)
 
 
 class Stopping(Exception):
@@ -66,6 +67,15 @@ class Handles:
     def stopping(self) -> bool:
         return self.gate is not None and ray.get(self.gate.stopped.remote(), timeout=CALL_TIMEOUT_S)
 
+    def wait_to_start(self) -> bool:
+        """Online, wait while the driver holds the learner back (`StalenessGate.hold_learner`); False
+        when the run stopped meanwhile (Ctrl-C during its first points): the learner then ends at once."""
+        while self.gate is not None:
+            call = self.gate.learner_may_start.remote(HOLD_WAIT_S)
+            if ray.get(call, timeout=HOLD_WAIT_S + CALL_TIMEOUT_S):
+                return not self.stopping()
+        return True
+
 
 def learner_loop(loop_config: dict[str, Any]) -> None:
     config = RunConfig.model_validate(loop_config["config"])
@@ -73,6 +83,8 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     rm_dir = loop_config["reward_model"]
+    if not handles.wait_to_start():
+        return
     learner, model_files = build_learner(config, rm_dir, rank, world)
     updates = saved = resume(config, learner, handles, rank)
     sample = StoreSampler(config, learner, handles, f"learner-r{rank}")

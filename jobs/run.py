@@ -47,6 +47,7 @@ from jobs.train_sft import cold_start
 from learner import checkpoint
 
 REFRESH_END_S = 300.0  # how long the end of a run waits for the reward-model trainer's last refresh
+LEARNER_END_S = 60.0  # how long a run stopped during its first points waits for Ray Train to end
 
 
 def ray_logs() -> Path:
@@ -184,21 +185,28 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
     outcome: dict[str, Any] = {}
     learner = threading.Thread(target=_fit, args=(trainer, outcome), daemon=True)
     evaluation = Evaluations(config, system)
-    # the first held-out point and evaluation come before the learner starts: its first wait for groups
-    # (learner.sample_timeout_s) does not include them, and they do not share the machine with updates
+    # the first held-out point and evaluation come before the learner loads its models: its first wait
+    # for groups (learner.sample_timeout_s) does not include them, and they do not share the machine with
+    # updates. Ray Train starts its workers meanwhile, while the actors load their models.
     first = heldout is not None or bool(evaluation.scenarios)
-    if not first:
-        learner.start()  # Ray Train starts its workers while the actors load their models
-    system.wait_ready()
-    print(f"actors ready in {time.perf_counter() - started:.1f} s; run folder {config.run_dir()}", flush=True)
-    if config.serve.enabled:  # it follows what the learner publishes
-        start_endpoint(config, follow=True)
-        quiet_libraries(log_file)  # in case starting Serve configured its logger again
-    if first:
+    get(system.gate.hold_learner.remote(first))
+    learner.start()
+    try:
+        system.wait_ready()
+        ready = time.perf_counter() - started
+        print(f"actors ready in {ready:.1f} s; run folder {config.run_dir()}", flush=True)
+        if config.serve.enabled:  # it follows what the learner publishes
+            start_endpoint(config, follow=True)
+            quiet_libraries(log_file)  # in case starting Serve configured its logger again
         if heldout is not None:
             heldout.first(system)
         evaluation.first()
-        learner.start()
+    except BaseException:  # Ctrl-C or a failure before the rollouts: a held learner ends without loading
+        print("stopping: Ray Train's workers end first (Ctrl-C again to quit at once)", file=sys.stderr)
+        get(system.gate.stop.remote())
+        learner.join(LEARNER_END_S)
+        raise
+    get(system.gate.hold_learner.remote(False))
     totals = _drive(config, system, contexts, learner, evaluation, heldout)
     learner.join()
     if "error" not in outcome:

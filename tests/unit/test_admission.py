@@ -152,3 +152,23 @@ def test_groups_dropped_as_stale_stop_counting_and_waiting_workers_start():
         assert gate.state()["accepted"] == 0  # never below nothing
 
     asyncio.run(scenario())
+
+
+def test_a_held_learner_waits_until_released_or_the_run_stops():
+    async def scenario():
+        gate = StalenessGate(batch_size=1, max_staleness=0)
+        assert await gate.learner_may_start(0.01)  # not held: at once
+        await gate.hold_learner(True)
+        assert not await gate.learner_may_start(0.01)  # held: False after the timeout
+        waiting = asyncio.create_task(gate.learner_may_start(30))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await gate.hold_learner(False)
+        assert await asyncio.wait_for(waiting, 5)
+        await gate.hold_learner(True)
+        waiting = asyncio.create_task(gate.learner_may_start(30))
+        await asyncio.sleep(0)
+        await gate.stop()  # a run stopped while the first points run: the learner starts, and sees it
+        assert await asyncio.wait_for(waiting, 5) and gate.state()["running"] == 0
+
+    asyncio.run(scenario())
