@@ -6,6 +6,7 @@ runs the fast tier; tests/README.md says what each tier may use."""
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,13 @@ TIERS = ("unit", "integration", "e2e", "gpu", "vllm", "deepspeed")
 # Tiers whose packages are large or slow to build: collected only when their folder is named on the
 # command line (`make test-vllm`, `make test-deepspeed`), never by a bare `pytest` or `make test`.
 OPT_IN = ("vllm", "deepspeed")
+
+# A suite a script starts in the background (`make test &`) inherits SIGINT ignored, and so would every
+# `rlff` process a test starts: the tests that stop a run with Ctrl-C would find it ignored (a
+# clean-clone CI run started so failed test_run_resume, 2026-12-07). The test process takes Python's
+# usual handler back, so the processes it starts begin with SIGINT at its default, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 needs_esconv = pytest.mark.skipif(not (ESCONV / "train.jsonl").is_file(), reason=f"ESConv not at {ESCONV}")
 
