@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from esc.config_placement import Placement
 from esc.config_roles import (  # noqa: F401  (re-exported: the roles' sections are part of the config)
@@ -243,6 +243,13 @@ class RunConfig(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     serve: ServeConfig = ServeConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_of_its_own(cls, name: str) -> str:
+        if name in (".", ".."):
+            raise ValueError(f"'{name}' would be runs_dir itself or the folder above it; give the run a name")
+        return name
+
     @model_validator(mode="after")
     def _refresh_needs_simulated_futures(self) -> RunConfig:
         if self.reward_refresh.every and self.rollout.future_fraction == 0:
@@ -316,7 +323,19 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
         node = child
-    node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+    node[leaf] = _override_value(override, raw)
+
+
+def _override_value(override: str, raw: str) -> Any:
+    """The YAML value of an override's text; text that reads as a block mapping without braces
+    (`esconv:`, `a: b`) stays text, so the field's own check names what is wrong with it."""
+    if not raw.strip():
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {override!r}: the value is not valid YAML; quote it") from None
+    return raw.strip() if isinstance(value, dict) and not raw.strip().startswith("{") else value
 
 
 def _over_defaults(defaults: BaseModel, tree: dict[str, Any]) -> dict[str, Any]:
@@ -360,15 +379,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Read a YAML config (or the defaults when path is None), apply overrides, validate."""
     tree: Any = {}
     if path is not None:
+        if not str(path).strip():
+            raise ConfigError("the config file's path is empty; try configs/local.yaml")
         path = Path(path)
-        if not path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder, not a file; try configs/local.yaml")
+        if not path.exists():
             raise ConfigError(f"config file {path} does not exist; try configs/local.yaml")
+        if not path.is_file():
+            raise ConfigError(f"config file {path} is not a regular file; try configs/local.yaml")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start})") from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"config file {path}{line} is not valid YAML") from None
+        tree = {} if tree is None else tree  # an empty file: the defaults
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections at the top level")
     return build_config(tree, overrides)

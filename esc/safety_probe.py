@@ -76,13 +76,16 @@ class CrisisProbe:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: run `rlff crisis-probe train` to build it")
-        tensors = load_file(path)
-        with safe_open(path, framework="pt") as handle:
-            meta = handle.metadata() or {}
-        self.layer = int(meta["layer"])
-        self.threshold = float(meta["threshold"])
-        self.mean, self.std = tensors["mean"], tensors["std"]
-        self.weight, self.bias = tensors["weight"], tensors["bias"]
+        try:
+            tensors = load_file(path)
+            with safe_open(path, framework="pt") as handle:
+                meta = handle.metadata() or {}
+            self.layer = int(meta["layer"])
+            self.threshold = float(meta["threshold"])
+            self.mean, self.std = tensors["mean"], tensors["std"]
+            self.weight, self.bias = tensors["weight"], tensors["bias"]
+        except Exception as error:  # not safetensors, or not a probe's tensors and metadata
+            raise ValueError(f"{path} is not a crisis probe file ({type(error).__name__})") from None
         self.backbone, self.tokenizer = load_backbone(self.layer, spec)
         self._memo: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -114,7 +117,11 @@ class CrisisProbe:
 def load_labelled(path: str | Path) -> list[dict[str, str]]:
     """Rows {"text", "category"} of a JSON-lines file; 'ordinary' is the only non-crisis category."""
     rows = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start})") from None
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:

@@ -94,10 +94,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from jobs.run import resume_config, run_online
 
-    config = resume_config(args.resume, args.overrides) if args.resume else _config(args)
-    if args.resume and args.config:
+    resume = args.resume is not None
+    if resume and args.config:
         raise UsageError("give either --config or --resume, not both (a resumed run keeps its config)")
-    return run_online(config, resume=bool(args.resume))
+    config = resume_config(args.resume, args.overrides) if resume else _config(args)
+    return run_online(config, resume=resume)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -36,6 +36,8 @@ def run_collect(config: RunConfig, data_spec: str | None, limit: int) -> int:
         config = config.replace("rollout", future_fraction=1.0)
     spec = data_spec or config.data.scenarios
     contexts = [dialogue_context(d, config.seed) for d in load_dialogues(spec, seed=config.seed)[:limit]]
+    if not contexts:
+        raise UsageError(f"{spec!r} holds no dialogues to collect from")
     config.write_resolved()
     init_ray()
     started = time.perf_counter()

@@ -22,6 +22,7 @@ from pathlib import Path
 from esc.safety import check_message
 from esc.safety_probe import PROBE_FILE, TRAIN_FILE, CrisisProbe, features, load_backbone, load_labelled
 from jobs import UsageError
+from jobs.progress import writable_output
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TRAIN = (
@@ -167,11 +168,14 @@ def run_crisis_probe(action: str, files: list[str], out: str | None, max_false_a
             raise UsageError(str(error)) from None
     probe_file = Path(out or PROBE_FILE)
     if action == "train":
-        train(paths, probe_file, max_false_alarm)
+        train(paths, writable_output(probe_file), max_false_alarm)
         return 0
     if not probe_file.is_file():
         raise UsageError(f"{probe_file} is missing: run `rlff crisis-probe train` to build it")
-    report = measure(paths, probe_file)
+    try:
+        report = measure(paths, probe_file)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     print_report(report)
     print(json.dumps(report))
     return 0

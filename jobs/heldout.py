@@ -148,14 +148,24 @@ class Scorer:
 def read_points(path: Path) -> dict[int, list[dict[str, Any]]]:
     """Context rows of every point in a heldout.jsonl, by version (a version recorded twice: the last)."""
     points: dict[int, dict[str, dict[str, Any]]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            rows = points.setdefault(int(row["point"]), {})
-            if row.get("first"):
-                rows.clear()
-            rows[row["id"]] = row
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    if lines and not _parses(lines[-1]):
+        lines.pop()  # a last line torn by a kill while it was written; a bad line elsewhere raises
+    for line in lines:
+        row = json.loads(line)
+        rows = points.setdefault(int(row["point"]), {})
+        if row.get("first"):
+            rows.clear()
+        rows[row["id"]] = row
     return {version: list(rows.values()) for version, rows in sorted(points.items())}
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def append_point(path: Path, version: int, rows: list[dict[str, Any]], single: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,10 +31,12 @@ def write_report(path: Path, report: dict) -> None:
 def writable_output(out: str | Path) -> Path:
     """Check before any long work that `out` can be written; returns it as a Path."""
     path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"cannot write --out {out}: it is a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a"):
-            pass
     except OSError as error:
         raise UsageError(f"cannot write --out {out}: {error.strerror}") from None
-    return path
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise UsageError(f"cannot write --out {out}: permission denied")
+    return path  # no empty file is left there if the work is stopped before it writes

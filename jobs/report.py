@@ -115,6 +115,8 @@ def _evaluate(config: RunConfig, policy: str, episodes: int) -> dict[str, Any]:
 def _load_run(run: Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any], list[dict], list[dict]]:
     """(the run's config with `overrides`, its learning.json, the held-out rows of its SFT version and
     of its final version). Raises UsageError when a file is missing or lacks those versions."""
+    if not (run / "config.json").is_file():
+        raise UsageError(f"{run} is not a run folder (no config.json); give runs/<name>")
     try:
         config = load_config(run / "config.json", overrides)
     except ConfigError as error:
@@ -122,9 +124,18 @@ def _load_run(run: Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any
     learning_path = run / "learning.json"
     if not learning_path.is_file():
         raise UsageError(f"{run} has no learning.json; run `rlff run` with evaluation.heldout set first")
-    learning = json.loads(learning_path.read_text())
-    points = read_points(run / "heldout.jsonl")
-    sft, final = points.get(learning["base_version"]), points.get(learning["final_version"])
+    if not (run / "reward_model" / "reward_model.json").is_file():
+        raise UsageError(f"{run} has no reward model (reward_model/) to score the base model's replies with")
+    try:
+        learning = json.loads(learning_path.read_text(encoding="utf-8"))
+        versions = int(learning["base_version"]), int(learning["final_version"])
+        points = read_points(run / "heldout.jsonl")
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(
+            f"{run}'s learning.json or heldout.jsonl is not as `rlff run` writes it"
+            f" ({type(error).__name__}: {error})"
+        ) from None
+    sft, final = points.get(versions[0]), points.get(versions[1])
     if not sft or not final:
         raise UsageError(f"{run / 'heldout.jsonl'} lacks the points learning.json names")
     return config, learning, sft, final
@@ -193,6 +204,7 @@ def run_report(
     run = Path(folder)
     config, learning, sft, final = _load_run(run, overrides)
     out_path = writable_output(out or "docs/results.md")
+    reports = [(Path(p).stem, _read_report(p)) for p in interactive]  # before the base model's long pass
     base_spec = base or _base_model(run, config.counselor.model)
     base_config = config.replace("counselor", model=str(base_spec))
     contexts = heldout_contexts(base_config)
@@ -203,7 +215,6 @@ def run_report(
         f"SFT cold start (v{learning['base_version']})": sft,
         f"RLFF final (v{learning['final_version']})": final,
     }
-    reports = [(Path(p).stem, _read_report(p)) for p in interactive]
     if episodes:
         final_weights = config.weights_dir() / f"v{learning['final_version']}"
         policies = {f"base model ({base_spec})": base_spec, "RLFF final": str(final_weights)}

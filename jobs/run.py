@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import json
 import os
 import sys
 import tempfile
@@ -68,13 +69,19 @@ def seeker_checker(config: RunConfig) -> None:
 
 def resume_config(folder: str, overrides: list[str]) -> RunConfig:
     """The config a run was started with (runs/<name>/config.json), plus overrides."""
+    if not folder.strip():
+        raise UsageError("--resume needs a run folder (runs/<name>), not an empty path")
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise UsageError(f"{folder} is not a run folder (no config.json); give runs/<name>")
     try:
-        return load_config(path, overrides)
+        config = load_config(path, overrides)
+        written = json.loads(path.read_text(encoding="utf-8"))
     except ConfigError as error:
         raise UsageError(str(error)) from None
+    if not isinstance(written, dict) or not {"name", "runs_dir"} <= written.keys():
+        raise UsageError(f"{path} is not the config a run wrote (it names no run); give runs/<name>")
+    return config
 
 
 def reward_model_dir(config: RunConfig) -> Path:

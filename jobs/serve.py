@@ -6,6 +6,7 @@ of the config's run publishes. `rlff run` starts the same application itself whe
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import signal
@@ -23,7 +24,16 @@ def check_port_free(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
+        except socket.gaierror:
+            raise UsageError(
+                f"serve.host {host!r} is not a name or address this machine can resolve"
+            ) from None
+        except OSError as error:
+            if error.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(
+                    f"serve.host {host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 or one of"
+                    " its own"
+                ) from None
             raise UsageError(
                 f"{host}:{port} is already in use; pick another port with --set serve.port=N"
             ) from None

@@ -158,6 +158,8 @@ def print_summary(report: dict[str, Any]) -> None:
 
 
 def rm_folder(config: RunConfig, out: str | None = None) -> Path:
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file; the reward model is saved to a folder")
     return Path(out) if out else config.run_dir() / "reward_model"
 
 

@@ -42,8 +42,18 @@ def resolve_checkpoint(config: RunConfig, path: str) -> tuple[RunConfig, int, Pa
     Published versions and learner checkpoints keep their version number; other model folders are 0."""
     folder = Path(path).expanduser().resolve()
     if (folder / "policy.safetensors").is_file() and (folder / "state.json").is_file():
-        version = int(json.loads((folder / "state.json").read_text())["version"])
+        try:
+            version = int(json.loads((folder / "state.json").read_text(encoding="utf-8"))["version"])
+        except (ValueError, KeyError, TypeError) as error:  # not JSON, not UTF-8, no version number
+            raise CheckpointError(
+                f"{folder / 'state.json'} is not a learner checkpoint's state ({type(error).__name__})"
+            ) from None
         return config, version, folder / "policy.safetensors"
+    if _is_run_folder(folder):
+        raise CheckpointError(
+            f"{path} is a run folder, not a model; give runs/<name>/weights/v<N> or"
+            " runs/<name>/checkpoints/step-<N>"
+        )
     if (folder / "config.json").is_file():
         match = re.fullmatch(r"v(\d+)", folder.name)
         moved = config.replace("counselor", model=str(folder))
@@ -52,6 +62,15 @@ def resolve_checkpoint(config: RunConfig, path: str) -> tuple[RunConfig, int, Pa
         f"{path} is neither a model folder (config.json) nor a learner checkpoint (policy.safetensors);"
         " give runs/<name>/weights/v<N> or runs/<name>/checkpoints/step-<N>"
     )
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """Whether `folder/config.json` is a run's config (runs/<name>) rather than a model's."""
+    try:
+        written = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and {"runs_dir", "learner"} <= written.keys()
 
 
 class CounselorService:

@@ -52,6 +52,20 @@ def test_report_compares_base_sft_and_final_on_the_same_contexts(tmp_path, capsy
     (tmp_path / "other" / "config.json").write_text((run / "config.json").read_text())
     assert main(["report", str(tmp_path / "other")]) == 2
     assert "has no learning.json" in capsys.readouterr().err
+    (tmp_path / "other" / "learning.json").write_text((run / "learning.json").read_text())
+    assert main(["report", str(tmp_path / "other")]) == 2
+    assert "has no reward model (reward_model/)" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "is not a run folder (no config.json)" in capsys.readouterr().err
+    # refused before the base model answers anything
+    assert main(["report", str(run), "--interactive", str(tmp_path / "missing.json")]) == 2
+    assert "--interactive" in capsys.readouterr().err
+    (run / "learning.json").write_text("{")
+    assert main(["report", str(run)]) == 2
+    assert (
+        "learning.json or heldout.jsonl is not as `rlff run` writes it (JSONDecodeError"
+        in capsys.readouterr().err
+    )
 
 
 def test_the_base_of_a_cold_started_run_is_the_model_its_sft_started_from(tmp_path):

@@ -77,3 +77,37 @@ def test_serve_and_object_store_publishing_do_not_mix():
 def test_stage_flags_that_do_not_fit_are_one_line(args, message):
     out = rlff("train", "--config", "configs/local.yaml", *args)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [message]
+
+
+def test_resume_refuses_an_empty_path_and_a_folder_whose_config_names_no_run(tmp_path):
+    (tmp_path / "config.json").write_text('{"seed": 1}')
+    for args, message in [
+        (["--resume="], "error: --resume needs a run folder (runs/<name>), not an empty path"),
+        (["--resume", str(tmp_path)], f"error: {tmp_path / 'config.json'} is not the config a run wrote"),
+    ]:
+        out = rlff("run", *args)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert message in out.stderr
+
+
+def test_collect_refuses_data_with_no_dialogues_before_starting_ray(tmp_path):
+    from esc.config import build_config
+    from jobs import UsageError
+    from jobs.collect import run_collect
+
+    (tmp_path / "empty.jsonl").write_text("")
+    config = build_config({"runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(UsageError, match="holds no dialogues to collect from"):
+        run_collect(config, f"esconv:{tmp_path / 'empty.jsonl'}", limit=1)
+    assert not (tmp_path / "runs").exists()  # nothing written, no Ray started
+
+
+def test_the_reward_model_stage_refuses_a_file_as_its_out_folder(tmp_path):
+    from esc.config import build_config
+    from jobs import UsageError
+    from jobs.train_rm import rm_folder
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match="afile is a file; the reward model is saved to a folder"):
+        rm_folder(build_config({}), str(tmp_path / "afile"))
+    assert rm_folder(build_config({}), str(tmp_path / "rm")) == tmp_path / "rm"

@@ -67,6 +67,13 @@ def test_overrides_are_typed():
         ("episode.max_turns=zero", "invalid value for 'episode.max_turns'"),
         ("learner.lr", "is not of the form section.key=value"),
         ("learner.lr.x=1", "'lr' is a value, not a section"),
+        ("learner.lr=[1", "the value is not valid YAML; quote it"),
+        ("name=!!python/object:os.system", "the value is not valid YAML"),
+        ("name=a\x07b", "the value is not valid YAML"),
+        ("name=..", "'..' would be runs_dir itself or the folder above it"),
+        ("name=.", "invalid value for 'name'"),
+        # text that reads as a mapping stays text: the field's own check speaks
+        ("name=a: b", "invalid value for 'name': String should match pattern"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):
@@ -136,6 +143,22 @@ def test_missing_and_malformed_files(tmp_path):
     scalar.write_text("3\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(scalar)
+    scalar.write_text("[]\n")  # an empty list is no mapping either (not the defaults)
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(scalar)
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match="path is empty"):
+        load_config("")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin.yaml is not UTF-8 text \(byte 9\)"):
+        load_config(latin)
+
+
+def test_a_text_value_with_a_colon_stays_text_and_braces_make_a_mapping():
+    config = load_config(None, ["data.scenarios=esconv:", "actors.seeker.resources={rollout_node: 1}"])
+    assert config.data.scenarios == "esconv:" and config.actors.seeker.resources == {"rollout_node": 1}
 
 
 def test_resolved_config_is_written_to_the_run_dir(tmp_path):

@@ -128,3 +128,36 @@ def test_measure_without_a_probe_file_says_how_to_build_it(tmp_path, capsys):
     labelled.write_text('{"text": "hello", "category": "ordinary"}\n')
     assert main(["crisis-probe", "measure", str(labelled), "--out", str(tmp_path / "none.safetensors")]) == 2
     assert "run `rlff crisis-probe train` to build it" in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_probe_and_a_labelled_file_that_is_not_utf8_are_named_in_one_line(tmp_path):
+    from jobs import UsageError
+    from jobs.crisis_probe import run_crisis_probe
+
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"not": "a probe"}')
+    with pytest.raises(ValueError, match="notes.json is not a crisis probe file"):
+        CrisisProbe(notes)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"text": "caf\xe9", "category": "ordinary"}\n')
+    with pytest.raises(ValueError, match=r"latin.jsonl is not UTF-8 text \(byte 13\)"):
+        load_labelled(latin)
+    labelled = tmp_path / "ok.jsonl"
+    labelled.write_text('{"text": "hello", "category": "ordinary"}\n')
+    with pytest.raises(UsageError, match="notes.json is not a crisis probe file"):
+        run_crisis_probe("measure", [str(labelled)], str(notes), 0.05)
+    with pytest.raises(UsageError, match="it is a folder"):  # refused before any training
+        run_crisis_probe("train", [str(labelled)], str(tmp_path), 0.05)
+
+
+def test_writable_output_refuses_a_folder_and_leaves_no_empty_file(tmp_path):
+    from jobs import UsageError
+    from jobs.progress import writable_output
+
+    assert writable_output(tmp_path / "new" / "out.json") == tmp_path / "new" / "out.json"
+    assert not (tmp_path / "new" / "out.json").exists() and (tmp_path / "new").is_dir()
+    with pytest.raises(UsageError, match="it is a folder"):
+        writable_output(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="cannot write --out"):
+        writable_output(tmp_path / "file" / "out.json")  # a file where its folder would be

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from esc.config import RunConfig, build_config
 from esc.learning import context_row
 from jobs.heldout_cache import BaseCache, inputs
@@ -154,3 +156,19 @@ def test_the_first_point_of_a_run_reuses_the_cached_base_and_a_new_one_is_cached
     changed, rm = setup(tmp_path, f"evaluation.heldout=esconv:{FIXTURE}#valid", "counselor.temperature=0.9")
     heldout.Heldout(changed, rm).first(System())  # another input: generated again
     assert len(generated) == 2
+
+
+def test_a_last_line_torn_by_a_kill_is_left_out_and_a_bad_line_before_it_raises(tmp_path):
+    import jobs.heldout as heldout
+
+    path = tmp_path / "heldout.jsonl"
+    heldout.append_point(path, 0, base_point(["a", "b"]), single=True)
+    heldout.append_point(path, 4, base_point(["a", "b"]), single=True)
+    whole = path.read_text()
+    cut = len(whole.splitlines()[-1]) // 2 + 1
+    path.write_text(whole[:-cut])  # half of the last line is on disk, without its newline
+    points = heldout.read_points(path)
+    assert [r["id"] for r in points[0]] == ["a", "b"] and [r["id"] for r in points[4]] == ["a"]
+    path.write_text("{torn\n" + whole)
+    with pytest.raises(ValueError):
+        heldout.read_points(path)

@@ -160,6 +160,27 @@ def test_checkpoint_paths_resolve_to_a_model_and_its_version(tmp_path):
         resolve_checkpoint(config, str(tmp_path))
 
 
+@pytest.mark.parametrize(
+    "state, error",
+    [(b"{not json", "JSONDecodeError"), (b"{}", "KeyError"), (b'{"version": "abc"}', "ValueError"),
+     (b"\xff\xfe", "UnicodeDecodeError"), (b"[4]", "TypeError")],
+)  # fmt: skip
+def test_a_broken_checkpoint_state_or_a_run_folder_is_refused_in_one_line(tmp_path, state, error):
+    from esc.config import RunConfig
+    from serve.service import CheckpointError, resolve_checkpoint
+
+    step = tmp_path / "step-4"
+    step.mkdir()
+    (step / "policy.safetensors").write_bytes(b"")
+    (step / "state.json").write_bytes(state)
+    with pytest.raises(CheckpointError, match=rf"state.json is not a learner checkpoint's state \({error}\)"):
+        resolve_checkpoint(RunConfig(), str(step))
+    run = RunConfig(runs_dir=str(tmp_path), name="r")
+    run.write_resolved()
+    with pytest.raises(CheckpointError, match="r is a run folder, not a model"):
+        resolve_checkpoint(run, str(run.run_dir()))
+
+
 def test_stop_sequences_up_to_the_openai_limit_are_kept():
     assert parse_request(body(stop="\n"), LIMITS).stops() == ("\n",)
     assert parse_request(body(stop=["a", "b", "c", "d"]), LIMITS).stops() == ("a", "b", "c", "d")
@@ -208,3 +229,21 @@ def test_an_open_bind_without_a_key_is_refused_unless_allowed(monkeypatch, host,
 def test_null_stream_and_n_mean_their_defaults_as_in_the_openai_api():
     request = parse_request(body(stream=None, n=None), LIMITS)
     assert not request.stream and request.n in (None, 1)
+
+
+@pytest.mark.parametrize(
+    "host, message",
+    [
+        (
+            "nonexistent.invalid",
+            "serve.host 'nonexistent.invalid' is not a name or address this machine can resolve",
+        ),
+        ("192.0.2.1", "serve.host 192.0.2.1 is not an address of this machine"),  # TEST-NET-1, never local
+    ],
+)
+def test_a_host_the_endpoint_cannot_bind_is_named_as_such_not_as_a_busy_port(host, message):
+    from jobs import UsageError
+    from jobs.serve import check_port_free
+
+    with pytest.raises(UsageError, match=message):
+        check_port_free(host, 8000)
