@@ -9,6 +9,7 @@ constructor (role actors reload their model, the store reopens its folder).
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from actors.rm_trainer import RewardModelTrainer
 from actors.rollout_worker import RolloutWorker
 from actors.user_simulator import UserSimulator
 from esc.config import ActorConfig, RunConfig
+from jobs import UsageError
 
 READY_TIMEOUT_S = 600.0  # first start converts and loads models
 
@@ -109,8 +111,14 @@ class ActorSystem:
         return pids
 
     def wait_ready(self) -> None:
-        """Block until every role actor has loaded its model."""
-        ray.get([h.ready.remote() for hs in self.roles().values() for h in hs], timeout=READY_TIMEOUT_S)
+        """Block until every role actor has loaded its model; a role actor whose constructor failed (a
+        model folder that does not exist, say) ends the wait with its error in one line."""
+        try:
+            ray.get([h.ready.remote() for hs in self.roles().values() for h in hs], timeout=READY_TIMEOUT_S)
+        except ray.exceptions.ActorDiedError as error:
+            if not error.actor_init_failed:
+                raise
+            raise UsageError(init_failure(str(error))) from None
 
     def roles(self) -> dict[str, list]:
         return {
@@ -119,6 +127,18 @@ class ActorSystem:
             "system_agent": self.system_agent,
             "judge": self.judge,
         }
+
+
+def init_failure(message: str) -> str:
+    """One line for an actor whose constructor raised, from Ray's message (the constructor's traceback):
+    the actor's class and the exception's last line, its module path left out."""
+    actor = re.search(r"ray::(\w+)\.__init__", message)
+    who = f"the {actor.group(1)} actor" if actor else "a role actor"
+    raised = [line for line in message.strip().splitlines() if re.match(r"[\w.]+(Error|Exception):", line)]
+    if not raised:
+        return f"{who} could not start (its log says why)"
+    name, _, text = raised[-1].partition(":")
+    return f"{who} could not start: {name.rsplit('.', 1)[-1]}:{text}"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-from jobs.launcher import report_restarts
+from jobs.launcher import init_failure, report_restarts
 
 
 def test_restart_report_lines_and_count():
@@ -12,3 +12,21 @@ def test_restart_report_lines_and_count():
     ]
     assert restarted == 2
     assert report_restarts(after, after) == ([], 0)
+
+
+def test_a_failed_constructor_reads_as_its_actor_and_last_exception_line():
+    # the shape of Ray 2.60's ActorDiedError text when __init__ raised (seen with a real actor)
+    message = (
+        "The actor died because of an error raised in its creation task, \x1b[36mray::Counselor.__init__()"
+        "\x1b[39m (pid=23773, ip=192.0.2.2, actor_id=11c4)\n"
+        '  File "/x/actors/counselor.py", line 40, in __init__\n'
+        "    raise ValueError('wrapped')\n"
+        "ValueError: wrapped\n\nDuring handling of the above exception, another exception occurred:\n"
+        '  File "/x/esc/models.py", line 117, in _resolve_external\n'
+        "esc.models.ModelNotFoundError: model folder /nope does not exist; give a folder with config.json\n"
+    )
+    assert init_failure(message) == (
+        "the Counselor actor could not start: ModelNotFoundError: model folder /nope does not exist; give a"
+        " folder with config.json"
+    )
+    assert init_failure("no traceback here") == "a role actor could not start (its log says why)"
