@@ -72,6 +72,8 @@ def config_reference() -> str:
         GENERATED.format(command="rlff config reference"),
         "",
         "A run is configured by one YAML file (`configs/`) plus `--set section.key=value` overrides.",
+        "An override's value is read as YAML (`3e-6`, `true`, `[a, b]`, `{rollout_node: 1}`); text that",
+        "would read as a mapping without braces (`esconv:`, `a: b`) stays text.",
         "Unknown keys are errors; every value is checked against the limits below when the config loads.",
         "The resolved config of every run is saved to `runs/<name>/config.json`.",
         "",
