@@ -181,6 +181,17 @@ HANDLERS = {
 }
 
 
+# Options whose empty value would otherwise fall back to the default silently (an unset shell variable)
+PATH_LIKE = ("model", "out", "references", "base", "checkpoint", "policy", "scenarios", "data")
+
+
+def _no_empty_values(args: argparse.Namespace) -> None:
+    for name in PATH_LIKE:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            raise UsageError(f"--{name} needs a value, not an empty string")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `rlff report` writes it into its output
@@ -191,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     from esc.models import ModelNotFoundError
 
     try:
+        _no_empty_values(args)
         return handler(args)
     except (ConfigError, DataError, ModelNotFoundError, BackendError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -111,3 +111,14 @@ def test_the_reward_model_stage_refuses_a_file_as_its_out_folder(tmp_path):
     with pytest.raises(UsageError, match="afile is a file; the reward model is saved to a folder"):
         rm_folder(build_config({}), str(tmp_path / "afile"))
     assert rm_folder(build_config({}), str(tmp_path / "rm")) == tmp_path / "rm"
+
+
+@pytest.mark.parametrize(
+    "args", [["chat", "--model="], ["evaluate", "--out", " "], ["serve", "--checkpoint="]]
+)
+def test_an_empty_option_value_is_refused_not_taken_as_the_default(args, capsys):
+    from jobs.cli import main
+
+    assert main(args) == 2
+    name = args[1].split("=")[0]
+    assert capsys.readouterr().err == f"error: {name} needs a value, not an empty string\n"
