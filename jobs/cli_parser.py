@@ -31,8 +31,9 @@ def _add_chat(commands: argparse._SubParsersAction) -> None:
     chat = commands.add_parser("chat", help="talk to the counselor in the terminal")
     _add_config_args(chat)
     chat.add_argument("--model", help="counselor model spec (overrides counselor.model)")
-    chat.add_argument("--message", help="send one message, print the reply and exit")
-    chat.add_argument("--demo", action="store_true", help="run a short scripted exchange")
+    one_shot = chat.add_mutually_exclusive_group()
+    one_shot.add_argument("--message", help="send one message, print the reply and exit")
+    one_shot.add_argument("--demo", action="store_true", help="run a short scripted exchange")
     chat.add_argument("--show-reasoning", action="store_true", help="also print the counselor's reasoning")
 
 
