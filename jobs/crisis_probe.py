@@ -163,9 +163,11 @@ def run_crisis_probe(action: str, files: list[str], out: str | None, max_false_a
         if not path.is_file():
             raise UsageError(f"{path} is not a file")
         try:
-            load_labelled(path)
+            rows = load_labelled(path)
         except ValueError as error:
             raise UsageError(str(error)) from None
+        if not rows:
+            raise UsageError(f"{path} holds no labelled messages")
     probe_file = Path(out or PROBE_FILE)
     if action == "train":
         train(paths, writable_output(probe_file), max_false_alarm)

@@ -148,6 +148,9 @@ def test_a_file_that_is_no_probe_and_a_labelled_file_that_is_not_utf8_are_named_
         run_crisis_probe("measure", [str(labelled)], str(notes), 0.05)
     with pytest.raises(UsageError, match="it is a folder"):  # refused before any training
         run_crisis_probe("train", [str(labelled)], str(tmp_path), 0.05)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(UsageError, match="empty.jsonl holds no labelled messages"):
+        run_crisis_probe("measure", [str(tmp_path / "empty.jsonl")], str(notes), 0.05)
 
 
 def test_writable_output_refuses_a_folder_and_leaves_no_empty_file(tmp_path):
