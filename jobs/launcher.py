@@ -132,7 +132,7 @@ class ActorSystem:
 def init_failure(message: str) -> str:
     """One line for an actor whose constructor raised, from Ray's message (the constructor's traceback):
     the actor's class and the exception's last line, its module path left out."""
-    actor = re.search(r"ray::(\w+)\.__init__", message)
+    actor = re.search(r"ray::(?:[\w.-]+:)?(\w+)\.__init__", message)  # a named actor: ray::NAME:Class
     who = f"the {actor.group(1)} actor" if actor else "a role actor"
     raised = [line for line in message.strip().splitlines() if re.match(r"[\w.]+(Error|Exception):", line)]
     if not raised:

@@ -17,8 +17,8 @@ def test_restart_report_lines_and_count():
 def test_a_failed_constructor_reads_as_its_actor_and_last_exception_line():
     # the shape of Ray 2.60's ActorDiedError text when __init__ raised (seen with a real actor)
     message = (
-        "The actor died because of an error raised in its creation task, \x1b[36mray::Counselor.__init__()"
-        "\x1b[39m (pid=23773, ip=192.0.2.2, actor_id=11c4)\n"
+        "The actor died because of an error raised in its creation task,"
+        " \x1b[36mray::rlff-local-6fd5bb7c-counselor-0:Counselor.__init__()\x1b[39m (pid=4630)\n"
         '  File "/x/actors/counselor.py", line 40, in __init__\n'
         "    raise ValueError('wrapped')\n"
         "ValueError: wrapped\n\nDuring handling of the above exception, another exception occurred:\n"
@@ -30,3 +30,5 @@ def test_a_failed_constructor_reads_as_its_actor_and_last_exception_line():
         " folder with config.json"
     )
     assert init_failure("no traceback here") == "a role actor could not start (its log says why)"
+    unnamed = "creation task, ray::Judge.__init__() (pid=1)\nKeyError: 'x'"
+    assert init_failure(unnamed) == "the Judge actor could not start: KeyError: 'x'"
