@@ -66,6 +66,10 @@ def features(backbone: Any, tokenizer: Any, texts: Sequence[str]) -> Any:
     return torch.cat(rows) if rows else torch.zeros(0, backbone.config.hidden_size)
 
 
+class ProbeFileError(ValueError):
+    """A probe file that is not one (not safetensors, or without a probe's tensors and metadata)."""
+
+
 class CrisisProbe:
     """Callable: messages -> p(crisis) per message. Loads the probe file and the backbone it needs."""
 
@@ -85,7 +89,7 @@ class CrisisProbe:
             self.mean, self.std = tensors["mean"], tensors["std"]
             self.weight, self.bias = tensors["weight"], tensors["bias"]
         except Exception as error:  # not safetensors, or not a probe's tensors and metadata
-            raise ValueError(f"{path} is not a crisis probe file ({type(error).__name__})") from None
+            raise ProbeFileError(f"{path} is not a crisis probe file ({type(error).__name__})") from None
         self.backbone, self.tokenizer = load_backbone(self.layer, spec)
         self._memo: dict[str, float] = {}
         self._lock = threading.Lock()

@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from jobs.run import resume_config, run_online
 
     resume = args.resume is not None
-    if resume and args.config:
+    if resume and args.config is not None:
         raise UsageError("give either --config or --resume, not both (a resumed run keeps its config)")
     config = resume_config(args.resume, args.overrides) if resume else _config(args)
     return run_online(config, resume=resume)

@@ -20,7 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esc.safety import check_message
-from esc.safety_probe import PROBE_FILE, TRAIN_FILE, CrisisProbe, features, load_backbone, load_labelled
+from esc.safety_probe import (
+    PROBE_FILE,
+    TRAIN_FILE,
+    CrisisProbe,
+    ProbeFileError,
+    features,
+    load_backbone,
+    load_labelled,
+)
 from jobs import UsageError
 from jobs.progress import writable_output
 
@@ -176,7 +184,7 @@ def run_crisis_probe(action: str, files: list[str], out: str | None, max_false_a
         raise UsageError(f"{probe_file} is missing: run `rlff crisis-probe train` to build it")
     try:
         report = measure(paths, probe_file)
-    except ValueError as error:
+    except ProbeFileError as error:
         raise UsageError(str(error)) from None
     print_report(report)
     print(json.dumps(report))

@@ -160,6 +160,16 @@ def read_points(path: Path) -> dict[int, list[dict[str, Any]]]:
     return {version: list(rows.values()) for version, rows in sorted(points.items())}
 
 
+def _drop_torn_end(path: Path) -> None:
+    """Cut a last line that a kill left without its newline, so the next line does not join it."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as out:
+            out.truncate(data.rfind(b"\n") + 1)
+
+
 def _parses(line: str) -> bool:
     try:
         json.loads(line)
@@ -172,6 +182,7 @@ def append_point(path: Path, version: int, rows: list[dict[str, Any]], single: b
     """Append one point's context rows to heldout.jsonl, one line each; `single`: every reply came
     from `version` (False: a version was published while the point generated)."""
     now = time.time()
+    _drop_torn_end(path)
     with path.open("a") as out:
         for k, row in enumerate(rows):  # "first": a point recorded again replaces the earlier one
             line = {"point": version, "time": now, "single_version": single, "first": k == 0, **row}

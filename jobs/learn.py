@@ -83,7 +83,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     rm_dir = loop_config["reward_model"]
-    if not handles.wait_to_start():
+    if ranks.any_rank(not handles.wait_to_start()):  # every rank, or none, goes on to load its models
         return
     learner, model_files = build_learner(config, rm_dir, rank, world)
     updates = saved = resume(config, learner, handles, rank)

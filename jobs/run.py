@@ -208,8 +208,9 @@ def run_online(config: RunConfig, resume: bool = False) -> int:
         if heldout is not None:
             heldout.first(system)
         evaluation.first()
-    except BaseException:  # Ctrl-C or a failure before the rollouts: a held learner ends without loading
-        print("stopping: Ray Train's workers end first (Ctrl-C again to quit at once)", file=sys.stderr)
+    except BaseException as error:  # Ctrl-C or a failure before the rollouts: the held learner ends unloaded
+        if isinstance(error, KeyboardInterrupt):
+            print("stopping: Ray Train's workers end first (Ctrl-C again to quit at once)", file=sys.stderr)
         get(system.gate.stop.remote())
         learner.join(LEARNER_END_S)
         raise

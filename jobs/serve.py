@@ -19,24 +19,28 @@ from jobs import UsageError
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Refuse early, in one sentence, when something else already listens on host:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    """Refuse early, in one sentence, when host:port cannot be listened on: something else holds it,
+    or the host is not this machine's."""
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise UsageError(f"serve.host {host!r} is not a name or address this machine can resolve") from None
+    family, _, _, _, address = min(found, key=lambda info: info[0] != socket.AF_INET)  # IPv4 first
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
-        except socket.gaierror:
-            raise UsageError(
-                f"serve.host {host!r} is not a name or address this machine can resolve"
-            ) from None
+            probe.bind(address)
         except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"{host}:{port} is already in use; pick another port with --set serve.port=N"
+                ) from None
             if error.errno == errno.EADDRNOTAVAIL:
                 raise UsageError(
                     f"serve.host {host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 or one of"
                     " its own"
                 ) from None
-            raise UsageError(
-                f"{host}:{port} is already in use; pick another port with --set serve.port=N"
-            ) from None
+            raise UsageError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
 def is_loopback(host: str) -> bool:

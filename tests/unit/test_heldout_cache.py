@@ -169,6 +169,13 @@ def test_a_last_line_torn_by_a_kill_is_left_out_and_a_bad_line_before_it_raises(
     path.write_text(whole[:-cut])  # half of the last line is on disk, without its newline
     points = heldout.read_points(path)
     assert [r["id"] for r in points[0]] == ["a", "b"] and [r["id"] for r in points[4]] == ["a"]
+    heldout.append_point(path, 8, base_point(["a", "b"]), single=True)  # a resumed run's next point
+    points = heldout.read_points(path)
+    assert {v: [r["id"] for r in rows] for v, rows in points.items()} == {
+        0: ["a", "b"],
+        4: ["a"],
+        8: ["a", "b"],
+    }
     path.write_text("{torn\n" + whole)
     with pytest.raises(ValueError):
         heldout.read_points(path)
